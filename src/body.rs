@@ -1,0 +1,118 @@
+//! The response body type of the [`ETag`](crate::ETag) service.
+
+use std::{
+    fmt,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::buffer::Buffer;
+
+pin_project! {
+    /// The response body of [`ETag`](crate::ETag).
+    ///
+    /// Depending on what the layer did, it is the inner body untouched, the
+    /// buffered body (followed by the rest of the inner body if it outgrew the
+    /// cap, or by its error if it failed), or empty (a 304, a 412, or a
+    /// response to `HEAD`). Its error type is the inner body's.
+    pub struct ResponseBody<B: Body> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B: Body> {
+        Passthrough { #[pin] body: B },
+        Buffered { buffer: Pin<Box<Buffer<B>>> },
+        Empty { size_hint: SizeHint },
+    }
+}
+
+impl<B: Body> ResponseBody<B> {
+    pub(crate) fn passthrough(body: B) -> Self {
+        Self {
+            kind: Kind::Passthrough { body },
+        }
+    }
+
+    pub(crate) fn buffered(buffer: Pin<Box<Buffer<B>>>) -> Self {
+        Self {
+            kind: Kind::Buffered { buffer },
+        }
+    }
+
+    /// An empty body whose size hint is exact: a response to `HEAD`, a 412.
+    pub(crate) fn empty() -> Self {
+        Self {
+            kind: Kind::Empty {
+                size_hint: SizeHint::with_exact(0),
+            },
+        }
+    }
+
+    /// An empty body for a 304.
+    ///
+    /// Its size hint is left open on purpose: servers and frameworks derive a
+    /// missing `Content-Length` from an exact hint, and `Content-Length: 0`
+    /// on a 304 would claim that the 200's content is empty (RFC 9110 §8.6).
+    /// `is_end_stream` still reports the end, so nothing waits for content.
+    pub(crate) fn not_modified() -> Self {
+        Self {
+            kind: Kind::Empty {
+                size_hint: SizeHint::new(),
+            },
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { body } => body.poll_frame(cx),
+            KindProj::Buffered { buffer } => buffer.as_mut().poll_frame(cx),
+            KindProj::Empty { .. } => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Passthrough { body } => body.is_end_stream(),
+            Kind::Buffered { buffer } => buffer.is_end_stream(),
+            Kind::Empty { .. } => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Passthrough { body } => body.size_hint(),
+            Kind::Buffered { buffer } => buffer.size_hint(),
+            Kind::Empty { size_hint } => size_hint.clone(),
+        }
+    }
+}
+
+impl<B: Body> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Passthrough { .. } => "Passthrough",
+            Kind::Buffered { .. } => "Buffered",
+            Kind::Empty { .. } => "Empty",
+        };
+        f.debug_struct("ResponseBody").field("kind", &kind).finish()
+    }
+}

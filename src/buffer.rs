@@ -1,0 +1,262 @@
+//! Where the body is buffered and hashed.
+//!
+//! A [`Buffer`] reads the inner body frame by frame, hashing each data chunk
+//! as it arrives and keeping the chunks themselves (reference-counted
+//! [`Bytes`], never concatenated or copied). Once reading stops, for whatever
+//! reason, the same `Buffer` becomes the body that is sent: first the chunks
+//! already read, then whatever is left (trailers, the rest of the inner body,
+//! or the inner body's error). Nothing read is ever lost.
+
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::entity_tag::EntityTag;
+
+/// How many bytes of the BLAKE3 digest the tag carries: 128 bits.
+const TAG_BYTES: usize = 16;
+
+pin_project! {
+    /// The inner body together with what has been read from it.
+    pub(crate) struct Buffer<B: Body> {
+        #[pin]
+        body: B,
+        chunks: VecDeque<Bytes>,
+        // Bytes in `chunks`.
+        len: u64,
+        trailers: Option<HeaderMap>,
+        hasher: blake3::Hasher,
+        state: State<B::Error>,
+    }
+}
+
+enum State<E> {
+    /// Reading and hashing.
+    Reading,
+    /// The inner body ended within the cap: everything is in memory.
+    Complete,
+    /// The inner body outgrew the cap: send the chunks, then the rest of it.
+    Overflowed,
+    /// The inner body failed: send the chunks, then this error.
+    Failed(Option<E>),
+}
+
+/// Why [`Buffer::poll_fill`] stopped reading.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// The whole body is buffered and hashed.
+    Complete,
+    /// The body grew past the cap; it will be streamed untagged.
+    Overflowed,
+    /// The body returned an error; it will be passed on after the chunks.
+    Failed,
+}
+
+impl<B: Body<Data = Bytes>> Buffer<B> {
+    pub(crate) fn new(body: B) -> Self {
+        Self {
+            body,
+            chunks: VecDeque::new(),
+            len: 0,
+            trailers: None,
+            hasher: blake3::Hasher::new(),
+            state: State::Reading,
+        }
+    }
+
+    /// Reads frames until the body ends, fails, or holds more than `cap`
+    /// bytes. Each chunk is hashed as it arrives, so the tag depends only on
+    /// the bytes, not on how they were split into frames.
+    pub(crate) fn poll_fill(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        cap: usize,
+    ) -> Poll<Filled> {
+        let mut this = self.project();
+        debug_assert!(matches!(this.state, State::Reading));
+        loop {
+            let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
+                None => {
+                    *this.state = State::Complete;
+                    return Poll::Ready(Filled::Complete);
+                }
+                Some(Err(error)) => {
+                    *this.state = State::Failed(Some(error));
+                    return Poll::Ready(Filled::Failed);
+                }
+                Some(Ok(frame)) => frame,
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    *this.len += data.len() as u64;
+                    if *this.len > cap as u64 {
+                        // Keep the chunk to send it, but stop hashing: the
+                        // response goes out untagged.
+                        this.chunks.push_back(data);
+                        *this.state = State::Overflowed;
+                        return Poll::Ready(Filled::Overflowed);
+                    }
+                    this.hasher.update(&data);
+                    this.chunks.push_back(data);
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        match this.trailers {
+                            Some(existing) => existing.extend(trailers),
+                            None => *this.trailers = Some(trailers),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The number of body bytes read.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether trailers were read.
+    pub(crate) fn has_trailers(&self) -> bool {
+        self.trailers.is_some()
+    }
+
+    /// The entity tag of the complete body: the first 128 bits of its BLAKE3
+    /// hash in lowercase hex, quoted, `W/`-prefixed if `weak`.
+    pub(crate) fn entity_tag(&self, weak: bool) -> HeaderValue {
+        let hash = self.hasher.finalize();
+        format_tag(&hash.as_bytes()[..TAG_BYTES], weak)
+    }
+}
+
+/// Formats a digest as an entity tag.
+///
+/// Hand-written because the whole tag is 36 bytes at most and is built on a
+/// stack buffer; a hex crate would add a dependency for one loop.
+fn format_tag(digest: &[u8], weak: bool) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 2 + 2 + TAG_BYTES * 2];
+    let mut n = 0;
+    if weak {
+        out[..2].copy_from_slice(b"W/");
+        n = 2;
+    }
+    out[n] = b'"';
+    n += 1;
+    for byte in digest {
+        out[n] = HEX[usize::from(byte >> 4)];
+        out[n + 1] = HEX[usize::from(byte & 0x0f)];
+        n += 2;
+    }
+    out[n] = b'"';
+    n += 1;
+    HeaderValue::from_bytes(&out[..n]).expect("hex digits and quotes are valid header bytes")
+}
+
+/// The opaque part and weakness of a tag produced by [`format_tag`], for
+/// comparison without re-parsing.
+pub(crate) fn as_entity_tag(value: &HeaderValue) -> Option<EntityTag<'_>> {
+    EntityTag::parse(value.as_bytes())
+}
+
+impl<B: Body<Data = Bytes>> Body for Buffer<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        if let Some(chunk) = this.chunks.pop_front() {
+            *this.len -= chunk.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        match this.state {
+            State::Reading => {
+                debug_assert!(false, "a buffer is sent only once reading stopped");
+                Poll::Ready(None)
+            }
+            State::Complete => Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t)))),
+            State::Overflowed => this.body.poll_frame(cx),
+            State::Failed(error) => Poll::Ready(error.take().map(Err)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if !self.chunks.is_empty() {
+            return false;
+        }
+        match &self.state {
+            State::Reading => true,
+            State::Complete => self.trailers.is_none(),
+            State::Overflowed => self.body.is_end_stream(),
+            State::Failed(error) => error.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.state {
+            // Exact only without trailers: an exact size makes hyper frame the
+            // response with Content-Length, and HTTP/1.1 can only carry
+            // trailers in chunked framing.
+            State::Complete if self.trailers.is_none() => SizeHint::with_exact(self.len),
+            State::Overflowed => {
+                let inner = self.body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(self.len));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(self.len));
+                }
+                hint
+            }
+            _ => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(self.len);
+                hint
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_is_quoted_lowercase_hex_of_128_bits() {
+        let hash = blake3::hash(b"hello");
+        let tag = format_tag(&hash.as_bytes()[..TAG_BYTES], false);
+        let expected = format!("\"{}\"", &hash.to_hex()[..32]);
+        assert_eq!(tag, expected.as_str());
+        let parsed = as_entity_tag(&tag).unwrap();
+        assert!(!parsed.is_weak());
+        assert_eq!(parsed.opaque().len(), 32);
+    }
+
+    #[test]
+    fn weak_tag_has_the_weak_indicator() {
+        let hash = blake3::hash(b"hello");
+        let tag = format_tag(&hash.as_bytes()[..TAG_BYTES], true);
+        assert!(tag.as_bytes().starts_with(b"W/\""));
+        assert!(as_entity_tag(&tag).unwrap().is_weak());
+    }
+
+    #[test]
+    fn tag_of_known_input_is_stable() {
+        // BLAKE3("") from the reference test vectors.
+        let hash = blake3::hash(b"");
+        let tag = format_tag(&hash.as_bytes()[..TAG_BYTES], false);
+        assert_eq!(tag, "\"af1349b9f5f9a1a6a0404dea36dcc949\"");
+    }
+}

@@ -1,0 +1,334 @@
+//! Entity tags (RFC 9110 §8.8.3): parsing, the strong and weak comparison
+//! functions (§8.8.3.2) and matching a received `If-Match` / `If-None-Match`
+//! list against the current tag.
+//!
+//! Everything here works on borrowed bytes and never allocates, so a hostile
+//! list of thousands of tags costs one linear pass.
+
+use http::HeaderValue;
+
+/// One parsed entity tag, borrowing its opaque part (without the quotes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EntityTag<'a> {
+    weak: bool,
+    opaque: &'a [u8],
+}
+
+/// Which comparison function a precondition uses (RFC 9110 §8.8.3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Comparison {
+    /// Both tags strong and the opaque parts equal (`If-Match`, §13.1.1).
+    Strong,
+    /// Opaque parts equal, the weak indicator ignored (`If-None-Match`, §13.1.2).
+    Weak,
+}
+
+impl<'a> EntityTag<'a> {
+    /// A tag from its parts; `opaque` excludes the quotes.
+    pub(crate) fn new(weak: bool, opaque: &'a [u8]) -> Self {
+        Self { weak, opaque }
+    }
+
+    /// Parses a field value holding exactly one entity tag, such as a response's
+    /// `ETag`. Surrounding whitespace is tolerated; anything else is `None`.
+    pub(crate) fn parse(value: &'a [u8]) -> Option<Self> {
+        let (tag, rest) = parse_one(trim_ows(value))?;
+        rest.is_empty().then_some(tag)
+    }
+
+    /// Whether this tag is weak (`W/"…"`).
+    #[cfg(test)]
+    pub(crate) fn is_weak(&self) -> bool {
+        self.weak
+    }
+
+    /// The opaque part, without the quotes.
+    #[cfg(test)]
+    pub(crate) fn opaque(&self) -> &'a [u8] {
+        self.opaque
+    }
+
+    /// Compares two tags with the given function (RFC 9110 §8.8.3.2).
+    pub(crate) fn matches(&self, other: &EntityTag<'_>, comparison: Comparison) -> bool {
+        let weak_ok = match comparison {
+            Comparison::Strong => !self.weak && !other.weak,
+            Comparison::Weak => true,
+        };
+        weak_ok && self.opaque == other.opaque
+    }
+}
+
+/// RFC 9110 §8.8.3: `etagc = %x21 / %x23-7E / obs-text`. Note that this admits
+/// the comma, so a list cannot simply be split on commas.
+fn is_etagc(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x7E).contains(&b) || b >= 0x80
+}
+
+fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = bytes {
+        if !is_ows(*first) {
+            break;
+        }
+        bytes = rest;
+    }
+    while let [rest @ .., last] = bytes {
+        if !is_ows(*last) {
+            break;
+        }
+        bytes = rest;
+    }
+    bytes
+}
+
+/// Parses one `entity-tag` at the start of `input`; returns it and what follows.
+fn parse_one(input: &[u8]) -> Option<(EntityTag<'_>, &[u8])> {
+    // RFC 9110 §8.8.3: `weak = %s"W/"` is case-sensitive; `w/"x"` is invalid.
+    let (weak, rest) = match input {
+        [b'W', b'/', rest @ ..] => (true, rest),
+        _ => (false, input),
+    };
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| !is_etagc(b))?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    Some((EntityTag::new(weak, &rest[..end]), &rest[end + 1..]))
+}
+
+/// Matches a received `If-Match` or `If-None-Match` field (all its lines)
+/// against the current entity tag.
+///
+/// Returns `None` when the field is absent or invalid, which RFC 9110 tells a
+/// recipient to treat as absent; `Some(true)` when `*` was sent (the
+/// representation exists, since this is only asked of 2xx responses) or any
+/// listed tag matches `current`; `Some(false)` otherwise. A resource without a
+/// usable current tag matches only `*`.
+pub(crate) fn list_matches(
+    lines: &[HeaderValue],
+    current: Option<EntityTag<'_>>,
+    comparison: Comparison,
+) -> Option<bool> {
+    // RFC 9110 §13.1.1/§13.1.2: `"*" / #entity-tag`. `*` stands alone: several
+    // field lines combine into one list (§5.3), and `*, "a"` is not the grammar.
+    if let [only] = lines {
+        if trim_ows(only.as_bytes()) == b"*" {
+            return Some(true);
+        }
+    }
+    let mut matched = false;
+    let mut elements = 0usize;
+    for line in lines {
+        let mut rest = line.as_bytes();
+        loop {
+            // RFC 9110 §5.6.1.2: recipients accept empty list elements (`a, , b`).
+            while let [first, tail @ ..] = rest {
+                if is_ows(*first) || *first == b',' {
+                    rest = tail;
+                } else {
+                    break;
+                }
+            }
+            if rest.is_empty() {
+                break;
+            }
+            let (tag, after) = parse_one(rest)?;
+            elements += 1;
+            if let Some(current) = &current {
+                // Keep parsing after a match: an invalid element anywhere makes
+                // the whole field invalid, and the pass stays linear.
+                matched |= tag.matches(current, comparison);
+            }
+            rest = trim_ows(after);
+            match rest {
+                [] => break,
+                [b',', tail @ ..] => rest = tail,
+                _ => return None,
+            }
+        }
+    }
+    // A field with no elements at all (`If-Match: ,` or an empty value) is
+    // treated as invalid rather than as a list matching nothing, so that an
+    // empty `If-Match` cannot turn a GET into a 412.
+    (elements > 0).then_some(matched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Option<(bool, &[u8])> {
+        EntityTag::parse(s.as_bytes()).map(|t| (t.is_weak(), t.opaque()))
+    }
+
+    fn lines(values: &[&[u8]]) -> Vec<HeaderValue> {
+        values
+            .iter()
+            .map(|v| HeaderValue::from_bytes(v).unwrap())
+            .collect()
+    }
+
+    fn tag(s: &str) -> EntityTag<'_> {
+        EntityTag::parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn parses_strong_and_weak_tags() {
+        assert_eq!(parse(r#""xyzzy""#), Some((false, &b"xyzzy"[..])));
+        assert_eq!(parse(r#"W/"xyzzy""#), Some((true, &b"xyzzy"[..])));
+        assert_eq!(parse(r#""""#), Some((false, &b""[..])));
+        assert_eq!(parse(r#"  "a"  "#), Some((false, &b"a"[..])));
+    }
+
+    #[test]
+    fn accepts_commas_and_obs_text_inside_quotes() {
+        assert_eq!(parse(r#""a,b""#), Some((false, &b"a,b"[..])));
+        assert_eq!(
+            EntityTag::parse(b"\"\x80\xff\"").map(|t| t.opaque()),
+            Some(&b"\x80\xff"[..])
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_tags() {
+        for bad in [
+            "xyzzy",         // unquoted
+            r#"w/"xyzzy""#,  // lowercase weak indicator
+            r#"W/xyzzy"#,    // weak without quotes
+            r#""xyz"#,       // unterminated
+            r#""x y""#,      // space is not etagc
+            r#""a" "b""#,    // two tags
+            r#""a"b"#,       // trailing junk
+            r#"W/ "a""#,     // space after W/
+            "",              // empty
+            "*",             // star is not a tag
+            "\"a\u{7f}\"",   // DEL is not etagc
+            r#"W/"a"W/"b""#, // two tags without a comma
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?} should be invalid");
+        }
+    }
+
+    // RFC 9110 §8.8.3.2, the example table.
+    #[test]
+    fn comparison_table_from_rfc_9110_section_8_8_3_2() {
+        let cases = [
+            (r#"W/"1""#, r#"W/"1""#, false, true),
+            (r#"W/"1""#, r#"W/"2""#, false, false),
+            (r#"W/"1""#, r#""1""#, false, true),
+            (r#""1""#, r#""1""#, true, true),
+        ];
+        for (a, b, strong, weak) in cases {
+            let (a, b) = (tag(a), tag(b));
+            assert_eq!(a.matches(&b, Comparison::Strong), strong, "{a:?} {b:?}");
+            assert_eq!(b.matches(&a, Comparison::Strong), strong, "{b:?} {a:?}");
+            assert_eq!(a.matches(&b, Comparison::Weak), weak, "{a:?} {b:?}");
+            assert_eq!(b.matches(&a, Comparison::Weak), weak, "{b:?} {a:?}");
+        }
+    }
+
+    #[test]
+    fn list_matches_any_member() {
+        let current = Some(tag(r#""b""#));
+        let list = lines(&[br#""a", "b", "c""#]);
+        assert_eq!(list_matches(&list, current, Comparison::Weak), Some(true));
+        let list = lines(&[br#""a", "c""#]);
+        assert_eq!(list_matches(&list, current, Comparison::Weak), Some(false));
+    }
+
+    #[test]
+    fn list_spans_field_lines() {
+        let current = Some(tag(r#""c""#));
+        let list = lines(&[br#""a""#, br#""b", "c""#]);
+        assert_eq!(list_matches(&list, current, Comparison::Strong), Some(true));
+    }
+
+    #[test]
+    fn list_tolerates_empty_elements_and_whitespace() {
+        let current = Some(tag(r#""b""#));
+        let list = lines(&[b" , \"a\" ,,\t\"b\" , "]);
+        assert_eq!(list_matches(&list, current, Comparison::Weak), Some(true));
+    }
+
+    #[test]
+    fn comma_inside_quotes_is_part_of_the_tag() {
+        let current = Some(tag(r#""a,b""#));
+        let list = lines(&[br#""a,b""#]);
+        assert_eq!(list_matches(&list, current, Comparison::Strong), Some(true));
+        let list = lines(&[br#""a", "b""#]);
+        assert_eq!(
+            list_matches(&list, current, Comparison::Strong),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn weak_list_member_fails_strong_comparison() {
+        let current = Some(tag(r#""a""#));
+        let list = lines(&[br#"W/"a""#]);
+        assert_eq!(
+            list_matches(&list, current, Comparison::Strong),
+            Some(false)
+        );
+        assert_eq!(list_matches(&list, current, Comparison::Weak), Some(true));
+    }
+
+    #[test]
+    fn star_matches_any_current_representation() {
+        let star = lines(&[b"*"]);
+        assert_eq!(list_matches(&star, None, Comparison::Strong), Some(true));
+        let star = lines(&[b"  *  "]);
+        assert_eq!(
+            list_matches(&star, Some(tag(r#"W/"x""#)), Comparison::Weak),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn invalid_lists_are_ignored() {
+        let current = Some(tag(r#""a""#));
+        for bad in [
+            &[&br#""a", b"#[..]][..],    // one invalid member
+            &[br#""a" "b""#],            // missing comma
+            &[br#"*, "a""#],             // star mixed with tags
+            &[b"*", br#""a""#],          // star on one of several lines
+            &[br#""a"#],                 // unterminated quote
+            &[b""],                      // empty value
+            &[b" , ,"],                  // only empty elements
+            &[br#""a""#, b"junk"],       // an invalid second line
+            &[br#"w/"a""#],              // lowercase weak indicator
+            &[b"\"a\", \"unterminated"], // unterminated last member
+        ] {
+            let list = lines(bad);
+            assert_eq!(
+                list_matches(&list, current, Comparison::Weak),
+                None,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_current_tag_matches_nothing_but_star() {
+        let list = lines(&[br#""a""#]);
+        assert_eq!(list_matches(&list, None, Comparison::Weak), Some(false));
+        assert_eq!(list_matches(&[], None, Comparison::Weak), None);
+    }
+
+    #[test]
+    fn long_list_is_parsed_fully() {
+        let mut value = String::new();
+        for i in 0..10_000 {
+            value.push_str(&format!("\"tag-{i}\", "));
+        }
+        let list = [HeaderValue::from_str(&value).unwrap()];
+        let current = Some(tag(r#""tag-9999""#));
+        assert_eq!(list_matches(&list, current, Comparison::Weak), Some(true));
+        value.push_str("broken");
+        let list = [HeaderValue::from_str(&value).unwrap()];
+        assert_eq!(list_matches(&list, current, Comparison::Weak), None);
+    }
+}

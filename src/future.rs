@@ -1,0 +1,298 @@
+//! The response future of [`ETag`](crate::ETag): waits for the inner
+//! response, decides what to do with it, buffers and hashes its body when it
+//! is to be tagged, and builds the final response.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{header, response::Parts, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use crate::{
+    body::ResponseBody,
+    buffer::{as_entity_tag, Buffer, Filled},
+    entity_tag::EntityTag,
+    layer::Config,
+    not_modified::{not_modified, precondition_failed},
+    precondition::{parse_date, Conditions, Outcome, Validators},
+    predicate::{Predicate, SkipETag},
+};
+
+/// What the future keeps of a `GET` or `HEAD` request.
+pub(crate) struct RequestInfo<P> {
+    /// The client sent `HEAD` (the inner service was asked for `GET`).
+    head: bool,
+    conditions: Conditions,
+    config: Config<P>,
+}
+
+impl<P> RequestInfo<P> {
+    pub(crate) fn new(head: bool, conditions: Conditions, config: Config<P>) -> Self {
+        Self {
+            head,
+            conditions,
+            config,
+        }
+    }
+
+    fn method(&self) -> Method {
+        if self.head {
+            Method::HEAD
+        } else {
+            Method::GET
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ETag`](crate::ETag).
+    pub struct ResponseFuture<F, B: Body, P> {
+        #[pin]
+        state: State<F, B>,
+        // `None` for requests the layer passes through (neither GET nor HEAD).
+        request: Option<RequestInfo<P>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B: Body> {
+        // Waiting for the inner service.
+        Inner { #[pin] future: F },
+        // Reading and hashing the body. The buffer is boxed and pinned so that
+        // it can become the response body without moving the inner body.
+        Buffering {
+            buffer: Option<Pin<Box<Buffer<B>>>>,
+            parts: Option<Parts>,
+        },
+        Done,
+    }
+}
+
+impl<F, B: Body, P> ResponseFuture<F, B, P> {
+    pub(crate) fn passthrough(future: F) -> Self {
+        Self {
+            state: State::Inner { future },
+            request: None,
+        }
+    }
+
+    pub(crate) fn new(future: F, request: RequestInfo<P>) -> Self {
+        Self {
+            state: State::Inner { future },
+            request: Some(request),
+        }
+    }
+}
+
+impl<F, B: Body, P> fmt::Debug for ResponseFuture<F, B, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Inner { .. } => "Inner",
+            State::Buffering { .. } => "Buffering",
+            State::Done => "Done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<F, B, E, P> Future for ResponseFuture<F, B, P>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body<Data = Bytes>,
+    P: Predicate,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Inner { future } => {
+                    let response = ready!(future.poll(cx));
+                    let response = match (response, this.request.as_ref()) {
+                        (Err(error), _) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                        (Ok(response), None) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response.map(ResponseBody::passthrough)));
+                        }
+                        (Ok(response), Some(request)) => on_response(response, request),
+                    };
+                    match response {
+                        Next::Respond(response) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Next::Buffer(parts, body) => this.state.set(State::Buffering {
+                            buffer: Some(Box::pin(Buffer::new(body))),
+                            parts: Some(parts),
+                        }),
+                    }
+                }
+                StateProj::Buffering { buffer, parts } => {
+                    let request = this.request.as_ref().expect("only GET and HEAD buffer");
+                    let filling = buffer.as_mut().expect("taken only when done");
+                    let filled =
+                        ready!(filling.as_mut().poll_fill(cx, request.config.max_body_size));
+                    let buffer = buffer.take().expect("taken only when done");
+                    let parts = parts.take().expect("taken only when done");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(on_filled(parts, buffer, filled, request)));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+enum Next<B: Body> {
+    Respond(Response<ResponseBody<B>>),
+    Buffer(Parts, B),
+}
+
+/// Decides what to do with the inner service's response to a GET or HEAD.
+fn on_response<B, P>(response: Response<B>, request: &RequestInfo<P>) -> Next<B>
+where
+    B: Body<Data = Bytes>,
+    P: Predicate,
+{
+    let (mut parts, body) = response.into_parts();
+
+    // RFC 9110 §13.2.1: preconditions are ignored when the response would not
+    // be 2xx; a 404 stays a 404. The marker opts a response out entirely.
+    if !parts.status.is_success() || parts.extensions.get::<SkipETag>().is_some() {
+        return Next::Respond(passthrough(parts, body, request.head));
+    }
+
+    // A validator set by the handler is honoured as it is: no hashing.
+    let etag = parts.headers.get(header::ETAG);
+    let last_modified = parts.headers.get(header::LAST_MODIFIED);
+    if etag.is_some() || last_modified.is_some() {
+        let validators = Validators {
+            // An unparsable handler tag is kept on the response but matches
+            // nothing (only `*`).
+            etag: etag.and_then(|value| EntityTag::parse(value.as_bytes())),
+            last_modified: last_modified.and_then(parse_date),
+        };
+        let outcome = request.conditions.evaluate(&request.method(), &validators);
+        return Next::Respond(match short_circuit(outcome, &mut parts) {
+            // The inner body is dropped unread: a 304 or 412 has no content.
+            Some(empty) => Response::from_parts(parts, empty),
+            None => passthrough(parts, body, request.head),
+        });
+    }
+
+    let config = &request.config;
+    if parts.status != StatusCode::OK
+        || !config.predicate.should_tag(&parts)
+        || exceeds(&parts.headers, &body, config.max_body_size)
+    {
+        return Next::Respond(passthrough(parts, body, request.head));
+    }
+    Next::Buffer(parts, body)
+}
+
+/// Builds the response once the body has been read.
+fn on_filled<B, P>(
+    mut parts: Parts,
+    buffer: Pin<Box<Buffer<B>>>,
+    filled: Filled,
+    request: &RequestInfo<P>,
+) -> Response<ResponseBody<B>>
+where
+    B: Body<Data = Bytes>,
+{
+    if filled != Filled::Complete {
+        // Over the cap, or failed: send everything read and then the rest
+        // (or the error), untagged and with the inner service's headers.
+        let body = if request.head {
+            ResponseBody::empty()
+        } else {
+            ResponseBody::buffered(buffer)
+        };
+        return Response::from_parts(parts, body);
+    }
+
+    let tag = buffer.entity_tag(request.config.weak);
+    let outcome = request.conditions.evaluate(
+        &request.method(),
+        &Validators {
+            etag: as_entity_tag(&tag),
+            last_modified: None,
+        },
+    );
+    parts.headers.insert(header::ETAG, tag);
+    if !buffer.has_trailers() {
+        // The layer now knows the exact length and frames the response itself.
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(buffer.len()));
+    }
+    let body = match short_circuit(outcome, &mut parts) {
+        Some(empty) => empty,
+        None if request.head => ResponseBody::empty(),
+        None => ResponseBody::buffered(buffer),
+    };
+    Response::from_parts(parts, body)
+}
+
+/// For a 304 or 412, rewrites the head and returns the empty body that goes
+/// with it; `None` when the response is to be sent as it is.
+fn short_circuit<B: Body>(outcome: Outcome, parts: &mut Parts) -> Option<ResponseBody<B>> {
+    match outcome {
+        Outcome::Proceed => None,
+        Outcome::NotModified => {
+            not_modified(parts);
+            Some(ResponseBody::not_modified())
+        }
+        Outcome::PreconditionFailed => {
+            precondition_failed(parts);
+            Some(ResponseBody::empty())
+        }
+    }
+}
+
+/// Sends a response on unchanged; for `HEAD`, without its content but with
+/// the `Content-Length` the `GET` would have had.
+fn passthrough<B: Body>(mut parts: Parts, body: B, head: bool) -> Response<ResponseBody<B>> {
+    if !head {
+        return Response::from_parts(parts, ResponseBody::passthrough(body));
+    }
+    // RFC 9110 §9.3.2, §8.6: a HEAD response may carry the Content-Length the
+    // GET would have; never on 1xx, 204 or 304.
+    let status = parts.status;
+    let may_have_length = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    if may_have_length && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = body.size_hint().exact() {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
+    Response::from_parts(parts, ResponseBody::empty())
+}
+
+/// Whether the response announces more than `cap` bytes before any is read.
+fn exceeds<B: Body>(headers: &HeaderMap, body: &B, cap: usize) -> bool {
+    let cap = cap as u64;
+    body.size_hint().lower() > cap
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|len| len > cap)
+}

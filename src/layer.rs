@@ -1,0 +1,130 @@
+//! The [`ETagLayer`] and its configuration.
+
+use std::fmt;
+
+use tower_layer::Layer;
+
+use crate::{predicate::DefaultPredicate, ETag};
+
+/// The default buffering cap: 2 MiB, the bound axum puts on request bodies.
+pub(crate) const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;
+
+/// What a layer and the services it builds share.
+#[derive(Clone)]
+pub(crate) struct Config<P> {
+    pub(crate) max_body_size: usize,
+    pub(crate) weak: bool,
+    pub(crate) predicate: P,
+}
+
+impl Default for Config<DefaultPredicate> {
+    fn default() -> Self {
+        Self {
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            weak: false,
+            predicate: DefaultPredicate::new(),
+        }
+    }
+}
+
+impl<P> fmt::Debug for Config<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("max_body_size", &self.max_body_size)
+            .field("weak", &self.weak)
+            .field("predicate", &std::any::type_name::<P>())
+            .finish()
+    }
+}
+
+/// Adds an `ETag` to responses and answers conditional `GET` and `HEAD`
+/// requests with 304 Not Modified or 412 Precondition Failed.
+///
+/// See the [crate documentation](crate) for what it does and why.
+///
+/// ```
+/// use tower_etag::ETagLayer;
+///
+/// let layer = ETagLayer::new()
+///     // Buffer and tag bodies of up to 512 KiB; larger ones stream untagged.
+///     .max_body_size(512 * 1024);
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct ETagLayer<P = DefaultPredicate> {
+    pub(crate) config: Config<P>,
+}
+
+impl ETagLayer {
+    /// A layer with the defaults: strong tags, a 2 MiB buffering cap and the
+    /// [`DefaultPredicate`].
+    pub fn new() -> Self {
+        Self {
+            config: Config::default(),
+        }
+    }
+}
+
+impl Default for ETagLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P> ETagLayer<P> {
+    /// Sets the buffering cap in bytes (default 2 MiB).
+    ///
+    /// A response whose `Content-Length` or body size hint already exceeds
+    /// the cap is passed through without buffering. A body that grows past
+    /// the cap while it is read is sent on untagged: first every byte already
+    /// read, then the rest of the stream. Memory held per response is thus
+    /// bounded by the cap plus one chunk.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.config.max_body_size = bytes;
+        self
+    }
+
+    /// Emits weak tags (`W/"…"`) instead of strong ones (default `false`).
+    ///
+    /// The tag is still a hash of the exact bytes. A weak tag only tells
+    /// clients and caches not to use it where byte-for-byte identity is
+    /// needed (`If-Match`, `If-Range`), which is useful when something after
+    /// this layer, such as a proxy that compresses, may change the bytes.
+    pub fn weak(mut self, weak: bool) -> Self {
+        self.config.weak = weak;
+        self
+    }
+
+    /// Replaces the rule that decides which responses are buffered and
+    /// tagged (default: [`DefaultPredicate`]).
+    ///
+    /// See [`Predicate`](crate::Predicate) for what the rule sees and which
+    /// checks always apply.
+    pub fn predicate<Q>(self, predicate: Q) -> ETagLayer<Q> {
+        ETagLayer {
+            config: Config {
+                max_body_size: self.config.max_body_size,
+                weak: self.config.weak,
+                predicate,
+            },
+        }
+    }
+}
+
+impl<P> fmt::Debug for ETagLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ETagLayer")
+            .field("max_body_size", &self.config.max_body_size)
+            .field("weak", &self.config.weak)
+            .field("predicate", &std::any::type_name::<P>())
+            .finish()
+    }
+}
+
+impl<S, P: Clone> Layer<S> for ETagLayer<P> {
+    type Service = ETag<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ETag::from_config(inner, self.config.clone())
+    }
+}

@@ -1,0 +1,140 @@
+//! Tower middleware that tags responses with strong BLAKE3 `ETag`s and
+//! answers conditional requests with 304 Not Modified or 412 Precondition
+//! Failed, per RFC 9110.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{header, Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_etag::ETagLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), std::convert::Infallible> {
+//! let service = ServiceBuilder::new()
+//!     .layer(ETagLayer::new())
+//!     .service(service_fn(|_req: Request<()>| async {
+//!         Ok::<_, std::convert::Infallible>(Response::new(Full::from("hello, world")))
+//!     }));
+//!
+//! // The first response is tagged.
+//! let response = service.clone().oneshot(Request::new(())).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//! let etag = response.headers()[header::ETAG].clone();
+//!
+//! // A request that presents the tag is answered with 304 and no content.
+//! let request = Request::builder()
+//!     .header(header::IF_NONE_MATCH, etag)
+//!     .body(())
+//!     .unwrap();
+//! let response = service.oneshot(request).await?;
+//! assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What it does
+//!
+//! For a `GET` or `HEAD` answered with `200 OK` and no validator of its own
+//! (no `ETag`, no `Last-Modified`), the layer reads the body, hashes it with
+//! BLAKE3 as it arrives, and sends it on with a strong `ETag` (the first 128
+//! bits of the hash, in hex) and its exact `Content-Length`. The tag is a
+//! pure function of the bytes, so every process and replica computes the
+//! same tag for the same content.
+//!
+//! Then it evaluates the request's preconditions in the order of RFC 9110
+//! §13.2.2 against that tag, or against the `ETag` and `Last-Modified` the
+//! handler set itself:
+//!
+//! | precondition          | comparison                       | when false |
+//! |-----------------------|----------------------------------|------------|
+//! | `If-Match`            | strong, `*` matches              | 412        |
+//! | `If-Unmodified-Since` | only without `If-Match`, needs `Last-Modified` | 412 |
+//! | `If-None-Match`       | weak, `*` matches                | 304        |
+//! | `If-Modified-Since`   | only without `If-None-Match`, needs `Last-Modified` | 304 |
+//!
+//! Invalid field values are ignored, as the RFC requires. A 304 carries no
+//! content and keeps every header field of the 200 except representation
+//! metadata (`Content-Type`, `Content-Length`, `Content-Encoding`,
+//! `Content-Language`, `Content-Range`, `Transfer-Encoding`): `Cache-Control`,
+//! `Vary`, `ETag`, `Expires`, `Set-Cookie`, CORS and custom fields stay. A 412
+//! carries no content and keeps the `ETag`.
+//!
+//! Everything else passes through untouched and unbuffered: other methods
+//! (`POST`, `PUT`, gRPC, …), statuses other than 200 (a 204 leaves exactly as
+//! it came), and, by [`DefaultPredicate`], `Cache-Control: no-store`,
+//! server-sent events, gRPC and partial content.
+//!
+//! # Buffering
+//!
+//! Buffering is bounded by [`ETagLayer::max_body_size`] (2 MiB by default)
+//! and loses nothing. A response announcing more than the cap (by
+//! `Content-Length` or its body's size hint) is not buffered at all. A body
+//! that grows past the cap while it is read is sent on untagged: every byte
+//! already read, then the rest of the stream. A body error is passed on as a
+//! body error after the bytes read before it, so the connection is aborted
+//! exactly as it would be without the layer. Trailers are kept; a tagged
+//! response with trailers gets no `Content-Length`, so that HTTP/1.1 can
+//! still carry them in chunked framing.
+//!
+//! # `HEAD`
+//!
+//! A `HEAD` response must carry the `ETag` and `Content-Length` a `GET` would
+//! (RFC 9110 §9.3.2), and many stacks return an empty body for `HEAD`, so the
+//! layer forwards a `HEAD` to the inner service as a `GET`, hashes that
+//! content and drops it. This holds wherever the layer sits: on an axum
+//! `Router` via `Router::layer`, around the whole `Router`, or around a plain
+//! hyper service. (An inner route that answers only `HEAD` and not `GET`
+//! therefore sees a `GET`.)
+//!
+//! # Unsafe methods
+//!
+//! Requests with other methods, conditional or not, are passed to the inner
+//! service unchanged: `If-Match` on a `PUT` is the handler's to evaluate,
+//! since only it knows the current state of the resource it is about to
+//! change.
+//!
+//! # Configuration
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_etag::{DefaultPredicate, ETagLayer, Predicate};
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(
+//!         ETagLayer::new()
+//!             // Tag bodies up to 256 KiB.
+//!             .max_body_size(256 * 1024)
+//!             // Keep the default rule, and never tag JSON.
+//!             .predicate(|response: &http::response::Parts| {
+//!                 DefaultPredicate::new().should_tag(response)
+//!                     && response.headers.get("content-type")
+//!                         .map_or(true, |v| v != "application/json")
+//!             }),
+//!     );
+//! # let _ = app;
+//! ```
+//!
+//! A single response opts out with the [`SkipETag`] marker in its extensions.
+
+#![deny(missing_docs, unreachable_pub, unsafe_code)]
+#![warn(clippy::all, rust_2018_idioms, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+mod buffer;
+mod entity_tag;
+mod future;
+mod layer;
+mod not_modified;
+mod precondition;
+mod predicate;
+mod service;
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use layer::ETagLayer;
+pub use predicate::{DefaultPredicate, Predicate, SkipETag};
+pub use service::ETag;

@@ -1,0 +1,178 @@
+//! Which responses are buffered and tagged.
+
+use http::{header, response::Parts, HeaderMap};
+
+/// Decides whether a response may be buffered and tagged.
+///
+/// The layer asks only about responses it could tag at all: a `200 OK` to a
+/// `GET` or `HEAD`, without an `ETag` or `Last-Modified` of its own, without
+/// the [`SkipETag`] marker, and whose `Content-Length` and body size hint do
+/// not already exceed the buffering cap. Those rules cannot be turned off; a
+/// predicate narrows further.
+///
+/// It is implemented by [`DefaultPredicate`] and by any
+/// `Fn(&http::response::Parts) -> bool + Clone`, so a closure can replace the
+/// default rule or extend it:
+///
+/// ```
+/// use tower_etag::{DefaultPredicate, ETagLayer, Predicate};
+///
+/// // Keep the default rule, and also leave images alone.
+/// let layer = ETagLayer::new().predicate(|response: &http::response::Parts| {
+///     DefaultPredicate::new().should_tag(response)
+///         && !response
+///             .headers
+///             .get(http::header::CONTENT_TYPE)
+///             .is_some_and(|v| v.as_bytes().starts_with(b"image/"))
+/// });
+/// # let _ = layer;
+/// ```
+pub trait Predicate: Clone {
+    /// Returns `true` if the response whose head is `response` should be
+    /// buffered and tagged.
+    fn should_tag(&self, response: &Parts) -> bool;
+}
+
+impl<F> Predicate for F
+where
+    F: Fn(&Parts) -> bool + Clone,
+{
+    fn should_tag(&self, response: &Parts) -> bool {
+        self(response)
+    }
+}
+
+/// The default rule: tag everything except responses that must not be stored
+/// or delayed.
+///
+/// It declines
+/// - `Cache-Control: no-store` (RFC 9111 §5.2.2.5): nothing will store the
+///   representation, so a validator is useless and buffering only adds latency;
+/// - `Content-Type: text/event-stream`: server-sent events are an endless
+///   stream whose first event must not wait for a buffer;
+/// - `Content-Type: application/grpc…`: gRPC carries its status in trailers
+///   and must pass untouched;
+/// - responses with `Content-Range`: a partial representation is not the
+///   representation the tag would name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultPredicate {
+    _priv: (),
+}
+
+impl DefaultPredicate {
+    /// The default rule.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Predicate for DefaultPredicate {
+    fn should_tag(&self, response: &Parts) -> bool {
+        let headers = &response.headers;
+        !(has_no_store(headers)
+            || content_type_starts_with(headers, b"text/event-stream")
+            || content_type_starts_with(headers, b"application/grpc")
+            || headers.contains_key(header::CONTENT_RANGE))
+    }
+}
+
+/// A marker that opts a single response out of the layer: insert it into the
+/// response's extensions and the response passes through untouched (no tag,
+/// no buffering, no precondition evaluation).
+///
+/// ```
+/// use axum::{response::IntoResponse, Extension};
+/// use tower_etag::SkipETag;
+///
+/// async fn live_scores() -> impl IntoResponse {
+///     (Extension(SkipETag), "3 - 1")
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkipETag;
+
+fn has_no_store(headers: &HeaderMap) -> bool {
+    // RFC 9111 §5.2: directives are a comma-separated list, case-insensitive,
+    // possibly spread over several lines.
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .any(|directive| {
+            let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
+            name.trim_ascii().eq_ignore_ascii_case(b"no-store")
+        })
+}
+
+fn content_type_starts_with(headers: &HeaderMap, prefix: &[u8]) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
+        let value = value.as_bytes().trim_ascii_start();
+        value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Response;
+
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut builder = Response::builder();
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn tags(headers: &[(&str, &str)]) -> bool {
+        DefaultPredicate::new().should_tag(&parts(headers))
+    }
+
+    #[test]
+    fn default_tags_ordinary_responses() {
+        assert!(tags(&[]));
+        assert!(tags(&[("content-type", "text/html; charset=utf-8")]));
+        assert!(tags(&[("cache-control", "no-cache, max-age=0")]));
+        assert!(tags(&[("cache-control", "private, no-store-please")]));
+    }
+
+    #[test]
+    fn default_skips_no_store() {
+        assert!(!tags(&[("cache-control", "no-store")]));
+        assert!(!tags(&[("cache-control", "private, No-Store")]));
+        assert!(!tags(&[
+            ("cache-control", "max-age=0"),
+            ("cache-control", " no-store ")
+        ]));
+    }
+
+    #[test]
+    fn default_skips_event_streams_and_grpc() {
+        assert!(!tags(&[("content-type", "text/event-stream")]));
+        assert!(!tags(&[(
+            "content-type",
+            "Text/Event-Stream; charset=utf-8"
+        )]));
+        assert!(!tags(&[("content-type", "application/grpc")]));
+        assert!(!tags(&[("content-type", "application/grpc+proto")]));
+        assert!(!tags(&[("content-type", "application/grpc-web")]));
+        assert!(tags(&[("content-type", "application/json")]));
+    }
+
+    #[test]
+    fn default_skips_partial_content() {
+        assert!(!tags(&[("content-range", "bytes 0-9/100")]));
+    }
+
+    #[test]
+    fn closures_are_predicates() {
+        let only_json = |p: &Parts| {
+            p.headers
+                .get("content-type")
+                .is_some_and(|v| v == "application/json")
+        };
+        assert!(only_json.should_tag(&parts(&[("content-type", "application/json")])));
+        assert!(!only_json.should_tag(&parts(&[])));
+    }
+}
