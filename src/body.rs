@@ -101,7 +101,7 @@ where
         match &self.kind {
             Kind::Passthrough { body } => body.size_hint(),
             Kind::Buffered { buffer } => buffer.size_hint(),
-            Kind::Empty { size_hint } => size_hint.clone(),
+            Kind::Empty { size_hint } => *size_hint,
         }
     }
 }
