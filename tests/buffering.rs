@@ -38,10 +38,12 @@ async fn serve_with<F>(layer: ETagLayer, make: F) -> std::net::SocketAddr
 where
     F: Fn() -> Response<ScriptBody> + Clone + Send + Sync + 'static,
 {
-    let service = ServiceBuilder::new().layer(layer).service(service_fn(move |_req| {
-        let response = make();
-        async move { response }
-    }));
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_req| {
+            let response = make();
+            async move { response }
+        }));
     serve_hyper(service).await
 }
 
@@ -65,7 +67,9 @@ async fn tag_is_strong_quoted_and_valid_etagc() {
     assert!(tag.starts_with('"') && tag.ends_with('"'), "{tag}");
     let opaque = &tag[1..tag.len() - 1];
     assert_eq!(opaque.len(), 32, "128 bits in hex");
-    assert!(opaque.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(opaque
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
 }
 
 #[tokio::test]
@@ -113,7 +117,12 @@ async fn bodies_up_to_the_cap_are_tagged() {
 
 #[tokio::test]
 async fn body_growing_past_the_cap_is_sent_whole_and_untagged() {
-    for (len, chunk) in [(CAP + 1, CAP + 1), (CAP + 1, 10), (CAP + 1, 1), (50_000, 999)] {
+    for (len, chunk) in [
+        (CAP + 1, CAP + 1),
+        (CAP + 1, 10),
+        (CAP + 1, 1),
+        (50_000, 999),
+    ] {
         let bytes = content(len);
         let body = bytes.clone();
         let addr = serve(move || Response::new(ScriptBody::chunked(&body, chunk))).await;
@@ -274,7 +283,10 @@ async fn body_error_is_passed_on_after_every_byte_read_before_it() {
         }));
     let response = service.oneshot(http::Request::new(())).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(!response.headers().contains_key("etag"), "an error is not tagged");
+    assert!(
+        !response.headers().contains_key("etag"),
+        "an error is not tagged"
+    );
     let mut body = response.into_body();
     let mut received = Vec::new();
     let error = loop {
@@ -286,7 +298,10 @@ async fn body_error_is_passed_on_after_every_byte_read_before_it() {
     };
     assert_eq!(received, content(300));
     assert!(error.is_some(), "the error must reach the server");
-    assert!(body.frame().await.is_none(), "the body ends after its error");
+    assert!(
+        body.frame().await.is_none(),
+        "the body ends after its error"
+    );
 }
 
 #[tokio::test]
@@ -388,7 +403,10 @@ async fn default_cap_is_two_mebibytes() {
         Response::new(ScriptBody::chunked(&a, 64 * 1024))
     })
     .await;
-    let addr_over = serve_with(layer, move || Response::new(ScriptBody::chunked(&b, 64 * 1024))).await;
+    let addr_over = serve_with(layer, move || {
+        Response::new(ScriptBody::chunked(&b, 64 * 1024))
+    })
+    .await;
     let got = get(addr_at, "/", &[]).await;
     assert_eq!(got.etag(), Some(expected_tag(&at_cap).as_str()));
     assert_eq!(got.body.len(), at_cap.len());

@@ -196,7 +196,10 @@ pub async fn raw(addr: SocketAddr, raw: &str) -> String {
 /// The header block of a raw response, lowercased, one field per line.
 pub fn raw_head(response: &str) -> Vec<String> {
     let head = response.split("\r\n\r\n").next().unwrap();
-    head.lines().skip(1).map(|l| l.to_ascii_lowercase()).collect()
+    head.lines()
+        .skip(1)
+        .map(|l| l.to_ascii_lowercase())
+        .collect()
 }
 
 /// The tag this crate gives `bytes`.
