@@ -54,6 +54,8 @@ fn respond(method: &http::Method, path: &str) -> Response<Full<Bytes>> {
         "/range-200" => ok(builder.header("content-range", "bytes 0-11/12")),
         "/skip" => ok(builder.extension(SkipETag)),
         "/json" => ok(builder.header("content-type", "application/json")),
+        "/gone-tagged" => ok(builder.status(StatusCode::GONE).header("etag", "\"v1\"")),
+        "/chunked" => ok(builder.header("transfer-encoding", "chunked")),
         other => {
             let code = other
                 .strip_prefix("/status/")
@@ -95,6 +97,25 @@ async fn get_200_is_tagged() {
 }
 
 #[tokio::test]
+async fn a_tagged_response_is_framed_by_its_exact_length() {
+    // The handler asked for chunked framing; once the length is known the
+    // layer frames by Content-Length, and never sends both.
+    let addr = origin().await;
+    let wire = raw(
+        addr,
+        "GET /chunked HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let head = raw_head(&wire);
+    assert!(head.contains(&"content-length: 12".to_owned()), "{head:?}");
+    assert!(
+        !head.iter().any(|l| l.starts_with("transfer-encoding")),
+        "{head:?}"
+    );
+    assert!(wire.ends_with(&format!("\r\n\r\n{HELLO}")), "{wire:?}");
+}
+
+#[tokio::test]
 async fn other_statuses_pass_through_untagged() {
     let addr = origin().await;
     for code in [
@@ -122,6 +143,17 @@ async fn not_found_stays_not_found_whatever_the_preconditions() {
     ] {
         let got = get(addr, "/missing", &[(name, value)]).await;
         assert_eq!(got.status, StatusCode::NOT_FOUND, "{name}");
+        assert_eq!(got.body, HELLO);
+    }
+}
+
+#[tokio::test]
+async fn error_responses_with_a_tag_ignore_preconditions() {
+    // RFC 9110 §13.2.1: only a response that would be 2xx is evaluated.
+    let addr = origin().await;
+    for (name, value) in [("if-none-match", "\"v1\""), ("if-match", "\"v2\"")] {
+        let got = get(addr, "/gone-tagged", &[(name, value)]).await;
+        assert_eq!(got.status, StatusCode::GONE, "{name}");
         assert_eq!(got.body, HELLO);
     }
 }
