@@ -138,3 +138,8 @@ pub use future::ResponseFuture;
 pub use layer::ETagLayer;
 pub use predicate::{DefaultPredicate, Predicate, SkipETag};
 pub use service::ETag;
+
+// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
