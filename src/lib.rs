@@ -61,10 +61,12 @@
 //! `Vary`, `ETag`, `Expires`, `Set-Cookie`, CORS and custom fields stay. A 412
 //! carries no content and keeps the `ETag`.
 //!
-//! Everything else passes through untouched and unbuffered: other methods
-//! (`POST`, `PUT`, gRPC, …), statuses other than 200 (a 204 leaves exactly as
-//! it came), and, by [`DefaultPredicate`], `Cache-Control: no-store`,
-//! server-sent events, gRPC and partial content.
+//! Everything else passes through untouched and unbuffered, with no
+//! precondition evaluated: other methods (`POST`, `PUT`, gRPC, …), statuses
+//! other than 200 without a validator of their own (a 204 leaves exactly as it
+//! came), and, by [`DefaultPredicate`], `Cache-Control: no-store`, server-sent
+//! events, gRPC and partial content. A response that is not 2xx is never
+//! evaluated (RFC 9110 §13.2.1): a 404 stays a 404.
 //!
 //! # Buffering
 //!

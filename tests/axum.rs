@@ -149,7 +149,7 @@ async fn revalidation_gets_a_304_that_keeps_cache_control_and_vary() {
         );
         for dropped in ["content-length", "content-type"] {
             assert!(
-                !head.iter().any(|l| l.starts_with(dropped)),
+                !has_field(&head, dropped),
                 "{placement}: {dropped} in {head:?}"
             );
         }
@@ -224,12 +224,9 @@ async fn post_404_201_and_204_pass_through() {
         .await;
         assert!(wire.starts_with("HTTP/1.1 204"), "{placement}: {wire}");
         let lines = raw_head(&wire);
+        assert!(!has_field(&lines, "etag"), "{placement}: {lines:?}");
         assert!(
-            !lines.iter().any(|l| l.starts_with("etag")),
-            "{placement}: {lines:?}"
-        );
-        assert!(
-            !lines.iter().any(|l| l.starts_with("content-length")),
+            !has_field(&lines, "content-length"),
             "{placement}: {lines:?}"
         );
     }

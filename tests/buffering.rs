@@ -215,18 +215,23 @@ fn trailers() -> HeaderMap {
     trailers
 }
 
-#[tokio::test]
-async fn trailers_are_preserved_over_http1() {
-    let bytes = content(300);
-    let body = bytes.clone();
-    let addr = serve(move || {
+/// Serves `bytes` in 100-byte chunks followed by trailers.
+async fn serve_with_trailers(bytes: &[u8]) -> std::net::SocketAddr {
+    let body = bytes.to_vec();
+    serve(move || {
         Response::builder()
-            // hyper sends only the trailer fields announced here.
+            // hyper's HTTP/1.1 writer sends only the trailer fields announced here.
             .header("trailer", "x-checksum")
             .body(ScriptBody::chunked(&body, 100).trailers(trailers()))
             .unwrap()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn trailers_are_preserved_over_http1() {
+    let bytes = content(300);
+    let addr = serve_with_trailers(&bytes).await;
     let got = send(addr, request("GET", "/", &[("te", "trailers")]))
         .await
         .unwrap();
@@ -241,9 +246,7 @@ async fn trailers_are_preserved_over_http1() {
 #[tokio::test]
 async fn trailers_are_preserved_over_http2() {
     let bytes = content(300);
-    let body = bytes.clone();
-    let addr =
-        serve(move || Response::new(ScriptBody::chunked(&body, 100).trailers(trailers()))).await;
+    let addr = serve_with_trailers(&bytes).await;
     let got = send_h2(addr, request("GET", "http://localhost/", &[]))
         .await
         .unwrap();
@@ -255,14 +258,7 @@ async fn trailers_are_preserved_over_http2() {
 #[tokio::test]
 async fn trailers_after_overflow_are_preserved() {
     let bytes = content(CAP * 3);
-    let body = bytes.clone();
-    let addr = serve(move || {
-        Response::builder()
-            .header("trailer", "x-checksum")
-            .body(ScriptBody::chunked(&body, 100).trailers(trailers()))
-            .unwrap()
-    })
-    .await;
+    let addr = serve_with_trailers(&bytes).await;
     let got = send(addr, request("GET", "/", &[("te", "trailers")]))
         .await
         .unwrap();

@@ -114,7 +114,11 @@ impl Received {
 /// Sends one request over a new HTTP/1.1 connection with hyper's client and
 /// reads the whole response, trailers included.
 pub async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Result<Received, BoxError> {
-    let response = send_head(addr, request).await?;
+    receive(send_head(addr, request).await?).await
+}
+
+/// Reads a whole response, trailers included.
+pub async fn receive(response: Response<Incoming>) -> Result<Received, BoxError> {
     let (parts, body) = response.into_parts();
     let collected = tokio::time::timeout(TIMEOUT, body.collect()).await??;
     let trailers = collected.trailers().cloned();
@@ -151,16 +155,7 @@ pub async fn send_h2(
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let response = tokio::time::timeout(TIMEOUT, sender.send_request(request)).await??;
-    let (parts, body) = response.into_parts();
-    let collected = tokio::time::timeout(TIMEOUT, body.collect()).await??;
-    let trailers = collected.trailers().cloned();
-    Ok(Received {
-        status: parts.status,
-        headers: parts.headers,
-        body: collected.to_bytes(),
-        trailers,
-    })
+    receive(tokio::time::timeout(TIMEOUT, sender.send_request(request)).await??).await
 }
 
 /// Builds a request.
@@ -330,4 +325,9 @@ where
         let fut = make(req);
         async move { Ok::<_, Infallible>(fut.await) }
     })
+}
+
+/// Whether a raw header block (from [`raw_head`]) has a field named `name`.
+pub fn has_field(head: &[String], name: &str) -> bool {
+    head.iter().any(|line| line.split(':').next() == Some(name))
 }
