@@ -28,12 +28,41 @@ pin_project! {
     pub(crate) struct Buffer<B: Body> {
         #[pin]
         body: B,
-        chunks: VecDeque<Bytes>,
+        chunks: Chunks,
         // Bytes in `chunks`.
         len: u64,
         trailers: Option<HeaderMap>,
-        hasher: blake3::Hasher,
+        // Created at the second chunk: a body of one chunk (the usual
+        // `Full<Bytes>` or `Body::from(bytes)`) is hashed with one call at the
+        // end, and needs neither the hasher's 1.9 KB of state nor its copies.
+        hasher: Option<Box<blake3::Hasher>>,
         state: State<B::Error>,
+    }
+}
+
+/// The chunks read, in order. The first lives outside the deque so that a
+/// body of one chunk costs no allocation to hold.
+#[derive(Default)]
+struct Chunks {
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        if self.is_empty() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
     }
 }
 
@@ -63,10 +92,10 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
     pub(crate) fn new(body: B) -> Self {
         Self {
             body,
-            chunks: VecDeque::new(),
+            chunks: Chunks::default(),
             len: 0,
             trailers: None,
-            hasher: blake3::Hasher::new(),
+            hasher: None,
             state: State::Reading,
         }
     }
@@ -102,12 +131,24 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                     if *this.len > cap as u64 {
                         // Keep the chunk to send it, but stop hashing: the
                         // response goes out untagged.
-                        this.chunks.push_back(data);
+                        this.chunks.push(data);
                         *this.state = State::Overflowed;
                         return Poll::Ready(Filled::Overflowed);
                     }
-                    this.hasher.update(&data);
-                    this.chunks.push_back(data);
+                    match (this.hasher.as_mut(), &this.chunks.first) {
+                        (Some(hasher), _) => {
+                            hasher.update(&data);
+                        }
+                        (None, Some(first)) => {
+                            let mut hasher = Box::new(blake3::Hasher::new());
+                            hasher.update(first);
+                            hasher.update(&data);
+                            *this.hasher = Some(hasher);
+                        }
+                        // The first chunk: hashed later, alone or with the next.
+                        (None, None) => {}
+                    }
+                    this.chunks.push(data);
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
@@ -133,40 +174,60 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
 
     /// The entity tag of the complete body: the first 128 bits of its BLAKE3
     /// hash in lowercase hex, quoted, `W/`-prefixed if `weak`.
-    pub(crate) fn entity_tag(&self, weak: bool) -> HeaderValue {
-        let hash = self.hasher.finalize();
-        format_tag(&hash.as_bytes()[..TAG_BYTES], weak)
+    pub(crate) fn tag(&self, weak: bool) -> Tag {
+        let hash = match &self.hasher {
+            Some(hasher) => hasher.finalize(),
+            None => blake3::hash(self.chunks.first.as_deref().unwrap_or_default()),
+        };
+        Tag::new(&hash.as_bytes()[..TAG_BYTES], weak)
     }
 }
 
-/// Formats a digest as an entity tag.
+/// An entity tag formatted on the stack.
 ///
-/// Hand-written because the whole tag is 36 bytes at most and is built on a
-/// stack buffer; a hex crate would add a dependency for one loop.
-fn format_tag(digest: &[u8], weak: bool) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 2 + 2 + TAG_BYTES * 2];
-    let mut n = 0;
-    if weak {
-        out[..2].copy_from_slice(b"W/");
-        n = 2;
-    }
-    out[n] = b'"';
-    n += 1;
-    for byte in digest {
-        out[n] = HEX[usize::from(byte >> 4)];
-        out[n + 1] = HEX[usize::from(byte & 0x0f)];
-        n += 2;
-    }
-    out[n] = b'"';
-    n += 1;
-    HeaderValue::from_bytes(&out[..n]).expect("hex digits and quotes are valid header bytes")
+/// The hex encoding is hand-written: the tag is 36 bytes at most, and a hex
+/// crate would add a dependency for one loop.
+pub(crate) struct Tag {
+    bytes: [u8; 4 + TAG_BYTES * 2],
+    len: usize,
+    weak: bool,
 }
 
-/// The opaque part and weakness of a tag produced by [`format_tag`], for
-/// comparison without re-parsing.
-pub(crate) fn as_entity_tag(value: &HeaderValue) -> Option<EntityTag<'_>> {
-    EntityTag::parse(value.as_bytes())
+impl Tag {
+    fn new(digest: &[u8], weak: bool) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut bytes = [0u8; 4 + TAG_BYTES * 2];
+        let mut n = 0;
+        if weak {
+            bytes[..2].copy_from_slice(b"W/");
+            n = 2;
+        }
+        bytes[n] = b'"';
+        n += 1;
+        for byte in digest {
+            bytes[n] = HEX[usize::from(byte >> 4)];
+            bytes[n + 1] = HEX[usize::from(byte & 0x0f)];
+            n += 2;
+        }
+        bytes[n] = b'"';
+        Self {
+            bytes,
+            len: n + 1,
+            weak,
+        }
+    }
+
+    /// The tag, for comparison with the request's preconditions.
+    pub(crate) fn entity_tag(&self) -> EntityTag<'_> {
+        let start = if self.weak { 3 } else { 1 };
+        EntityTag::new(self.weak, &self.bytes[start..self.len - 1])
+    }
+
+    /// The `ETag` field value.
+    pub(crate) fn to_header_value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.bytes[..self.len])
+            .expect("hex digits and quotes are valid header bytes")
+    }
 }
 
 impl<B: Body<Data = Bytes>> Body for Buffer<B> {
@@ -178,7 +239,7 @@ impl<B: Body<Data = Bytes>> Body for Buffer<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
-        if let Some(chunk) = this.chunks.pop_front() {
+        if let Some(chunk) = this.chunks.pop() {
             *this.len -= chunk.len() as u64;
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
@@ -233,30 +294,38 @@ impl<B: Body<Data = Bytes>> Body for Buffer<B> {
 mod tests {
     use super::*;
 
+    fn tag_of(bytes: &[u8], weak: bool) -> Tag {
+        Tag::new(&blake3::hash(bytes).as_bytes()[..TAG_BYTES], weak)
+    }
+
     #[test]
     fn tag_is_quoted_lowercase_hex_of_128_bits() {
-        let hash = blake3::hash(b"hello");
-        let tag = format_tag(&hash.as_bytes()[..TAG_BYTES], false);
-        let expected = format!("\"{}\"", &hash.to_hex()[..32]);
-        assert_eq!(tag, expected.as_str());
-        let parsed = as_entity_tag(&tag).unwrap();
+        let tag = tag_of(b"hello", false);
+        let expected = format!("\"{}\"", &blake3::hash(b"hello").to_hex()[..32]);
+        assert_eq!(tag.to_header_value(), expected.as_str());
+        let value = tag.to_header_value();
+        let parsed = EntityTag::parse(value.as_bytes()).unwrap();
+        assert_eq!(parsed, tag.entity_tag());
         assert!(!parsed.is_weak());
         assert_eq!(parsed.opaque().len(), 32);
     }
 
     #[test]
     fn weak_tag_has_the_weak_indicator() {
-        let hash = blake3::hash(b"hello");
-        let tag = format_tag(&hash.as_bytes()[..TAG_BYTES], true);
-        assert!(tag.as_bytes().starts_with(b"W/\""));
-        assert!(as_entity_tag(&tag).unwrap().is_weak());
+        let tag = tag_of(b"hello", true);
+        assert!(tag.to_header_value().as_bytes().starts_with(b"W/\""));
+        let value = tag.to_header_value();
+        let parsed = EntityTag::parse(value.as_bytes()).unwrap();
+        assert_eq!(parsed, tag.entity_tag());
+        assert!(parsed.is_weak());
     }
 
     #[test]
     fn tag_of_known_input_is_stable() {
         // BLAKE3("") from the reference test vectors.
-        let hash = blake3::hash(b"");
-        let tag = format_tag(&hash.as_bytes()[..TAG_BYTES], false);
-        assert_eq!(tag, "\"af1349b9f5f9a1a6a0404dea36dcc949\"");
+        assert_eq!(
+            tag_of(b"", false).to_header_value(),
+            "\"af1349b9f5f9a1a6a0404dea36dcc949\""
+        );
     }
 }

@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 
 use crate::{
     body::ResponseBody,
-    buffer::{as_entity_tag, Buffer, Filled},
+    buffer::{Buffer, Filled},
     entity_tag::EntityTag,
     layer::Config,
     not_modified::{not_modified, precondition_failed},
@@ -224,15 +224,15 @@ where
         return Response::from_parts(parts, body);
     }
 
-    let tag = buffer.entity_tag(request.config.weak);
+    let tag = buffer.tag(request.config.weak);
     let outcome = request.conditions.evaluate(
         &request.method(),
         &Validators {
-            etag: as_entity_tag(&tag),
+            etag: Some(tag.entity_tag()),
             last_modified: None,
         },
     );
-    parts.headers.insert(header::ETAG, tag);
+    parts.headers.insert(header::ETAG, tag.to_header_value());
     if !buffer.has_trailers() {
         // The layer now knows the exact length and frames the response itself.
         parts.headers.remove(header::TRANSFER_ENCODING);

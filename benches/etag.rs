@@ -1,0 +1,195 @@
+//! Per-request cost of the layer, in process: an axum `Router` without the
+//! layer, with it (200 and 304), with a naive `from_fn` middleware that
+//! collects and hashes, and the bare BLAKE3 hash of the same bytes as the
+//! floor.
+//!
+//! ```text
+//! cargo bench --bench etag                 # everything
+//! cargo bench --bench etag -- '1KiB'       # one size
+//! ```
+
+use std::{convert::Infallible, hint::black_box, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::Request,
+    http::{header, HeaderValue},
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
+    Router,
+};
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures_util::stream;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_etag::ETagLayer;
+
+const SIZES: [(usize, &str); 5] = [
+    (64, "64B"),
+    (1024, "1KiB"),
+    (16 * 1024, "16KiB"),
+    (1024 * 1024, "1MiB"),
+    (16 * 1024 * 1024, "16MiB"),
+];
+
+/// Above every size benched, so that every size is tagged.
+const CAP: usize = 64 * 1024 * 1024;
+
+#[derive(Clone, Copy)]
+enum Chunking {
+    /// One frame, exact size hint (`Body::from(Bytes)`).
+    Single,
+    /// At least four frames of at most 16 KiB, no size hint (a stream).
+    Multi,
+}
+
+impl Chunking {
+    fn name(self) -> &'static str {
+        match self {
+            Chunking::Single => "single",
+            Chunking::Multi => "multi",
+        }
+    }
+}
+
+fn content(len: usize) -> Bytes {
+    (0..len).map(|i| (i * 31 + i / 7) as u8).collect()
+}
+
+fn chunks(bytes: &Bytes, chunking: Chunking) -> Vec<Bytes> {
+    match chunking {
+        Chunking::Single => vec![bytes.clone()],
+        Chunking::Multi => {
+            let size = (bytes.len() / 4).clamp(1, 16 * 1024);
+            (0..bytes.len())
+                .step_by(size)
+                .map(|at| bytes.slice(at..(at + size).min(bytes.len())))
+                .collect()
+        }
+    }
+}
+
+/// A router whose one route serves `bytes` without copying them.
+fn router(bytes: Bytes, chunking: Chunking) -> Router {
+    let chunks = chunks(&bytes, chunking);
+    Router::new().route(
+        "/",
+        get(move || {
+            let chunks = chunks.clone();
+            async move {
+                match chunking {
+                    Chunking::Single => Body::from(chunks[0].clone()),
+                    Chunking::Multi => {
+                        Body::from_stream(stream::iter(chunks.into_iter().map(Ok::<_, Infallible>)))
+                    }
+                }
+            }
+        }),
+    )
+}
+
+/// The baseline a user might write by hand: collect, hash, set the header.
+async fn naive_etag(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let (mut parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let tag = format!("\"{}\"", blake3::hash(&bytes).to_hex());
+    parts
+        .headers
+        .insert(header::ETAG, HeaderValue::from_str(&tag).unwrap());
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// One request through `app`, its body read to the end and dropped.
+async fn round_trip(app: Router, if_none_match: Option<HeaderValue>) {
+    let mut request = Request::new(Body::empty());
+    if let Some(tag) = if_none_match {
+        request.headers_mut().insert(header::IF_NONE_MATCH, tag);
+    }
+    let response = app.oneshot(request).await.unwrap();
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        black_box(frame.unwrap());
+    }
+}
+
+fn responses(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for (size, size_name) in SIZES {
+        let bytes = content(size);
+        for chunking in [Chunking::Single, Chunking::Multi] {
+            let mut group = c.benchmark_group(format!("response/{size_name}/{}", chunking.name()));
+            group.throughput(Throughput::Bytes(size as u64));
+            if size >= 1024 * 1024 {
+                group.sample_size(20);
+                group.measurement_time(Duration::from_secs(3));
+            }
+            let plain = router(bytes.clone(), chunking);
+            let tagged = router(bytes.clone(), chunking).layer(ETagLayer::new().max_body_size(CAP));
+            let naive = router(bytes.clone(), chunking).layer(middleware::from_fn(naive_etag));
+            let tag = rt.block_on(async {
+                let response = tagged.clone().oneshot(Request::new(Body::empty())).await.unwrap();
+                response.headers()[header::ETAG].clone()
+            });
+
+            group.bench_function("plain", |b| {
+                b.to_async(&rt).iter(|| round_trip(plain.clone(), None))
+            });
+            group.bench_function("etag_200", |b| {
+                b.to_async(&rt).iter(|| round_trip(tagged.clone(), None))
+            });
+            group.bench_function("etag_304", |b| {
+                b.to_async(&rt)
+                    .iter(|| round_trip(tagged.clone(), Some(tag.clone())))
+            });
+            group.bench_function("naive_200", |b| {
+                b.to_async(&rt).iter(|| round_trip(naive.clone(), None))
+            });
+            let pieces = chunks(&bytes, chunking);
+            group.bench_function("blake3_floor", |b| {
+                b.iter(|| match chunking {
+                    Chunking::Single => black_box(blake3::hash(black_box(&pieces[0]))),
+                    Chunking::Multi => {
+                        let mut hasher = blake3::Hasher::new();
+                        for piece in &pieces {
+                            hasher.update(black_box(piece));
+                        }
+                        black_box(hasher.finalize())
+                    }
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
+/// `If-None-Match` lists of growing length against a 64-byte response; the
+/// matching tag comes last, so the whole list is parsed.
+fn if_none_match(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let app = router(content(64), Chunking::Single).layer(ETagLayer::new());
+    let tag = rt.block_on(async {
+        let response = app.clone().oneshot(Request::new(Body::empty())).await.unwrap();
+        response.headers()[header::ETAG].to_str().unwrap().to_owned()
+    });
+    let mut group = c.benchmark_group("if_none_match");
+    for count in [1usize, 10, 1000] {
+        let mut list: Vec<String> = (1..count).map(|i| format!("\"{i:032x}\"")).collect();
+        list.push(tag.clone());
+        let value = HeaderValue::from_str(&list.join(", ")).unwrap();
+        group.bench_with_input(BenchmarkId::new("tags", count), &value, |b, value| {
+            b.to_async(&rt)
+                .iter(|| round_trip(app.clone(), Some(value.clone())))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, responses, if_none_match);
+criterion_main!(benches);
