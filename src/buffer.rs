@@ -35,7 +35,7 @@ pin_project! {
         // Created at the second chunk: a body of one chunk (the usual
         // `Full<Bytes>` or `Body::from(bytes)`) is hashed with one call at the
         // end, and needs neither the hasher's 1.9 KB of state nor its copies.
-        hasher: Option<Box<blake3::Hasher>>,
+        hasher: Option<Box<Hasher>>,
         state: State<B::Error>,
     }
 }
@@ -113,6 +113,9 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
         loop {
             let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
                 None => {
+                    if let Some(hasher) = this.hasher.as_mut() {
+                        hasher.flush();
+                    }
                     *this.state = State::Complete;
                     return Poll::Ready(Filled::Complete);
                 }
@@ -140,7 +143,7 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                             hasher.update(&data);
                         }
                         (None, Some(first)) => {
-                            let mut hasher = Box::new(blake3::Hasher::new());
+                            let mut hasher = Box::new(Hasher::new());
                             hasher.update(first);
                             hasher.update(&data);
                             *this.hasher = Some(hasher);
@@ -180,6 +183,64 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
             None => blake3::hash(self.chunks.first.as_deref().unwrap_or_default()),
         };
         Tag::new(&hash.as_bytes()[..TAG_BYTES], weak)
+    }
+}
+
+/// How many bytes [`Hasher`] gives BLAKE3 at a time, at least.
+const STAGE: usize = 16 * 1024;
+
+/// BLAKE3 over chunks as they arrive, fed in pieces of at least 16 KiB.
+///
+/// BLAKE3 hashes up to 16 of its 1 KiB chunks side by side (AVX-512), but
+/// only within one `update` call: frames of 4 KiB hashed one by one run at
+/// less than half its speed. So frames shorter than 16 KiB are copied into a
+/// 16 KiB staging area (allocated only when such a frame comes) and hashed
+/// from there. This copy is for the hash input only; the frames that are sent
+/// are never copied.
+struct Hasher {
+    hasher: blake3::Hasher,
+    stage: Vec<u8>,
+}
+
+impl Hasher {
+    fn new() -> Self {
+        Self {
+            hasher: blake3::Hasher::new(),
+            stage: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        loop {
+            if self.stage.is_empty() && data.len() >= STAGE {
+                self.hasher.update(data);
+                return;
+            }
+            if data.is_empty() {
+                return;
+            }
+            if self.stage.capacity() == 0 {
+                self.stage.reserve_exact(STAGE);
+            }
+            let take = (STAGE - self.stage.len()).min(data.len());
+            self.stage.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.stage.len() == STAGE {
+                self.hasher.update(&self.stage);
+                self.stage.clear();
+            }
+        }
+    }
+
+    /// Hashes what is staged; call once the input is complete.
+    fn flush(&mut self) {
+        self.hasher.update(&self.stage);
+        self.stage.clear();
+    }
+
+    fn finalize(&self) -> blake3::Hash {
+        debug_assert!(self.stage.is_empty(), "flushed before finalizing");
+        self.hasher.finalize()
     }
 }
 
@@ -318,6 +379,31 @@ mod tests {
         let parsed = EntityTag::parse(value.as_bytes()).unwrap();
         assert_eq!(parsed, tag.entity_tag());
         assert!(parsed.is_weak());
+    }
+
+    #[test]
+    fn staged_hashing_equals_one_shot_hashing() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for pieces in [
+            vec![1usize],
+            vec![100, 5000, 1],
+            vec![STAGE - 1, 2, STAGE, 3 * STAGE + 5],
+            vec![4096],
+            vec![70_000, 17],
+        ] {
+            let mut hasher = Hasher::new();
+            let mut at = 0;
+            for &len in pieces.iter().cycle() {
+                if at == data.len() {
+                    break;
+                }
+                let end = (at + len).min(data.len());
+                hasher.update(&data[at..end]);
+                at = end;
+            }
+            hasher.flush();
+            assert_eq!(hasher.finalize(), blake3::hash(&data), "{pieces:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Load test over loopback: the load server (examples/load_server.rs) on one
+# core, wrk on the other, plain / tower-etag / naive runs alternated, each
+# configuration repeated. Prints requests/s and server CPU µs per request
+# (user + system, from /proc) with their medians and ratios to plain, and
+# writes every run to a CSV.
+#
+#   bash benches/load.sh                     # everything (about 6 minutes)
+#   SIZES="1k" REPS=5 bash benches/load.sh   # a subset
+#
+# Settings (environment): SIZES (64 1k 16k 1m 16m), REPS (3), DURATION
+# seconds per run (3), CONNECTIONS (32), CSV (benches/load.csv),
+# SERVER_CPU (0), CLIENT_CPU (1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES=${SIZES:-"64 1k 16k 1m 16m"}
+REPS=${REPS:-3}
+DURATION=${DURATION:-3}
+CONNECTIONS=${CONNECTIONS:-32}
+CSV=${CSV:-benches/load.csv}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+EXTRAS=${EXTRAS:-1}
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+cargo build --release --example load_server --quiet
+target_dir=$(cargo metadata --no-deps --format-version 1 | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+
+work=$(mktemp -d)
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+taskset -c "$SERVER_CPU" "$target_dir/release/examples/load_server" 127.0.0.1:0 >"$work/server.log" 2>&1 &
+server=$!
+for _ in $(seq 1 100); do grep -q listening "$work/server.log" && break; sleep 0.1; done
+base=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/server.log")
+
+cat >"$work/post.lua" <<'LUA'
+wrk.method = "POST"
+LUA
+
+# Server CPU time in clock ticks (user + system).
+ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+hz=$(getconf CLK_TCK)
+
+# run LABEL MODE URL [wrk args...]: one wrk run, one CSV row.
+run() {
+    local label=$1 mode=$2 url=$3
+    shift 3
+    local before after out rps requests cpu
+    before=$(ticks)
+    out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 30s "$@" "$url")
+    after=$(ticks)
+    rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    if echo "$out" | grep -q 'Socket errors\|Non-2xx'; then
+        if ! { [ "$mode" = etag_304 ] || [ "$label" = missing ]; }; then
+            echo "$out" >&2
+            echo "unexpected errors in $label $mode" >&2
+            exit 1
+        fi
+    fi
+    cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+    echo "$label,$mode,$rps,$cpu" >>"$CSV"
+    printf '  %-14s %-10s %12s req/s %9s µs/req\n' "$label" "$mode" "$rps" "$cpu"
+}
+
+echo "label,mode,requests_per_sec,server_cpu_us_per_request" >"$CSV"
+echo "server on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU, ${DURATION}s runs, $CONNECTIONS connections, $REPS repetitions"
+for rep in $(seq 1 "$REPS"); do
+    echo "repetition $rep"
+    for size in $SIZES; do
+        for chunking in "" /multi; do
+            label="$size${chunking:+-multi}"
+            # Alternate the order between repetitions.
+            modes="plain etag naive"
+            [ $((rep % 2)) -eq 0 ] && modes="naive etag plain"
+            for mode in $modes; do
+                run "$label" "$mode" "$base/$mode/$size$chunking"
+            done
+        done
+        if [ "$size" = 1m ] || [ "$size" = 1k ]; then
+            tag=$(curl -s -o /dev/null -D - "$base/etag/$size" | tr -d '\r' | awk -F': ' 'tolower($1) == "etag" {print $2}')
+            run "$size" etag_304 "$base/etag/$size" -H "If-None-Match: $tag"
+        fi
+    done
+    if [ "$EXTRAS" = 1 ]; then
+        # Paths the layer must leave alone.
+        run post plain "$base/plain/post" -s "$work/post.lua"
+        run post etag "$base/etag/post" -s "$work/post.lua"
+        run missing plain "$base/plain/missing"
+        run missing etag "$base/etag/missing"
+        run over-cap plain "$base/plain/1k"
+        run over-cap etag "$base/etag-small/1k"
+    fi
+done
+
+echo
+echo "medians over $REPS repetitions (ratios to plain, side by side in this run):"
+python3 - "$CSV" <<'PY'
+import csv, statistics, sys
+from collections import defaultdict
+runs = defaultdict(list)
+for row in csv.DictReader(open(sys.argv[1])):
+    runs[(row["label"], row["mode"])].append((float(row["requests_per_sec"]), float(row["server_cpu_us_per_request"])))
+labels = list(dict.fromkeys(label for label, _ in runs))
+print(f"{'label':<10} {'mode':<9} {'req/s':>10} {'ratio':>6} {'cpu µs/req':>11} {'Δ cpu µs':>9}")
+for label in labels:
+    base = runs.get((label, "plain"))
+    for mode in ["plain", "etag", "etag_304", "naive"]:
+        if (label, mode) not in runs:
+            continue
+        rps = statistics.median(r for r, _ in runs[(label, mode)])
+        cpu = statistics.median(c for _, c in runs[(label, mode)])
+        if base:
+            brps = statistics.median(r for r, _ in base)
+            bcpu = statistics.median(c for _, c in base)
+            print(f"{label:<10} {mode:<9} {rps:>10.0f} {rps / brps:>6.3f} {cpu:>11.2f} {cpu - bcpu:>+9.2f}")
+        else:
+            print(f"{label:<10} {mode:<9} {rps:>10.0f} {'':>6} {cpu:>11.2f}")
+PY
