@@ -117,7 +117,7 @@ fn responses(c: &mut Criterion) {
             group.throughput(Throughput::Bytes(size as u64));
             if size >= 1024 * 1024 {
                 group.sample_size(20);
-                group.measurement_time(Duration::from_secs(3));
+                group.measurement_time(Duration::from_secs(4));
             }
             let plain = router(bytes.clone(), chunking);
             let tagged = router(bytes.clone(), chunking).layer(ETagLayer::new().max_body_size(CAP));
@@ -127,7 +127,11 @@ fn responses(c: &mut Criterion) {
             let skipped = router(bytes.clone(), chunking)
                 .layer(ETagLayer::new().predicate(|_: &http::response::Parts| false));
             let tag = rt.block_on(async {
-                let response = tagged.clone().oneshot(Request::new(Body::empty())).await.unwrap();
+                let response = tagged
+                    .clone()
+                    .oneshot(Request::new(Body::empty()))
+                    .await
+                    .unwrap();
                 response.headers()[header::ETAG].clone()
             });
 
@@ -167,8 +171,15 @@ fn if_none_match(c: &mut Criterion) {
         .unwrap();
     let app = router(content(64), Chunking::Single).layer(ETagLayer::new());
     let tag = rt.block_on(async {
-        let response = app.clone().oneshot(Request::new(Body::empty())).await.unwrap();
-        response.headers()[header::ETAG].to_str().unwrap().to_owned()
+        let response = app
+            .clone()
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .unwrap();
+        response.headers()[header::ETAG]
+            .to_str()
+            .unwrap()
+            .to_owned()
     });
     let mut group = c.benchmark_group("if_none_match");
     for count in [1usize, 10, 1000] {
@@ -183,5 +194,11 @@ fn if_none_match(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, responses, if_none_match);
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    targets = responses, if_none_match
+}
 criterion_main!(benches);

@@ -13,7 +13,7 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -32,9 +32,10 @@ pin_project! {
         // Bytes in `chunks`.
         len: u64,
         trailers: Option<HeaderMap>,
-        // Created at the second chunk: a body of one chunk (the usual
-        // `Full<Bytes>` or `Body::from(bytes)`) is hashed with one call at the
-        // end, and needs neither the hasher's 1.9 KB of state nor its copies.
+        // Created once the body has several chunks and `STAGE` bytes: a body
+        // of one chunk (the usual `Full<Bytes>` or `Body::from(bytes)`) or a
+        // small one (joined into one chunk) is hashed with one call at the
+        // end, without the hasher's 1.9 KB of state.
         hasher: Option<Box<Hasher>>,
         state: State<B::Error>,
     }
@@ -63,6 +64,34 @@ impl Chunks {
 
     fn is_empty(&self) -> bool {
         self.first.is_none() && self.rest.is_empty()
+    }
+
+    fn count(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    /// Replaces the chunks by one holding all their `len` bytes.
+    fn join(&mut self, len: u64) {
+        let mut joined = BytesMut::with_capacity(len as usize);
+        for chunk in self.iter() {
+            joined.extend_from_slice(chunk);
+        }
+        *self = Self {
+            first: Some(joined.freeze()),
+            rest: VecDeque::new(),
+        };
+    }
+
+    /// The chunk pushed last; only called after a push.
+    fn last(&self) -> &Bytes {
+        self.rest
+            .back()
+            .or(self.first.as_ref())
+            .expect("called after a push")
     }
 }
 
@@ -113,8 +142,13 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
         loop {
             let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
                 None => {
-                    if let Some(hasher) = this.hasher.as_mut() {
-                        hasher.flush();
+                    match this.hasher.as_mut() {
+                        Some(hasher) => hasher.flush(),
+                        // Less than `STAGE` bytes in several chunks: join them.
+                        // Copying a few KiB once costs less than hashing them
+                        // piecemeal and passing each frame down the stack.
+                        None if this.chunks.count() > 1 => this.chunks.join(*this.len),
+                        None => {}
                     }
                     *this.state = State::Complete;
                     return Poll::Ready(Filled::Complete);
@@ -138,20 +172,20 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                         *this.state = State::Overflowed;
                         return Poll::Ready(Filled::Overflowed);
                     }
-                    match (this.hasher.as_mut(), &this.chunks.first) {
-                        (Some(hasher), _) => {
-                            hasher.update(&data);
-                        }
-                        (None, Some(first)) => {
+                    this.chunks.push(data);
+                    match this.hasher.as_mut() {
+                        Some(hasher) => hasher.update(this.chunks.last()),
+                        // Small bodies are hashed in one call at the end; the
+                        // hasher starts once there is enough to keep it busy.
+                        None if *this.len >= STAGE as u64 && this.chunks.count() > 1 => {
                             let mut hasher = Box::new(Hasher::new());
-                            hasher.update(first);
-                            hasher.update(&data);
+                            for chunk in this.chunks.iter() {
+                                hasher.update(chunk);
+                            }
                             *this.hasher = Some(hasher);
                         }
-                        // The first chunk: hashed later, alone or with the next.
-                        (None, None) => {}
+                        None => {}
                     }
-                    this.chunks.push(data);
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
@@ -180,6 +214,7 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
     pub(crate) fn tag(&self, weak: bool) -> Tag {
         let hash = match &self.hasher {
             Some(hasher) => hasher.finalize(),
+            // One chunk (a small body of several was joined into one).
             None => blake3::hash(self.chunks.first.as_deref().unwrap_or_default()),
         };
         Tag::new(&hash.as_bytes()[..TAG_BYTES], weak)
@@ -196,7 +231,8 @@ const STAGE: usize = 16 * 1024;
 /// less than half its speed. So frames shorter than 16 KiB are copied into a
 /// 16 KiB staging area (allocated only when such a frame comes) and hashed
 /// from there. This copy is for the hash input only; the frames that are sent
-/// are never copied.
+/// are never copied. (Bodies smaller than 16 KiB in all are joined into one
+/// chunk instead and hashed in one call.)
 struct Hasher {
     hasher: blake3::Hasher,
     stage: Vec<u8>,
@@ -403,6 +439,53 @@ mod tests {
             }
             hasher.flush();
             assert_eq!(hasher.finalize(), blake3::hash(&data), "{pieces:?}");
+        }
+    }
+
+    /// A body that is always ready with the given chunks.
+    struct Ready(VecDeque<Bytes>);
+
+    impl Body for Ready {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+        }
+    }
+
+    #[test]
+    fn tag_is_the_hash_of_the_bytes_however_they_are_chunked() {
+        let data: Bytes = (0..100_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for total in [0, 1, 1000, 1024, 1025, STAGE - 1, STAGE, STAGE + 1, 100_000] {
+            for piece in [1, 7, 512, 1024, 4096, STAGE, 70_000] {
+                let bytes = data.slice(..total);
+                let chunks = (0..total)
+                    .step_by(piece)
+                    .map(|at| bytes.slice(at..(at + piece).min(total)))
+                    .collect();
+                let mut buffer = Box::pin(Buffer::new(Ready(chunks)));
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let filled = buffer.as_mut().poll_fill(&mut cx, usize::MAX);
+                assert_eq!(filled, Poll::Ready(Filled::Complete));
+                assert_eq!(buffer.len(), total as u64);
+                let expected = tag_of(&bytes, false).to_header_value();
+                assert_eq!(
+                    buffer.tag(false).to_header_value(),
+                    expected,
+                    "{total} bytes in pieces of {piece}"
+                );
+                assert_eq!(buffer.size_hint().exact(), Some(total as u64));
+                let mut sent = Vec::new();
+                while let Poll::Ready(Some(frame)) = buffer.as_mut().poll_frame(&mut cx) {
+                    sent.extend_from_slice(&frame.unwrap().into_data().unwrap());
+                }
+                assert_eq!(sent, bytes, "{total} bytes in pieces of {piece}");
+                assert!(buffer.is_end_stream());
+            }
         }
     }
 

@@ -122,12 +122,13 @@ fn round_trip(layer: ETagLayer, body: impl FnOnce() -> Chunks) -> (Option<String
         .build()
         .unwrap();
     let mut body = Some(body());
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_req: Request<()>| {
-            let response = Response::new(body.take().expect("one request"));
-            async move { Ok::<_, Infallible>(response) }
-        }));
+    let service =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(move |_req: Request<()>| {
+                let response = Response::new(body.take().expect("one request"));
+                async move { Ok::<_, Infallible>(response) }
+            }));
     runtime.block_on(async move {
         let response = service.oneshot(Request::new(())).await.unwrap();
         let tag = response
