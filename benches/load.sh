@@ -5,18 +5,21 @@
 # (user + system, from /proc) with their medians and ratios to plain, and
 # writes every run to a CSV.
 #
-#   bash benches/load.sh                     # everything (about 6 minutes)
+#   bash benches/load.sh                     # everything, about 15 minutes;
+#                                            # rewrites benches/load.csv and
+#                                            # benches/load.svg
 #   SIZES="1k" REPS=5 bash benches/load.sh   # a subset
 #
-# Settings (environment): SIZES (64 1k 16k 1m 16m), REPS (3), DURATION
-# seconds per run (3), CONNECTIONS (32), CSV (benches/load.csv),
-# SERVER_CPU (0), CLIENT_CPU (1).
+# Settings (environment): SIZES (64 1k 16k 1m 16m), REPS (5), DURATION
+# seconds per run (4), CONNECTIONS (32), CSV (benches/load.csv), SVG
+# (benches/load.svg), SERVER_CPU (0), CLIENT_CPU (1), EXTRAS (1: also the
+# untouched paths).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-"64 1k 16k 1m 16m"}
-REPS=${REPS:-3}
-DURATION=${DURATION:-3}
+REPS=${REPS:-5}
+DURATION=${DURATION:-4}
 CONNECTIONS=${CONNECTIONS:-32}
 CSV=${CSV:-benches/load.csv}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -84,14 +87,40 @@ for rep in $(seq 1 "$REPS"); do
         fi
     done
     if [ "$EXTRAS" = 1 ]; then
-        # Paths the layer must leave alone.
-        run post plain "$base/plain/post" -s "$work/post.lua"
-        run post etag "$base/etag/post" -s "$work/post.lua"
-        run missing plain "$base/plain/missing"
-        run missing etag "$base/etag/missing"
-        run over-cap plain "$base/plain/1k"
-        run over-cap etag "$base/etag-small/1k"
+        # Paths the layer must leave alone, in alternating order too.
+        for mode in $modes; do
+            [ "$mode" = naive ] && continue
+            run post "$mode" "$base/$mode/post" -s "$work/post.lua"
+        done
+        for mode in $modes; do
+            [ "$mode" = naive ] && continue
+            run missing "$mode" "$base/$mode/missing"
+        done
+        for mode in $modes; do
+            [ "$mode" = naive ] && continue
+            prefix=$mode
+            [ "$mode" = etag ] && prefix=etag-small
+            run over-cap "$mode" "$base/$prefix/announced"
+        done
     fi
+done
+
+# Memory: a 1 GiB response streamed through the layer with its default 2 MiB
+# cap, in a fresh server process, so that its peak resident set is this
+# response's.
+kill $server 2>/dev/null || true
+wait $server 2>/dev/null || true
+taskset -c "$SERVER_CPU" "$target_dir/release/examples/load_server" 127.0.0.1:0 >"$work/server2.log" 2>&1 &
+server=$!
+for _ in $(seq 1 100); do grep -q listening "$work/server2.log" && break; sleep 0.1; done
+base=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/server2.log")
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$server/status"; }
+curl -s -o /dev/null "$base/plain/1k"
+before=$(hwm)
+for path in plain/stream/1024 etag-default/stream/1024; do
+    got=$(curl -s -o /dev/null -w '%{size_download} %{http_code}' -D "$work/headers" "$base/$path")
+    tagged=$(grep -ci '^etag:' "$work/headers" || true)
+    echo "memory: $path: $got (bytes, status), etag headers: $tagged, peak RSS $(hwm) KiB (before: $before KiB)"
 done
 
 echo
@@ -118,3 +147,8 @@ for label in labels:
         else:
             print(f"{label:<10} {mode:<9} {rps:>10.0f} {'':>6} {cpu:>11.2f}")
 PY
+
+# The chart in the README.
+machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) vCPU, $(uname -sr), $(date -u +%Y-%m-%d)"
+python3 benches/chart.py "$CSV" "${SVG:-benches/load.svg}" "$machine"
+echo "chart: ${SVG:-benches/load.svg}"

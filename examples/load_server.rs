@@ -14,11 +14,13 @@
 //! - `POST {prefix}/post`: 1 KiB, never tagged;
 //! - `GET {prefix}/missing`: a 404 with 1 KiB.
 //!
-//! Also `GET /etag-small/1k`, whose `Content-Length` exceeds that layer's
-//! 512-byte cap, and `GET {prefix}/stream/{mib}`, an endless-looking stream
-//! of `mib` MiB in 64 KiB chunks, for the memory checks.
+//! - `GET {prefix}/announced`: 1 KiB with a `Content-Length` header;
+//! - `GET {prefix}/stream/{mib}`: `mib` MiB streamed in 64 KiB chunks.
+//!
+//! `/etag-small` has a 512-byte cap, so `/etag-small/announced` is passed
+//! through unbuffered; `/etag-default` has the default 2 MiB cap.
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::{convert::Infallible, net::SocketAddr, sync::OnceLock};
 
 use axum::{
     body::Body,
@@ -48,6 +50,20 @@ fn content(len: usize) -> Bytes {
     (0..len).map(|i| (i * 31 + i / 7) as u8).collect()
 }
 
+/// The content of each size, built on first use and shared by every route, so
+/// that a fresh server's resident memory is small.
+fn shared_content(index: usize) -> Bytes {
+    static CONTENT: [OnceLock<Bytes>; SIZES.len()] = [const { OnceLock::new() }; SIZES.len()];
+    CONTENT[index]
+        .get_or_init(|| content(SIZES[index].1))
+        .clone()
+}
+
+/// A 1 KiB response that announces its length, for the over-the-cap path.
+async fn announced() -> impl IntoResponse {
+    ([(header::CONTENT_LENGTH, "1024")], shared_content(1))
+}
+
 fn chunks(bytes: &Bytes) -> Vec<Bytes> {
     let size = (bytes.len() / 4).clamp(1, 16 * 1024);
     (0..bytes.len())
@@ -58,37 +74,31 @@ fn chunks(bytes: &Bytes) -> Vec<Bytes> {
 
 fn content_routes() -> Router {
     let mut router = Router::new()
-        .route("/post", post(|| async { content(1024) }))
+        .route("/post", post(|| async { shared_content(1) }))
+        .route("/announced", get(announced))
         .route(
             "/missing",
-            get(|| async { (StatusCode::NOT_FOUND, content(1024)) }),
+            get(|| async { (StatusCode::NOT_FOUND, shared_content(1)) }),
         )
         .route(
             "/stream/{mib}",
             get(|Path(mib): Path<usize>| async move {
-                let chunk = content(64 * 1024);
+                let chunk = Bytes::from(vec![0x5a; 64 * 1024]);
                 let chunks = std::iter::repeat_n(chunk, mib * 16).map(Ok::<_, Infallible>);
                 Body::from_stream(stream::iter(chunks))
             }),
         );
-    for (name, len) in SIZES {
-        let bytes = content(len);
-        let pieces = chunks(&bytes);
+    for (index, (name, _)) in SIZES.into_iter().enumerate() {
         router = router
             .route(
                 &format!("/{name}"),
-                get(move || {
-                    let bytes = bytes.clone();
-                    async move { Body::from(bytes) }
-                }),
+                get(move || async move { Body::from(shared_content(index)) }),
             )
             .route(
                 &format!("/{name}/multi"),
-                get(move || {
-                    let pieces = pieces.clone();
-                    async move {
-                        Body::from_stream(stream::iter(pieces.into_iter().map(Ok::<_, Infallible>)))
-                    }
+                get(move || async move {
+                    let pieces = chunks(&shared_content(index));
+                    Body::from_stream(stream::iter(pieces.into_iter().map(Ok::<_, Infallible>)))
                 }),
             );
     }
@@ -105,16 +115,10 @@ fn app() -> Router {
         )
         // The default cap, for the streaming memory check.
         .nest("/etag-default", content_routes().layer(ETagLayer::new()))
+        // Content-Length above this layer's cap: passed through unbuffered.
         .nest(
             "/etag-small",
-            Router::new()
-                .route(
-                    "/1k",
-                    get(|| async {
-                        ([(header::CONTENT_LENGTH, "1024")], content(1024)).into_response()
-                    }),
-                )
-                .layer(ETagLayer::new().max_body_size(512)),
+            content_routes().layer(ETagLayer::new().max_body_size(512)),
         )
         .nest(
             "/naive",
