@@ -3,9 +3,10 @@
 
     python3 benches/chart.py benches/load.csv benches/load.svg "machine description"
 
-Server CPU time per request (median of the runs) against body size, for the
-plain server, tower-etag and the naive from_fn baseline; solid lines for
-one-chunk bodies, dashed for streamed ones. Standard library only.
+Requests per second relative to the plain server (medians of the runs)
+against body size, for tower-etag and the naive from_fn baseline; solid lines
+for one-chunk bodies, dashed for streamed ones; the 304 of a tagged response
+as points. Standard library only.
 """
 
 import csv
@@ -16,7 +17,7 @@ from collections import defaultdict
 
 SIZES = [("64", 64), ("1k", 1024), ("16k", 16 * 1024), ("1m", 1 << 20), ("16m", 16 << 20)]
 SIZE_NAMES = {"64": "64 B", "1k": "1 KiB", "16k": "16 KiB", "1m": "1 MiB", "16m": "16 MiB"}
-MODES = [("plain", "plain", "#6b7280"), ("etag", "tower-etag", "#2563eb"), ("naive", "naive from_fn", "#dc2626")]
+MODES = [("etag", "tower-etag", "#2563eb"), ("naive", "naive from_fn", "#dc2626")]
 
 
 def main():
@@ -24,62 +25,71 @@ def main():
     machine = sys.argv[3] if len(sys.argv) > 3 else ""
     runs = defaultdict(list)
     for row in csv.DictReader(open(source)):
-        runs[(row["label"], row["mode"])].append(float(row["server_cpu_us_per_request"]))
-    cpu = {key: statistics.median(values) for key, values in runs.items()}
+        runs[(row["label"], row["mode"])].append(float(row["requests_per_sec"]))
+    rps = {key: statistics.median(values) for key, values in runs.items()}
+    ratio = {
+        (label, mode): value / rps[(label, "plain")]
+        for (label, mode), value in rps.items()
+        if (label, "plain") in rps
+    }
 
-    width, height = 760, 440
-    left, right, top, bottom = 80, 190, 50, 60
+    width, height = 800, 440
+    left, right, top, bottom = 70, 230, 50, 60
     plot_w, plot_h = width - left - right, height - top - bottom
-    values = [v for v in cpu.values() if v > 0]
-    lo = 10 ** math.floor(math.log10(min(values)))
-    hi = 10 ** math.ceil(math.log10(max(values)))
+    values = [v for (label, _), v in ratio.items() if label.split("-")[0] in dict(SIZES)]
+    lo = math.floor(min(values + [1.0]) * 10) / 10
+    hi = math.ceil(max(values + [1.0]) * 10) / 10
 
     def x(i):
         return left + plot_w * i / (len(SIZES) - 1)
 
     def y(v):
-        return top + plot_h * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
+        return top + plot_h * (1 - (v - lo) / (hi - lo))
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<text x="{left}" y="22" font-size="15" font-weight="bold">'
-        "Server CPU per request vs body size (lower is better)</text>",
+        "Requests/s relative to the same server without middleware (higher is better)</text>",
         f'<text x="{left}" y="38" fill="#555">{escape(machine)}</text>',
     ]
-    decade = lo
-    while decade <= hi:
-        for m in (1, 2, 5):
-            v = decade * m
-            if lo <= v <= hi:
-                out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#e5e7eb"/>')
-                out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-        decade *= 10
+    tick = lo
+    while tick <= hi + 1e-9:
+        stroke = "#9ca3af" if abs(tick - 1.0) < 1e-9 else "#e5e7eb"
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="{stroke}"/>')
+        out.append(f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.1f}</text>')
+        tick += 0.1
     for i, (name, _) in enumerate(SIZES):
         out.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{top}" y2="{top + plot_h}" stroke="#f3f4f6"/>')
         out.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 18}" text-anchor="middle">{SIZE_NAMES[name]}</text>')
     out.append(f'<text x="{left + plot_w / 2}" y="{height - 14}" text-anchor="middle">response body size</text>')
     out.append(
-        f'<text transform="translate(22 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">'
-        "server CPU µs per request (log)</text>"
+        f'<text transform="translate(20 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">'
+        "requests/s ÷ plain requests/s</text>"
     )
     out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#9ca3af"/>')
 
+    legend_x = left + plot_w + 16
     legend_y = top + 10
     for mode, label, color in MODES:
         for suffix, dash, kind in (("", "", "one chunk"), ("-multi", ' stroke-dasharray="6 4"', "streamed")):
-            points = [(x(i), y(cpu[(name + suffix, mode)])) for i, (name, _) in enumerate(SIZES) if (name + suffix, mode) in cpu]
+            points = [(x(i), y(ratio[(name + suffix, mode)])) for i, (name, _) in enumerate(SIZES) if (name + suffix, mode) in ratio]
             if not points:
                 continue
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
             out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
             for px, py in points:
                 out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{color}"/>')
-            lx = left + plot_w + 16
-            out.append(f'<line x1="{lx}" x2="{lx + 24}" y1="{legend_y}" y2="{legend_y}" stroke="{color}" stroke-width="2"{dash}/>')
-            out.append(f'<text x="{lx + 30}" y="{legend_y + 4}">{label}, {kind}</text>')
+            out.append(f'<line x1="{legend_x}" x2="{legend_x + 24}" y1="{legend_y}" y2="{legend_y}" stroke="{color}" stroke-width="2"{dash}/>')
+            out.append(f'<text x="{legend_x + 30}" y="{legend_y + 4}">{label}, {kind}</text>')
             legend_y += 18
+    points = [(x(i), y(ratio[(name, "etag_304")])) for i, (name, _) in enumerate(SIZES) if (name, "etag_304") in ratio]
+    for px, py in points:
+        out.append(f'<rect x="{px - 4:.1f}" y="{py - 4:.1f}" width="8" height="8" fill="#16a34a"/>')
+    if points:
+        out.append(f'<rect x="{legend_x + 8}" y="{legend_y - 4}" width="8" height="8" fill="#16a34a"/>')
+        out.append(f'<text x="{legend_x + 30}" y="{legend_y + 4}">tower-etag, 304</text>')
     out.append("</svg>")
     open(target, "w").write("\n".join(out) + "\n")
 
