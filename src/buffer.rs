@@ -301,11 +301,14 @@ impl Tag {
         }
         bytes[n] = b'"';
         n += 1;
-        for byte in digest {
-            bytes[n] = HEX[usize::from(byte >> 4)];
-            bytes[n + 1] = HEX[usize::from(byte & 0x0f)];
-            n += 2;
+        for (pair, byte) in bytes[n..n + 2 * digest.len()]
+            .chunks_exact_mut(2)
+            .zip(digest)
+        {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
         }
+        n += 2 * digest.len();
         bytes[n] = b'"';
         Self {
             bytes,

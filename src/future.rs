@@ -176,14 +176,15 @@ where
     }
 
     // A validator set by the handler is honoured as it is: no hashing.
-    let etag = parts.headers.get(header::ETAG);
-    let last_modified = parts.headers.get(header::LAST_MODIFIED);
-    if etag.is_some() || last_modified.is_some() {
+    let head = Head::scan(&parts.headers);
+    if head.etag.is_some() || head.last_modified.is_some() {
         let validators = Validators {
             // An unparsable handler tag is kept on the response but matches
             // nothing (only `*`).
-            etag: etag.and_then(|value| EntityTag::parse(value.as_bytes())),
-            last_modified: last_modified.and_then(parse_date),
+            etag: head
+                .etag
+                .and_then(|value| EntityTag::parse(value.as_bytes())),
+            last_modified: head.last_modified.and_then(parse_date),
         };
         let outcome = request.conditions.evaluate(&request.method(), &validators);
         return Next::Respond(match short_circuit(outcome, &mut parts) {
@@ -195,8 +196,8 @@ where
 
     let config = &request.config;
     if parts.status != StatusCode::OK
+        || exceeds(head.content_length, &body, config.max_body_size)
         || !config.predicate.should_tag(&parts)
-        || exceeds(&parts.headers, &body, config.max_body_size)
     {
         return Next::Respond(passthrough(parts, body, request.head));
     }
@@ -287,12 +288,38 @@ fn passthrough<B: Body>(mut parts: Parts, body: B, head: bool) -> Response<Respo
 }
 
 /// Whether the response announces more than `cap` bytes before any is read.
-fn exceeds<B: Body>(headers: &HeaderMap, body: &B, cap: usize) -> bool {
+fn exceeds<B: Body>(content_length: Option<&HeaderValue>, body: &B, cap: usize) -> bool {
     let cap = cap as u64;
     body.size_hint().lower() > cap
-        || headers
-            .get(header::CONTENT_LENGTH)
+        || content_length
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .is_some_and(|len| len > cap)
+}
+
+/// The response header fields the layer reads, found in one pass: by the
+/// time a response gets here it has few fields, and one pass over them costs
+/// less than a hashed lookup per name.
+#[derive(Default)]
+struct Head<'a> {
+    etag: Option<&'a HeaderValue>,
+    last_modified: Option<&'a HeaderValue>,
+    content_length: Option<&'a HeaderValue>,
+}
+
+impl<'a> Head<'a> {
+    fn scan(headers: &'a HeaderMap) -> Self {
+        let mut head = Self::default();
+        for (name, value) in headers {
+            let slot = match *name {
+                header::ETAG => &mut head.etag,
+                header::LAST_MODIFIED => &mut head.last_modified,
+                header::CONTENT_LENGTH => &mut head.content_length,
+                _ => continue,
+            };
+            // The first line of each, as `HeaderMap::get` would give.
+            slot.get_or_insert(value);
+        }
+        head
+    }
 }

@@ -46,16 +46,22 @@ impl Conditions {
     /// Reads the four conditional fields. Values are kept raw (entity-tag
     /// lists) or parsed up front (dates); nothing here can fail.
     pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
-        Self {
-            if_match: headers.get_all(header::IF_MATCH).iter().cloned().collect(),
-            if_none_match: headers
-                .get_all(header::IF_NONE_MATCH)
-                .iter()
-                .cloned()
-                .collect(),
-            if_modified_since: single_date(headers, header::IF_MODIFIED_SINCE),
-            if_unmodified_since: single_date(headers, header::IF_UNMODIFIED_SINCE),
+        // One pass over the request's fields rather than a hashed lookup per
+        // name: most requests carry none of the four.
+        let mut conditions = Self::default();
+        let (mut modified_since, mut unmodified_since) = (Dates::None, Dates::None);
+        for (name, value) in headers {
+            match *name {
+                header::IF_MATCH => conditions.if_match.push(value.clone()),
+                header::IF_NONE_MATCH => conditions.if_none_match.push(value.clone()),
+                header::IF_MODIFIED_SINCE => modified_since.push(value),
+                header::IF_UNMODIFIED_SINCE => unmodified_since.push(value),
+                _ => {}
+            }
         }
+        conditions.if_modified_since = modified_since.single();
+        conditions.if_unmodified_since = unmodified_since.single();
+        conditions
     }
 
     /// Whether the request carries any precondition this module evaluates.
@@ -131,13 +137,26 @@ pub(crate) fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
 
 /// A date field that must occur once (RFC 9110 §13.1.3, §13.1.4: a field
 /// value with more than one member is invalid).
-fn single_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
+enum Dates<'a> {
+    None,
+    One(&'a HeaderValue),
+    Several,
+}
+
+impl<'a> Dates<'a> {
+    fn push(&mut self, value: &'a HeaderValue) {
+        *self = match self {
+            Dates::None => Dates::One(value),
+            _ => Dates::Several,
+        };
     }
-    parse_date(first)
+
+    fn single(self) -> Option<SystemTime> {
+        match self {
+            Dates::One(value) => parse_date(value),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Which responses are buffered and tagged.
 
-use http::{header, response::Parts, HeaderMap};
+use http::{header, response::Parts, HeaderValue};
 
 /// Decides whether a response may be buffered and tagged.
 ///
@@ -68,11 +68,25 @@ impl DefaultPredicate {
 
 impl Predicate for DefaultPredicate {
     fn should_tag(&self, response: &Parts) -> bool {
-        let headers = &response.headers;
-        !(has_no_store(headers)
-            || content_type_starts_with(headers, b"text/event-stream")
-            || content_type_starts_with(headers, b"application/grpc")
-            || headers.contains_key(header::CONTENT_RANGE))
+        // One pass over the fields rather than a lookup per name.
+        let mut content_type_seen = false;
+        for (name, value) in &response.headers {
+            let declined = match *name {
+                header::CACHE_CONTROL => has_no_store(value),
+                // The first Content-Type, as `HeaderMap::get` would give.
+                header::CONTENT_TYPE if !content_type_seen => {
+                    content_type_seen = true;
+                    starts_with_ignore_case(value, b"text/event-stream")
+                        || starts_with_ignore_case(value, b"application/grpc")
+                }
+                header::CONTENT_RANGE => true,
+                _ => false,
+            };
+            if declined {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -91,24 +105,17 @@ impl Predicate for DefaultPredicate {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SkipETag;
 
-fn has_no_store(headers: &HeaderMap) -> bool {
-    // RFC 9111 §5.2: directives are a comma-separated list, case-insensitive,
-    // possibly spread over several lines.
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .any(|directive| {
-            let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
-            name.trim_ascii().eq_ignore_ascii_case(b"no-store")
-        })
+fn has_no_store(value: &HeaderValue) -> bool {
+    // RFC 9111 §5.2: directives are a comma-separated list, case-insensitive.
+    value.as_bytes().split(|&b| b == b',').any(|directive| {
+        let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(b"no-store")
+    })
 }
 
-fn content_type_starts_with(headers: &HeaderMap, prefix: &[u8]) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
-        let value = value.as_bytes().trim_ascii_start();
-        value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
-    })
+fn starts_with_ignore_case(value: &HeaderValue, prefix: &[u8]) -> bool {
+    let value = value.as_bytes().trim_ascii_start();
+    value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 #[cfg(test)]
