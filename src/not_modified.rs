@@ -25,8 +25,18 @@ const REPRESENTATION_METADATA: [HeaderName; 6] = [
 /// Not Modified (RFC 9110 §15.4.5). The caller sends it without content.
 pub(crate) fn not_modified(parts: &mut Parts) {
     parts.status = StatusCode::NOT_MODIFIED;
-    for name in REPRESENTATION_METADATA {
-        parts.headers.remove(name);
+    // Find the ones present in one pass; a removal is a hashed lookup, and a
+    // response usually has two or three of the six.
+    let mut present = [false; 6];
+    for name in parts.headers.keys() {
+        if let Some(i) = REPRESENTATION_METADATA.iter().position(|m| m == name) {
+            present[i] = true;
+        }
+    }
+    for (name, present) in REPRESENTATION_METADATA.iter().zip(present) {
+        if present {
+            parts.headers.remove(name);
+        }
     }
 }
 
