@@ -16,7 +16,8 @@ groups = {}
 for path in glob.glob(os.path.join(root, "**", "new", "benchmark.json"), recursive=True):
     meta = json.load(open(path))
     estimates = json.load(open(os.path.join(os.path.dirname(path), "estimates.json")))
-    groups.setdefault(meta["group_id"], {})[meta["function_id"]] = estimates["median"]["point_estimate"]
+    name = meta["function_id"] + (f" {meta['value_str']}" if meta.get("value_str") else "")
+    groups.setdefault(meta["group_id"], {})[name] = estimates["median"]["point_estimate"]
 
 
 def fmt(ns):
