@@ -67,12 +67,15 @@ for size, n in sizes:
         not_modified = count("GET", f"/etag/{size}", n, {"If-None-Match": tag})
         plain = count("GET", f"/plain/{size}", n)
         print(f"GET {size} If-None-Match (304)  {plain:>12,.0f} {not_modified:>12,.0f} {not_modified - plain:>+10,.0f}")
-for label, method, plain_path, etag_path in [
-    ("POST", "POST", "/plain/post", "/etag/post"),
-    ("GET 404", "GET", "/plain/missing", "/etag/missing"),
-    ("GET over the cap", "GET", "/plain/announced", "/etag-small/announced"),
+print()
+print(f"{'untouched request':<28} {'plain':>12} {'noop layer':>12} {'Δ':>10} {'tower-etag':>12} {'Δ':>10}")
+for label, method, plain_path, noop_path, etag_path in [
+    ("POST", "POST", "/plain/post", "/noop/post", "/etag/post"),
+    ("GET 404", "GET", "/plain/missing", "/noop/missing", "/etag/missing"),
+    ("GET over the cap", "GET", "/plain/announced", "/noop/announced", "/etag-small/announced"),
 ]:
     plain = count(method, plain_path, 400)
+    noop = count(method, noop_path, 400)
     etag = count(method, etag_path, 400)
-    print(f"{label:<28} {plain:>12,.0f} {etag:>12,.0f} {etag - plain:>+10,.0f}")
+    print(f"{label:<28} {plain:>12,.0f} {noop:>12,.0f} {noop - plain:>+10,.0f} {etag:>12,.0f} {etag - plain:>+10,.0f}")
 PY

@@ -7,7 +7,8 @@
 //! cargo run --release --example load_server -- 127.0.0.1:0
 //! ```
 //!
-//! Routes, for each prefix `/plain`, `/etag`, `/naive`:
+//! Routes, for each prefix `/plain`, `/etag`, `/naive`, `/noop` (a layer that
+//! does nothing):
 //! - `GET {prefix}/{size}` with size one of 64, 1k, 16k, 1m, 16m: one chunk;
 //! - `GET {prefix}/{size}/multi`: the same bytes as a stream of chunks of at
 //!   most 16 KiB;
@@ -119,6 +120,11 @@ fn app() -> Router {
         .nest(
             "/etag-small",
             content_routes().layer(ETagLayer::new().max_body_size(512)),
+        )
+        // A layer that does nothing: what `Router::layer` itself costs.
+        .nest(
+            "/noop",
+            content_routes().layer(tower::layer::util::Identity::new()),
         )
         .nest(
             "/naive",
