@@ -47,7 +47,7 @@ impl<B: Body> ResponseBody<B> {
         }
     }
 
-    /// An empty body whose size hint is exact: a response to `HEAD`, a 412.
+    /// An empty body that is the whole content: a 412's.
     pub(crate) fn empty() -> Self {
         Self {
             kind: Kind::Empty {
@@ -56,13 +56,15 @@ impl<B: Body> ResponseBody<B> {
         }
     }
 
-    /// An empty body for a 304.
+    /// No body, for a response whose `Content-Length`, if any, describes
+    /// content it does not carry: a 304 (RFC 9110 §15.4.5) or a response to
+    /// `HEAD` (§9.3.2).
     ///
     /// Its size hint is left open on purpose: servers and frameworks derive a
     /// missing `Content-Length` from an exact hint, and `Content-Length: 0`
-    /// on a 304 would claim that the 200's content is empty (RFC 9110 §8.6).
+    /// would claim that the representation is empty (RFC 9110 §8.6).
     /// `is_end_stream` still reports the end, so nothing waits for content.
-    pub(crate) fn not_modified() -> Self {
+    pub(crate) fn bodiless() -> Self {
         Self {
             kind: Kind::Empty {
                 size_hint: SizeHint::new(),

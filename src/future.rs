@@ -218,7 +218,7 @@ where
         // Over the cap, or failed: send everything read and then the rest
         // (or the error), untagged and with the inner service's headers.
         let body = if request.head {
-            ResponseBody::empty()
+            ResponseBody::bodiless()
         } else {
             ResponseBody::buffered(buffer)
         };
@@ -243,7 +243,7 @@ where
     }
     let body = match short_circuit(outcome, &mut parts) {
         Some(empty) => empty,
-        None if request.head => ResponseBody::empty(),
+        None if request.head => ResponseBody::bodiless(),
         None => ResponseBody::buffered(buffer),
     };
     Response::from_parts(parts, body)
@@ -256,7 +256,7 @@ fn short_circuit<B: Body>(outcome: Outcome, parts: &mut Parts) -> Option<Respons
         Outcome::Proceed => None,
         Outcome::NotModified => {
             not_modified(parts);
-            Some(ResponseBody::not_modified())
+            Some(ResponseBody::bodiless())
         }
         Outcome::PreconditionFailed => {
             precondition_failed(parts);
@@ -284,7 +284,7 @@ fn passthrough<B: Body>(mut parts: Parts, body: B, head: bool) -> Response<Respo
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
     }
-    Response::from_parts(parts, ResponseBody::empty())
+    Response::from_parts(parts, ResponseBody::bodiless())
 }
 
 /// Whether the response announces more than `cap` bytes before any is read.

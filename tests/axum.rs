@@ -313,3 +313,22 @@ fn request_h2(
 ) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
     request("GET", &format!("http://localhost{path}"), headers)
 }
+
+#[tokio::test]
+async fn head_of_a_stream_claims_no_length() {
+    // A HEAD whose GET is a stream of unknown length must not be given
+    // `Content-Length: 0`: that would describe a different representation.
+    for (placement, addr) in placements().await {
+        let wire = raw(
+            addr,
+            "HEAD /events HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(wire.starts_with("HTTP/1.1 200"), "{placement}: {wire}");
+        let lines = raw_head(&wire);
+        assert!(
+            !has_field(&lines, "content-length"),
+            "{placement}: {lines:?}"
+        );
+    }
+}
