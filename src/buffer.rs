@@ -1,8 +1,10 @@
 //! Where the body is buffered and hashed.
 //!
-//! A [`Buffer`] reads the inner body frame by frame, hashing each data chunk
-//! as it arrives and keeping the chunks themselves (reference-counted
-//! [`Bytes`], never concatenated or copied). Once reading stops, for whatever
+//! A [`Buffer`] reads the inner body frame by frame and keeps the chunks
+//! themselves (reference-counted [`Bytes`], not copied; only a body under
+//! 16 KiB in all that came in several chunks is joined into one). Chunks are
+//! hashed as they arrive once the body is large enough to keep BLAKE3 busy,
+//! and in one call at the end otherwise. Once reading stops, for whatever
 //! reason, the same `Buffer` becomes the body that is sent: first the chunks
 //! already read, then whatever is left (trailers, the rest of the inner body,
 //! or the inner body's error). Nothing read is ever lost.
@@ -130,8 +132,8 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
     }
 
     /// Reads frames until the body ends, fails, or holds more than `cap`
-    /// bytes. Each chunk is hashed as it arrives, so the tag depends only on
-    /// the bytes, not on how they were split into frames.
+    /// bytes. The tag depends only on the bytes, not on how they were split
+    /// into frames.
     pub(crate) fn poll_fill(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
