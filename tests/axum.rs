@@ -122,13 +122,7 @@ async fn get_is_tagged_in_every_placement() {
 async fn revalidation_gets_a_304_that_keeps_cache_control_and_vary() {
     for (placement, addr) in placements().await {
         let tag = get(addr, "/", &[]).await.etag().unwrap().to_owned();
-        let wire = raw(
-            addr,
-            &format!(
-                "GET / HTTP/1.1\r\nhost: x\r\nif-none-match: {tag}\r\nconnection: close\r\n\r\n"
-            ),
-        )
-        .await;
+        let wire = raw(addr, "GET", "/", &[("if-none-match", &tag)]).await;
         assert!(wire.starts_with("HTTP/1.1 304"), "{placement}: {wire}");
         assert!(
             wire.ends_with("\r\n\r\n"),
@@ -166,11 +160,7 @@ async fn head_gets_the_get_tag_and_length_in_every_placement() {
         assert_eq!(got_head.header("content-length"), Some("14"), "{placement}");
         assert!(got_head.body.is_empty());
 
-        let wire = raw(
-            addr,
-            "HEAD / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        .await;
+        let wire = raw(addr, "HEAD", "/", &[]).await;
         let lines = raw_head(&wire);
         assert!(
             lines.contains(&"content-length: 14".to_owned()),
@@ -217,11 +207,7 @@ async fn post_404_201_and_204_pass_through() {
         );
         assert_eq!(got.body, PAGE);
 
-        let wire = raw(
-            addr,
-            "GET /empty HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        .await;
+        let wire = raw(addr, "GET", "/empty", &[]).await;
         assert!(wire.starts_with("HTTP/1.1 204"), "{placement}: {wire}");
         let lines = raw_head(&wire);
         assert!(!has_field(&lines, "etag"), "{placement}: {lines:?}");
@@ -319,11 +305,7 @@ async fn head_of_a_stream_claims_no_length() {
     // A HEAD whose GET is a stream of unknown length must not be given
     // `Content-Length: 0`: that would describe a different representation.
     for (placement, addr) in placements().await {
-        let wire = raw(
-            addr,
-            "HEAD /events HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        .await;
+        let wire = raw(addr, "HEAD", "/events", &[]).await;
         assert!(wire.starts_with("HTTP/1.1 200"), "{placement}: {wire}");
         let lines = raw_head(&wire);
         assert!(

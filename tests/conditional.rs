@@ -101,11 +101,7 @@ async fn a_tagged_response_is_framed_by_its_exact_length() {
     // The handler asked for chunked framing; once the length is known the
     // layer frames by Content-Length, and never sends both.
     let addr = origin().await;
-    let wire = raw(
-        addr,
-        "GET /chunked HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let wire = raw(addr, "GET", "/chunked", &[]).await;
     let head = raw_head(&wire);
     assert!(head.contains(&"content-length: 12".to_owned()), "{head:?}");
     assert!(!has_field(&head, "transfer-encoding"), "{head:?}");
@@ -158,11 +154,7 @@ async fn error_responses_with_a_tag_ignore_preconditions() {
 #[tokio::test]
 async fn no_content_leaves_exactly_as_it_came() {
     let addr = origin().await;
-    let wire = raw(
-        addr,
-        "GET /no-content HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let wire = raw(addr, "GET", "/no-content", &[]).await;
     assert!(wire.starts_with("HTTP/1.1 204"), "{wire}");
     let head = raw_head(&wire);
     assert!(!has_field(&head, "etag"), "{head:?}");
@@ -427,21 +419,8 @@ async fn if_unmodified_since_is_ignored_when_if_match_is_sent() {
 #[tokio::test]
 async fn not_modified_on_the_wire_keeps_what_it_must_and_nothing_else() {
     let addr = origin().await;
-    let ok = raw_head(
-        &raw(
-            addr,
-            "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-        )
-        .await,
-    );
-    let wire = raw(
-        addr,
-        &format!(
-            "GET / HTTP/1.1\r\nhost: x\r\nif-none-match: {}\r\nconnection: close\r\n\r\n",
-            tag()
-        ),
-    )
-    .await;
+    let ok = raw_head(&raw(addr, "GET", "/", &[]).await);
+    let wire = raw(addr, "GET", "/", &[("if-none-match", &tag())]).await;
     assert!(wire.starts_with("HTTP/1.1 304 Not Modified\r\n"), "{wire}");
     assert!(wire.ends_with("\r\n\r\n"), "no content: {wire:?}");
     let head = raw_head(&wire);
@@ -483,11 +462,7 @@ async fn not_modified_on_the_wire_keeps_what_it_must_and_nothing_else() {
 #[tokio::test]
 async fn precondition_failed_on_the_wire_has_no_content_and_keeps_the_tag() {
     let addr = origin().await;
-    let wire = raw(
-        addr,
-        "GET / HTTP/1.1\r\nhost: x\r\nif-match: \"stale\"\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let wire = raw(addr, "GET", "/", &[("if-match", "\"stale\"")]).await;
     assert!(
         wire.starts_with("HTTP/1.1 412 Precondition Failed\r\n"),
         "{wire}"
@@ -514,11 +489,7 @@ async fn head_gets_the_tag_and_length_of_get() {
     // The tag is the GET content's: the inner service was asked for GET.
     assert_eq!(head_response.header("x-inner-method"), Some("GET"));
 
-    let wire = raw(
-        addr,
-        "HEAD / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
-    )
-    .await;
+    let wire = raw(addr, "HEAD", "/", &[]).await;
     let lines = raw_head(&wire);
     assert!(
         lines.contains(&"content-length: 12".to_owned()),

@@ -175,11 +175,17 @@ pub async fn head(addr: SocketAddr, uri: &str, headers: &[(&str, &str)]) -> Rece
     send(addr, request("HEAD", uri, headers)).await.unwrap()
 }
 
-/// Writes `raw` to a new connection and reads until the server closes it:
-/// the bytes exactly as they crossed the wire.
-pub async fn raw(addr: SocketAddr, raw: &str) -> String {
+/// Sends an HTTP/1.1 request with `connection: close` over a new connection
+/// and reads until the server closes it: the bytes exactly as they crossed
+/// the wire.
+pub async fn raw(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: x\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("connection: close\r\n\r\n");
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(raw.as_bytes()).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut out))
         .await
