@@ -219,8 +219,15 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
             // One chunk (a small body of several was joined into one).
             None => blake3::hash(self.chunks.first.as_deref().unwrap_or_default()),
         };
-        Tag::new(&hash.as_bytes()[..TAG_BYTES], weak)
+        Tag::new(hash_prefix(&hash), weak)
     }
+}
+
+/// The part of the digest the tag carries.
+fn hash_prefix(hash: &blake3::Hash) -> &[u8; TAG_BYTES] {
+    hash.as_bytes()[..TAG_BYTES]
+        .try_into()
+        .expect("a BLAKE3 digest is 32 bytes")
 }
 
 /// How many bytes [`Hasher`] gives BLAKE3 at a time, at least.
@@ -288,46 +295,45 @@ impl Hasher {
 /// crate would add a dependency for one loop.
 pub(crate) struct Tag {
     bytes: [u8; 4 + TAG_BYTES * 2],
-    len: usize,
     weak: bool,
 }
 
 impl Tag {
-    fn new(digest: &[u8], weak: bool) -> Self {
+    fn new(digest: &[u8; TAG_BYTES], weak: bool) -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut bytes = [0u8; 4 + TAG_BYTES * 2];
-        let mut n = 0;
-        if weak {
+        let start = if weak {
             bytes[..2].copy_from_slice(b"W/");
-            n = 2;
-        }
-        bytes[n] = b'"';
-        n += 1;
-        for (pair, byte) in bytes[n..n + 2 * digest.len()]
-            .chunks_exact_mut(2)
-            .zip(digest)
-        {
+            2
+        } else {
+            0
+        };
+        bytes[start] = b'"';
+        let hex = &mut bytes[start + 1..start + 1 + TAG_BYTES * 2];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
             pair[0] = HEX[usize::from(byte >> 4)];
             pair[1] = HEX[usize::from(byte & 0x0f)];
         }
-        n += 2 * digest.len();
-        bytes[n] = b'"';
-        Self {
-            bytes,
-            len: n + 1,
-            weak,
-        }
+        bytes[start + 1 + TAG_BYTES * 2] = b'"';
+        Self { bytes, weak }
+    }
+
+    /// The formatted tag: `W/` if weak, then the quoted hex digits.
+    fn as_bytes(&self) -> &[u8] {
+        let len = 2 + TAG_BYTES * 2 + if self.weak { 2 } else { 0 };
+        &self.bytes[..len]
     }
 
     /// The tag, for comparison with the request's preconditions.
     pub(crate) fn entity_tag(&self) -> EntityTag<'_> {
+        let bytes = self.as_bytes();
         let start = if self.weak { 3 } else { 1 };
-        EntityTag::new(self.weak, &self.bytes[start..self.len - 1])
+        EntityTag::new(self.weak, &bytes[start..bytes.len() - 1])
     }
 
     /// The `ETag` field value.
     pub(crate) fn to_header_value(&self) -> HeaderValue {
-        HeaderValue::from_bytes(&self.bytes[..self.len])
+        HeaderValue::from_bytes(self.as_bytes())
             .expect("hex digits and quotes are valid header bytes")
     }
 }
@@ -397,7 +403,7 @@ mod tests {
     use super::*;
 
     fn tag_of(bytes: &[u8], weak: bool) -> Tag {
-        Tag::new(&blake3::hash(bytes).as_bytes()[..TAG_BYTES], weak)
+        Tag::new(hash_prefix(&blake3::hash(bytes)), weak)
     }
 
     #[test]

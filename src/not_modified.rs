@@ -3,13 +3,15 @@
 
 use http::{header, response::Parts, HeaderName, HeaderValue, StatusCode};
 
+const REPRESENTATION_METADATA_COUNT: usize = 6;
+
 /// Representation metadata describing content a bodiless response does not
 /// have. RFC 9110 §15.4.5: a 304 "SHOULD NOT generate representation
 /// metadata other than the above listed fields" (Cache-Control,
 /// Content-Location, Date, ETag, Expires, Vary), and Last-Modified may be
 /// sent as well. Everything else the 200 carried (Set-Cookie, CORS, custom
 /// fields) is response metadata and is kept.
-const REPRESENTATION_METADATA: [HeaderName; 6] = [
+const REPRESENTATION_METADATA: [HeaderName; REPRESENTATION_METADATA_COUNT] = [
     header::CONTENT_TYPE,
     // RFC 9110 §8.6: a 304 may carry Content-Length only if it equals the
     // 200's; dropping it is always correct, and a cache cannot mistake it for
@@ -27,7 +29,7 @@ pub(crate) fn not_modified(parts: &mut Parts) {
     parts.status = StatusCode::NOT_MODIFIED;
     // Find the ones present in one pass; a removal is a hashed lookup, and a
     // response usually has two or three of the six.
-    let mut present = [false; 6];
+    let mut present = [false; REPRESENTATION_METADATA_COUNT];
     for name in parts.headers.keys() {
         if let Some(i) = REPRESENTATION_METADATA.iter().position(|m| m == name) {
             present[i] = true;
