@@ -109,3 +109,34 @@ where
         ResponseFuture::new(self.inner.call(req), request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::header;
+    use http_body_util::Full;
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn new_and_layer_build_the_default_middleware() {
+        let inner = service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hi"))))
+        });
+        // `layer` does not use the service type; any will do to name it.
+        for service in [ETag::new(inner), ETag::<()>::layer().layer(inner)] {
+            let response = service.oneshot(Request::new(())).await.unwrap();
+            assert!(response.headers().contains_key(header::ETAG));
+        }
+    }
+
+    #[test]
+    fn accessors_reach_the_inner_service() {
+        let mut service = ETag::new(7_u32);
+        assert_eq!(*service.get_ref(), 7);
+        *service.get_mut() = 8;
+        assert_eq!(service.into_inner(), 8);
+    }
+}
