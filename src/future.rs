@@ -20,7 +20,8 @@ use crate::{
     entity_tag::EntityTag,
     layer::Config,
     not_modified::{not_modified, precondition_failed},
-    precondition::{parse_date, Conditions, Outcome, Validators},
+    outcome::{record, Outcome, SkipReason},
+    precondition::{parse_date, Conditions, Validators, Verdict},
     predicate::{Predicate, SkipETag},
 };
 
@@ -57,6 +58,8 @@ pin_project! {
         state: State<F, B>,
         // `None` for requests the layer passes through (neither GET nor HEAD).
         request: Option<RequestInfo<P>>,
+        // Whether to insert the `Outcome` into the response's extensions.
+        record_outcome: bool,
     }
 }
 
@@ -76,16 +79,18 @@ pin_project! {
 }
 
 impl<F, B: Body, P> ResponseFuture<F, B, P> {
-    pub(crate) fn passthrough(future: F) -> Self {
+    pub(crate) fn passthrough(future: F, record_outcome: bool) -> Self {
         Self {
             state: State::Inner { future },
             request: None,
+            record_outcome,
         }
     }
 
     pub(crate) fn new(future: F, request: RequestInfo<P>) -> Self {
         Self {
             state: State::Inner { future },
+            record_outcome: request.config.record_outcome,
             request: Some(request),
         }
     }
@@ -123,8 +128,14 @@ where
                             this.state.set(State::Done);
                             return Poll::Ready(Err(error));
                         }
-                        (Ok(response), None) => {
+                        (Ok(mut response), None) => {
                             this.state.set(State::Done);
+                            record(
+                                response.status(),
+                                response.extensions_mut(),
+                                Outcome::Skipped(SkipReason::Method),
+                                *this.record_outcome,
+                            );
                             return Poll::Ready(Ok(response.map(ResponseBody::passthrough)));
                         }
                         (Ok(response), Some(request)) => on_response(response, request),
@@ -168,11 +179,19 @@ where
     P: Predicate,
 {
     let (mut parts, body) = response.into_parts();
+    let config = &request.config;
 
     // RFC 9110 §13.2.1: preconditions are ignored when the response would not
     // be 2xx; a 404 stays a 404. The marker opts a response out entirely.
-    if !parts.status.is_success() || parts.extensions.get::<SkipETag>().is_some() {
-        return Next::Respond(passthrough(parts, body, request.head));
+    let skip = if !parts.status.is_success() {
+        Some(SkipReason::Status)
+    } else if parts.extensions.get::<SkipETag>().is_some() {
+        Some(SkipReason::OptedOut)
+    } else {
+        None
+    };
+    if let Some(reason) = skip {
+        return Next::Respond(skipped(parts, body, reason, request));
     }
 
     // A validator set by the handler is honoured as it is: no hashing.
@@ -186,22 +205,29 @@ where
                 .and_then(|value| EntityTag::parse(value.as_bytes())),
             last_modified: head.last_modified.and_then(parse_date),
         };
-        let outcome = request.conditions.evaluate(&request.method(), &validators);
-        return Next::Respond(match short_circuit(outcome, &mut parts) {
-            // The inner body is dropped unread: a 304 or 412 has no content.
-            Some(empty) => Response::from_parts(parts, empty),
-            None => passthrough(parts, body, request.head),
-        });
+        let verdict = request.conditions.evaluate(&request.method(), &validators);
+        return Next::Respond(
+            match short_circuit(verdict, &mut parts, config.record_outcome) {
+                // The inner body is dropped unread: a 304 or 412 has no content.
+                Some(empty) => Response::from_parts(parts, empty),
+                None => skipped(parts, body, SkipReason::OwnValidator, request),
+            },
+        );
     }
 
-    let config = &request.config;
-    if parts.status != StatusCode::OK
-        || exceeds(head.content_length, &body, config.max_body_size)
-        || !config.predicate.should_tag(&parts)
-    {
-        return Next::Respond(passthrough(parts, body, request.head));
+    let skip = if parts.status != StatusCode::OK {
+        Some(SkipReason::Status)
+    } else if exceeds(head.content_length, &body, config.max_body_size) {
+        Some(SkipReason::TooLarge)
+    } else if !config.predicate.should_tag(&parts) {
+        Some(SkipReason::Predicate)
+    } else {
+        None
+    };
+    match skip {
+        Some(reason) => Next::Respond(skipped(parts, body, reason, request)),
+        None => Next::Buffer(parts, body),
     }
-    Next::Buffer(parts, body)
 }
 
 /// Builds the response once the body has been read.
@@ -214,9 +240,16 @@ fn on_filled<B, P>(
 where
     B: Body<Data = Bytes>,
 {
-    if filled != Filled::Complete {
+    let record_outcome = request.config.record_outcome;
+    let skip = match filled {
+        Filled::Complete => None,
+        Filled::Overflowed => Some(SkipReason::TooLarge),
+        Filled::Failed => Some(SkipReason::BodyError),
+    };
+    if let Some(reason) = skip {
         // Over the cap, or failed: send everything read and then the rest
         // (or the error), untagged and with the inner service's headers.
+        record_parts(&mut parts, Outcome::Skipped(reason), record_outcome);
         let body = if request.head {
             ResponseBody::bodiless()
         } else {
@@ -226,7 +259,7 @@ where
     }
 
     let tag = buffer.tag(request.config.weak);
-    let outcome = request.conditions.evaluate(
+    let verdict = request.conditions.evaluate(
         &request.method(),
         &Validators {
             etag: Some(tag.entity_tag()),
@@ -241,28 +274,54 @@ where
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(buffer.len()));
     }
-    let body = match short_circuit(outcome, &mut parts) {
-        Some(empty) => empty,
+    let body = match short_circuit(verdict, &mut parts, record_outcome) {
+        Some(empty) => return Response::from_parts(parts, empty),
         None if request.head => ResponseBody::bodiless(),
         None => ResponseBody::buffered(buffer),
     };
+    record_parts(&mut parts, Outcome::Tagged, record_outcome);
     Response::from_parts(parts, body)
 }
 
 /// For a 304 or 412, rewrites the head and returns the empty body that goes
 /// with it; `None` when the response is to be sent as it is.
-fn short_circuit<B: Body>(outcome: Outcome, parts: &mut Parts) -> Option<ResponseBody<B>> {
-    match outcome {
-        Outcome::Proceed => None,
-        Outcome::NotModified => {
+fn short_circuit<B: Body>(
+    verdict: Verdict,
+    parts: &mut Parts,
+    record_outcome: bool,
+) -> Option<ResponseBody<B>> {
+    let (outcome, body) = match verdict {
+        Verdict::Proceed => return None,
+        Verdict::NotModified => {
             not_modified(parts);
-            Some(ResponseBody::bodiless())
+            (Outcome::NotModified, ResponseBody::bodiless())
         }
-        Outcome::PreconditionFailed => {
+        Verdict::PreconditionFailed => {
             precondition_failed(parts);
-            Some(ResponseBody::empty())
+            (Outcome::PreconditionFailed, ResponseBody::empty())
         }
-    }
+    };
+    record_parts(parts, outcome, record_outcome);
+    Some(body)
+}
+
+/// Sends a response on untagged, recording why.
+fn skipped<B: Body, P>(
+    mut parts: Parts,
+    body: B,
+    reason: SkipReason,
+    request: &RequestInfo<P>,
+) -> Response<ResponseBody<B>> {
+    record_parts(
+        &mut parts,
+        Outcome::Skipped(reason),
+        request.config.record_outcome,
+    );
+    passthrough(parts, body, request.head)
+}
+
+fn record_parts(parts: &mut Parts, outcome: Outcome, insert: bool) {
+    record(parts.status, &mut parts.extensions, outcome, insert);
 }
 
 /// Sends a response on unchanged; for `HEAD`, without its content but with

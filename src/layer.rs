@@ -14,6 +14,7 @@ pub(crate) const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;
 pub(crate) struct Config<P> {
     pub(crate) max_body_size: usize,
     pub(crate) weak: bool,
+    pub(crate) record_outcome: bool,
     pub(crate) predicate: P,
 }
 
@@ -22,6 +23,7 @@ impl Default for Config<DefaultPredicate> {
         Self {
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             weak: false,
+            record_outcome: false,
             predicate: DefaultPredicate::new(),
         }
     }
@@ -32,6 +34,7 @@ impl<P> fmt::Debug for Config<P> {
         f.debug_struct("Config")
             .field("max_body_size", &self.max_body_size)
             .field("weak", &self.weak)
+            .field("record_outcome", &self.record_outcome)
             .field("predicate", &std::any::type_name::<P>())
             .finish()
     }
@@ -95,6 +98,17 @@ impl<P> ETagLayer<P> {
         self
     }
 
+    /// Inserts an [`Outcome`](crate::Outcome) into the extensions of every
+    /// response that passes through (default `false`), so that an outer
+    /// layer can count tags, 304s, 412s and skipped responses by reason.
+    ///
+    /// Off by default because inserting an extension allocates. With the
+    /// `tracing` feature the outcome is logged at `debug` level either way.
+    pub fn record_outcome(mut self, record: bool) -> Self {
+        self.config.record_outcome = record;
+        self
+    }
+
     /// Replaces the rule that decides which responses are buffered and
     /// tagged (default: [`DefaultPredicate`]).
     ///
@@ -105,6 +119,7 @@ impl<P> ETagLayer<P> {
             config: Config {
                 max_body_size: self.config.max_body_size,
                 weak: self.config.weak,
+                record_outcome: self.config.record_outcome,
                 predicate,
             },
         }
@@ -116,6 +131,7 @@ impl<P> fmt::Debug for ETagLayer<P> {
         f.debug_struct("ETagLayer")
             .field("max_body_size", &self.config.max_body_size)
             .field("weak", &self.config.weak)
+            .field("record_outcome", &self.config.record_outcome)
             .field("predicate", &std::any::type_name::<P>())
             .finish()
     }

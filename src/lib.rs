@@ -131,6 +131,7 @@ mod entity_tag;
 mod future;
 mod layer;
 mod not_modified;
+mod outcome;
 mod precondition;
 mod predicate;
 mod service;
@@ -138,6 +139,7 @@ mod service;
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::ETagLayer;
+pub use outcome::{Outcome, SkipReason};
 pub use predicate::{DefaultPredicate, Predicate, SkipETag};
 pub use service::ETag;
 

@@ -33,7 +33,7 @@ pub(crate) struct Validators<'a> {
 
 /// What the preconditions decide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub(crate) enum Verdict {
     /// All preconditions hold (or none applies): send the response as it is.
     Proceed,
     /// 304 Not Modified.
@@ -80,14 +80,14 @@ impl Conditions {
     /// (RFC 9110 §13.2.1: preconditions are ignored otherwise). Range
     /// handling (step 5, `If-Range`) is out of scope: responses to ranges are
     /// not evaluated by this crate.
-    pub(crate) fn evaluate(&self, method: &Method, current: &Validators<'_>) -> Outcome {
+    pub(crate) fn evaluate(&self, method: &Method, current: &Validators<'_>) -> Verdict {
         let get_or_head = method == Method::GET || method == Method::HEAD;
 
         // Step 1. RFC 9110 §13.1.1: If-Match uses the strong comparison; an
         // invalid field is ignored.
         if !self.if_match.is_empty() {
             if list_matches(&self.if_match, current.etag, Comparison::Strong) == Some(false) {
-                return Outcome::PreconditionFailed;
+                return Verdict::PreconditionFailed;
             }
         }
         // Step 2. RFC 9110 §13.1.4: ignored when the request contains
@@ -97,7 +97,7 @@ impl Conditions {
             (self.if_unmodified_since, current.last_modified)
         {
             if modified > since {
-                return Outcome::PreconditionFailed;
+                return Verdict::PreconditionFailed;
             }
         }
 
@@ -105,9 +105,9 @@ impl Conditions {
         if !self.if_none_match.is_empty() {
             if list_matches(&self.if_none_match, current.etag, Comparison::Weak) == Some(true) {
                 return if get_or_head {
-                    Outcome::NotModified
+                    Verdict::NotModified
                 } else {
-                    Outcome::PreconditionFailed
+                    Verdict::PreconditionFailed
                 };
             }
         }
@@ -118,12 +118,12 @@ impl Conditions {
         else if get_or_head {
             if let (Some(since), Some(modified)) = (self.if_modified_since, current.last_modified) {
                 if modified <= since {
-                    return Outcome::NotModified;
+                    return Verdict::NotModified;
                 }
             }
         }
 
-        Outcome::Proceed
+        Verdict::Proceed
     }
 }
 
@@ -164,7 +164,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use Outcome::*;
+    use Verdict::*;
 
     const TAG: &str = r#""abc""#;
     // Sun, 06 Nov 1994 08:49:37 GMT
@@ -189,7 +189,7 @@ mod tests {
         Conditions::from_headers(&headers)
     }
 
-    fn eval_with(method: Method, fields: &[(&str, &str)], etag: Option<&str>, lm: bool) -> Outcome {
+    fn eval_with(method: Method, fields: &[(&str, &str)], etag: Option<&str>, lm: bool) -> Verdict {
         let validators = Validators {
             etag: etag.map(|t| EntityTag::parse(t.as_bytes()).unwrap()),
             last_modified: lm.then(|| at(LAST_MODIFIED)),
@@ -197,7 +197,7 @@ mod tests {
         conditions(fields).evaluate(&method, &validators)
     }
 
-    fn eval(fields: &[(&str, &str)]) -> Outcome {
+    fn eval(fields: &[(&str, &str)]) -> Verdict {
         eval_with(Method::GET, fields, Some(TAG), true)
     }
 

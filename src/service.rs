@@ -92,7 +92,10 @@ where
             // Other methods (POST, PUT, gRPC, ...) pass through untouched.
             // Preconditions on unsafe methods are the inner service's to
             // evaluate: this layer does not know the outcome of the write.
-            _ => return ResponseFuture::passthrough(self.inner.call(req)),
+            _ => {
+                let future = self.inner.call(req);
+                return ResponseFuture::passthrough(future, self.config.record_outcome);
+            }
         };
         // Read what the response will be evaluated against before the request
         // is handed over.
