@@ -19,6 +19,17 @@ pin_project! {
     /// buffered body (followed by the rest of the inner body if it outgrew the
     /// cap, or by its error if it failed), or empty (a 304, a 412, or a
     /// response to `HEAD`). Its error type is the inner body's.
+    ///
+    /// In an axum app it converts into axum's body like any other body:
+    ///
+    /// ```
+    /// use axum::{body::Body, response::{IntoResponse, Response}};
+    /// use tower_etag::ResponseBody;
+    ///
+    /// fn into_axum(response: http::Response<ResponseBody<Body>>) -> Response {
+    ///     response.into_response()
+    /// }
+    /// ```
     pub struct ResponseBody<B: Body> {
         #[pin]
         kind: Kind<B>,

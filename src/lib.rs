@@ -120,6 +120,43 @@
 //! ```
 //!
 //! A single response opts out with the [`SkipETag`] marker in its extensions.
+//!
+//! # Compression
+//!
+//! A strong tag names exact bytes, so gzip and identity bytes need different
+//! tags (RFC 9110 §8.8.3). Put this layer outside any layer that changes the
+//! bytes, such as tower-http's `CompressionLayer`: it then hashes the encoded
+//! bytes and each coding gets its own tag.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_http::compression::CompressionLayer;
+//! use tower_etag::ETagLayer;
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(CompressionLayer::new())
+//!     // Added last, so outermost.
+//!     .layer(ETagLayer::new());
+//! # let _ = app;
+//! ```
+//!
+//! Inside the compression the layer would tag the identity bytes it sees,
+//! and the compression would send gzip bytes under that same strong tag;
+//! the layer cannot see a recoding done after it. If that order cannot be
+//! changed, use [`ETagLayer::weak`]. A response already carrying
+//! `Content-Encoding` when the layer sees it is hashed as it is.
+//!
+//! # Observing outcomes
+//!
+//! [`ETagLayer::record_outcome`] inserts an [`Outcome`] (tagged, 304, 412, or
+//! skipped with a [`SkipReason`]) into each response's extensions, for
+//! metrics.
+//!
+//! # Feature flags
+//!
+//! - `tracing` (off by default): logs each [`Outcome`] at `debug` level under
+//!   the target `tower_etag`.
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![warn(clippy::all, rust_2018_idioms, missing_debug_implementations)]

@@ -54,6 +54,24 @@ where
 ///   and must pass untouched;
 /// - responses with `Content-Range`: a partial representation is not the
 ///   representation the tag would name.
+///
+/// ```
+/// use http::{header, Response};
+/// use tower_etag::{DefaultPredicate, Predicate};
+///
+/// let (page, ()) = Response::builder()
+///     .header(header::CONTENT_TYPE, "text/html")
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// let (events, ()) = Response::builder()
+///     .header(header::CONTENT_TYPE, "text/event-stream")
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// assert!(DefaultPredicate::new().should_tag(&page));
+/// assert!(!DefaultPredicate::new().should_tag(&events));
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DefaultPredicate {
     _priv: (),

@@ -23,6 +23,23 @@ use crate::{
 /// and `HEAD` requests with 304 Not Modified or 412 Precondition Failed.
 ///
 /// Usually built by [`ETagLayer`]; see the [crate documentation](crate).
+///
+/// ```
+/// use std::convert::Infallible;
+///
+/// use http::{Request, Response};
+/// use tower::{service_fn, ServiceExt};
+/// use tower_etag::ETag;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let service = ETag::new(service_fn(|_: Request<()>| async {
+///     Ok::<_, Infallible>(Response::new(String::from("hello")))
+/// }));
+/// let response = service.oneshot(Request::new(())).await.unwrap();
+/// assert!(response.headers().contains_key(http::header::ETAG));
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ETag<S, P = DefaultPredicate> {
     inner: S,
