@@ -25,6 +25,9 @@ use crate::entity_tag::EntityTag;
 /// How many bytes of the BLAKE3 digest the tag carries: 128 bits.
 const TAG_BYTES: usize = 16;
 
+/// A BLAKE3 key: tags are then `blake3::keyed_hash(key, body)`.
+pub(crate) type Key = [u8; 32];
+
 pin_project! {
     /// The inner body together with what has been read from it.
     pub(crate) struct Buffer<B: Body> {
@@ -39,6 +42,7 @@ pin_project! {
         // small one (joined into one chunk) is hashed with one call at the
         // end, without the hasher's 1.9 KB of state.
         hasher: Option<Box<Hasher>>,
+        key: Option<Key>,
         state: State<B::Error>,
     }
 }
@@ -120,13 +124,15 @@ pub(crate) enum Filled {
 }
 
 impl<B: Body<Data = Bytes>> Buffer<B> {
-    pub(crate) fn new(body: B) -> Self {
+    /// Buffers `body`; its tag will be keyed with `key`, if any.
+    pub(crate) fn new(body: B, key: Option<Key>) -> Self {
         Self {
             body,
             chunks: Chunks::default(),
             len: 0,
             trailers: None,
             hasher: None,
+            key,
             state: State::Reading,
         }
     }
@@ -180,7 +186,7 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                         // Small bodies are hashed in one call at the end; the
                         // hasher starts once there is enough to keep it busy.
                         None if *this.len >= STAGE as u64 && this.chunks.count() > 1 => {
-                            let mut hasher = Box::new(Hasher::new());
+                            let mut hasher = Box::new(Hasher::new(this.key.as_ref()));
                             for chunk in this.chunks.iter() {
                                 hasher.update(chunk);
                             }
@@ -212,12 +218,16 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
     }
 
     /// The entity tag of the complete body: the first 128 bits of its BLAKE3
-    /// hash in lowercase hex, quoted, `W/`-prefixed if `weak`.
+    /// hash (keyed, if there is a key) in lowercase hex, quoted, `W/`-prefixed
+    /// if `weak`.
     pub(crate) fn tag(&self, weak: bool) -> Tag {
-        let hash = match &self.hasher {
-            Some(hasher) => hasher.finalize(),
+        let hash = match (&self.hasher, &self.key) {
+            (Some(hasher), _) => hasher.finalize(),
             // One chunk (a small body of several was joined into one).
-            None => blake3::hash(self.chunks.first.as_deref().unwrap_or_default()),
+            (None, None) => blake3::hash(self.chunks.first.as_deref().unwrap_or_default()),
+            (None, Some(key)) => {
+                blake3::keyed_hash(key, self.chunks.first.as_deref().unwrap_or_default())
+            }
         };
         Tag::new(hash_prefix(&hash), weak)
     }
@@ -248,9 +258,9 @@ struct Hasher {
 }
 
 impl Hasher {
-    fn new() -> Self {
+    fn new(key: Option<&Key>) -> Self {
         Self {
-            hasher: blake3::Hasher::new(),
+            hasher: key.map_or_else(blake3::Hasher::new, blake3::Hasher::new_keyed),
             stage: Vec::new(),
         }
     }
@@ -438,7 +448,7 @@ mod tests {
             vec![4096],
             vec![70_000, 17],
         ] {
-            let mut hasher = Hasher::new();
+            let mut hasher = Hasher::new(None);
             let mut at = 0;
             for &len in pieces.iter().cycle() {
                 if at == data.len() {
@@ -471,23 +481,31 @@ mod tests {
     #[test]
     fn tag_is_the_hash_of_the_bytes_however_they_are_chunked() {
         let data: Bytes = (0..100_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let key = [0x5a; 32];
         for total in [0, 1, 1000, 1024, 1025, STAGE - 1, STAGE, STAGE + 1, 100_000] {
-            for piece in [1, 7, 512, 1024, 4096, STAGE, 70_000] {
+            for (piece, keyed) in [1, 7, 512, 1024, 4096, STAGE, 70_000]
+                .into_iter()
+                .flat_map(|piece| [(piece, false), (piece, true)])
+            {
+                let key = keyed.then_some(key);
                 let bytes = data.slice(..total);
                 let chunks = (0..total)
                     .step_by(piece)
                     .map(|at| bytes.slice(at..(at + piece).min(total)))
                     .collect();
-                let mut buffer = Box::pin(Buffer::new(Ready(chunks)));
+                let mut buffer = Box::pin(Buffer::new(Ready(chunks), key));
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let filled = buffer.as_mut().poll_fill(&mut cx, usize::MAX);
                 assert_eq!(filled, Poll::Ready(Filled::Complete));
                 assert_eq!(buffer.len(), total as u64);
-                let expected = tag_of(&bytes, false).to_header_value();
+                let expected = match key {
+                    None => tag_of(&bytes, false),
+                    Some(key) => Tag::new(hash_prefix(&blake3::keyed_hash(&key, &bytes)), false),
+                };
                 assert_eq!(
                     buffer.tag(false).to_header_value(),
-                    expected,
-                    "{total} bytes in pieces of {piece}"
+                    expected.to_header_value(),
+                    "{total} bytes in pieces of {piece}, keyed: {keyed}"
                 );
                 assert_eq!(buffer.size_hint().exact(), Some(total as u64));
                 let mut sent = Vec::new();

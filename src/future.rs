@@ -145,8 +145,8 @@ where
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
-                        Next::Buffer(parts, body) => this.state.set(State::Buffering {
-                            buffer: Some(Box::pin(Buffer::new(body))),
+                        Next::Buffer(parts, buffer) => this.state.set(State::Buffering {
+                            buffer: Some(Box::pin(buffer)),
                             parts: Some(parts),
                         }),
                     }
@@ -169,7 +169,7 @@ where
 
 enum Next<B: Body> {
     Respond(Response<ResponseBody<B>>),
-    Buffer(Parts, B),
+    Buffer(Parts, Buffer<B>),
 }
 
 /// Decides what to do with the inner service's response to a GET or HEAD.
@@ -226,7 +226,7 @@ where
     };
     match skip {
         Some(reason) => Next::Respond(skipped(parts, body, reason, request)),
-        None => Next::Buffer(parts, body),
+        None => Next::Buffer(parts, Buffer::new(body, config.key)),
     }
 }
 

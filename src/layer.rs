@@ -4,7 +4,7 @@ use std::fmt;
 
 use tower_layer::Layer;
 
-use crate::{predicate::DefaultPredicate, ETag};
+use crate::{buffer::Key, predicate::DefaultPredicate, ETag};
 
 /// The default buffering cap: 2 MiB, the bound axum puts on request bodies.
 pub(crate) const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;
@@ -15,6 +15,7 @@ pub(crate) struct Config<P> {
     pub(crate) max_body_size: usize,
     pub(crate) weak: bool,
     pub(crate) record_outcome: bool,
+    pub(crate) key: Option<Key>,
     pub(crate) predicate: P,
 }
 
@@ -24,6 +25,7 @@ impl Default for Config<DefaultPredicate> {
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             weak: false,
             record_outcome: false,
+            key: None,
             predicate: DefaultPredicate::new(),
         }
     }
@@ -35,6 +37,8 @@ impl<P> fmt::Debug for Config<P> {
             .field("max_body_size", &self.max_body_size)
             .field("weak", &self.weak)
             .field("record_outcome", &self.record_outcome)
+            // Never the key itself.
+            .field("keyed", &self.key.is_some())
             .field("predicate", &std::any::type_name::<P>())
             .finish()
     }
@@ -109,6 +113,32 @@ impl<P> ETagLayer<P> {
         self
     }
 
+    /// Derives tags with keyed BLAKE3 (`blake3::keyed_hash`) under a secret
+    /// 32-byte `key` (default: unkeyed).
+    ///
+    /// An unkeyed tag is a public function of the body: whoever can guess a
+    /// small private body (a PIN, a yes/no flag, a balance) can confirm the
+    /// guess offline by hashing candidates and comparing them with a tag seen
+    /// in a log, a cache or a shared proxy. A keyed tag reveals nothing
+    /// without the key. Use it when responses carry secrets of low entropy
+    /// and tags may be seen by parties that must not read the bodies.
+    ///
+    /// Every replica that must validate another's tags needs the same key,
+    /// and changing the key changes every tag (clients then refetch once).
+    /// Load it from your secret store; never derive it from the content.
+    ///
+    /// ```
+    /// use tower_etag::ETagLayer;
+    ///
+    /// # let key_from_secret_store = || [7u8; 32];
+    /// let layer = ETagLayer::new().keyed(key_from_secret_store());
+    /// assert!(format!("{layer:?}").contains("keyed: true"));
+    /// ```
+    pub fn keyed(mut self, key: [u8; 32]) -> Self {
+        self.config.key = Some(key);
+        self
+    }
+
     /// Replaces the rule that decides which responses are buffered and
     /// tagged (default: [`DefaultPredicate`]).
     ///
@@ -120,6 +150,7 @@ impl<P> ETagLayer<P> {
                 max_body_size: self.config.max_body_size,
                 weak: self.config.weak,
                 record_outcome: self.config.record_outcome,
+                key: self.config.key,
                 predicate,
             },
         }
@@ -132,6 +163,8 @@ impl<P> fmt::Debug for ETagLayer<P> {
             .field("max_body_size", &self.config.max_body_size)
             .field("weak", &self.config.weak)
             .field("record_outcome", &self.config.record_outcome)
+            // Never the key itself.
+            .field("keyed", &self.config.key.is_some())
             .field("predicate", &std::any::type_name::<P>())
             .finish()
     }
