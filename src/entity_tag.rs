@@ -331,4 +331,127 @@ mod tests {
         let list = [HeaderValue::from_str(&value).unwrap()];
         assert_eq!(list_matches(&list, current, Comparison::Weak), None);
     }
+
+    /// `list_matches` against a reference recognizer built from the ABNF of
+    /// RFC 9110 as a regular expression, over short strings of the bytes
+    /// that matter (quotes, `W/`, commas, whitespace, `*`, obs-text, …).
+    mod reference {
+        use std::sync::LazyLock;
+
+        use proptest::prelude::*;
+        use regex::bytes::Regex;
+
+        use super::*;
+
+        /// `entity-tag = [ weak ] opaque-tag` (§8.8.3).
+        const ETAG: &str = r#"(?:W/)?"[\x21\x23-\x7E\x80-\xFF]*""#;
+
+        /// What the grammar makes of a field.
+        #[derive(Debug)]
+        enum Field {
+            /// Not `"*" / #entity-tag` with at least one element.
+            Invalid,
+            Star,
+            /// (weak, opaque) of each element.
+            Tags(Vec<(bool, Vec<u8>)>),
+        }
+
+        /// What `lines`, combined into one field value (§5.3), are.
+        fn reference(lines: &[Vec<u8>]) -> Field {
+            // §5.6.1.2, a recipient's list: [ element ] *( OWS "," OWS [ element ] ).
+            static LINE: LazyLock<Regex> = LazyLock::new(|| {
+                Regex::new(&format!(
+                    r"(?-u)^[ \t]*(?:{ETAG})?(?:[ \t]*,[ \t]*(?:{ETAG})?)*[ \t]*$"
+                ))
+                .unwrap()
+            });
+            static ELEMENT: LazyLock<Regex> =
+                LazyLock::new(|| Regex::new(&format!("(?-u){ETAG}")).unwrap());
+            static STAR: LazyLock<Regex> =
+                LazyLock::new(|| Regex::new(r"(?-u)^[ \t]*\*[ \t]*$").unwrap());
+            let (line, element, star) = (&*LINE, &*ELEMENT, &*STAR);
+            if let [only] = lines {
+                if star.is_match(only) {
+                    return Field::Star;
+                }
+            }
+            let mut tags = Vec::new();
+            for value in lines {
+                if !line.is_match(value) {
+                    return Field::Invalid;
+                }
+                // Between elements there are only commas and whitespace, and
+                // etagc excludes the quote, so each match is one element.
+                for found in element.find_iter(value) {
+                    let text = found.as_bytes();
+                    let weak = text.starts_with(b"W/");
+                    let quoted = if weak { &text[2..] } else { text };
+                    tags.push((weak, quoted[1..quoted.len() - 1].to_vec()));
+                }
+            }
+            if tags.is_empty() {
+                Field::Invalid
+            } else {
+                Field::Tags(tags)
+            }
+        }
+
+        fn field_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let byte = prop_oneof![
+                Just(b'"'),
+                Just(b'"'),
+                Just(b'W'),
+                Just(b'w'),
+                Just(b'/'),
+                Just(b','),
+                Just(b' '),
+                Just(b'\t'),
+                Just(b'*'),
+                Just(b'a'),
+                Just(b'b'),
+                Just(0xE9u8),
+            ];
+            prop::collection::vec(byte, 0..12)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn list_matches_agrees_with_the_grammar(
+                lines in prop::collection::vec(field_bytes(), 1..3),
+                current_weak in any::<bool>(),
+                current_opaque in prop_oneof![Just(&b"a"[..]), Just(&b""[..]), Just(&b"a,b"[..]), Just(&b"\xE9"[..])],
+            ) {
+                let values: Vec<HeaderValue> = lines
+                    .iter()
+                    .map(|l| HeaderValue::from_bytes(l).unwrap())
+                    .collect();
+                let current = EntityTag::new(current_weak, current_opaque);
+                let expected = reference(&lines);
+                for comparison in [Comparison::Strong, Comparison::Weak] {
+                    let got = list_matches(&values, Some(current), comparison);
+                    let want = match &expected {
+                        Field::Invalid => None,
+                        Field::Star => Some(true),
+                        Field::Tags(tags) => Some(tags.iter().any(|(weak, opaque)| {
+                            let same = opaque[..] == current_opaque[..];
+                            match comparison {
+                                Comparison::Strong => same && !weak && !current_weak,
+                                Comparison::Weak => same,
+                            }
+                        })),
+                    };
+                    prop_assert_eq!(got, want, "{:?} {:?}", lines, comparison);
+                }
+                // A field holding exactly one tag parses as that tag alone.
+                if let (Field::Tags(tags), [only]) = (&expected, &lines[..]) {
+                    if tags.len() == 1 && !only.contains(&b',') {
+                        let parsed = EntityTag::parse(only).map(|t| (t.is_weak(), t.opaque().to_vec()));
+                        prop_assert_eq!(parsed, Some(tags[0].clone()));
+                    }
+                }
+            }
+        }
+    }
 }
