@@ -415,7 +415,13 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+            // XorShift: ChaCha, the default, is slow in unoptimised test builds.
+            #![proptest_config(ProptestConfig {
+                cases: 50_000,
+                failure_persistence: None,
+                rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
+                ..ProptestConfig::default()
+            })]
 
             #[test]
             fn list_matches_agrees_with_the_grammar(
