@@ -164,7 +164,8 @@ fn responses(c: &mut Criterion) {
 }
 
 /// `If-None-Match` lists of growing length against a 64-byte response; the
-/// matching tag comes last, so the whole list is parsed.
+/// matching tag comes last, so the whole list is parsed. Linear time shows
+/// as a cost per tag that stays flat from 100 to 10,000 tags.
 fn if_none_match(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -182,7 +183,7 @@ fn if_none_match(c: &mut Criterion) {
             .to_owned()
     });
     let mut group = c.benchmark_group("if_none_match");
-    for count in [1usize, 10, 1000] {
+    for count in [1usize, 10, 100, 1000, 10_000] {
         let mut list: Vec<String> = (1..count).map(|i| format!("\"{i:032x}\"")).collect();
         list.push(tag.clone());
         let value = HeaderValue::from_str(&list.join(", ")).unwrap();
