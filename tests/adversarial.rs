@@ -159,7 +159,12 @@ async fn dates_out_of_range_or_repeated_are_ignored() {
     let addr = start().await;
     // A valid date after Last-Modified: 304, so a 200 below means ignored.
     let valid = field("if-modified-since", b"Tue, 02 Jan 2024 00:00:00 GMT");
-    assert_eq!(send_raw(addr, "/dated", std::slice::from_ref(&valid)).await.0, 304);
+    assert_eq!(
+        send_raw(addr, "/dated", std::slice::from_ref(&valid))
+            .await
+            .0,
+        304
+    );
     for value in [
         &b"Mon, 01 Jan 10000 00:00:00 GMT"[..],
         b"Mon, 32 Jan 2024 00:00:00 GMT",

@@ -1,6 +1,7 @@
 //! Memory, counted by a global allocator: the layer never copies body bytes,
-//! holds at most the body (and never more than the cap) per response, and
-//! streams a 1 GiB body through in bounded memory.
+//! holds at most the body (and never more than the cap) per response,
+//! streams a 1 GiB body through in bounded memory, and frees everything when
+//! a request is cancelled at any point.
 //!
 //! The counters are per thread and every request is driven on the test's own
 //! thread, so tests running in parallel do not disturb each other.
@@ -84,6 +85,8 @@ const MIB: usize = 1024 * 1024;
 struct Chunks {
     ready: VecDeque<Bytes>,
     fresh: Option<(usize, usize)>,
+    /// Then never end, instead of ending.
+    hang: bool,
 }
 
 impl Body for Chunks {
@@ -97,12 +100,14 @@ impl Body for Chunks {
         if let Some(chunk) = self.ready.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
+        let hang = self.hang;
         match &mut self.fresh {
             Some((count, size)) if *count > 0 => {
                 *count -= 1;
                 let chunk = Bytes::from(vec![0x5a; *size]);
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
+            _ if hang => Poll::Pending,
             _ => Poll::Ready(None),
         }
     }
@@ -155,6 +160,7 @@ fn prepared(bytes: &Bytes, chunk: usize) -> Chunks {
             .map(|at| bytes.slice(at..(at + chunk).min(bytes.len())))
             .collect(),
         fresh: None,
+        hang: false,
     }
 }
 
@@ -207,6 +213,7 @@ fn a_tagged_response_holds_no_more_than_its_body() {
         round_trip(ETagLayer::new(), || Chunks {
             ready: VecDeque::new(),
             fresh: Some((64, 16 * 1024)),
+            hang: false,
         })
     });
     assert!(tag.is_some());
@@ -223,6 +230,7 @@ fn a_gibibyte_streams_through_in_bounded_memory() {
         round_trip(ETagLayer::new(), || Chunks {
             ready: VecDeque::new(),
             fresh: Some((1024 * MIB / chunk, chunk)),
+            hang: false,
         })
     });
     assert_eq!(tag, None, "over the cap: untagged");
@@ -230,4 +238,75 @@ fn a_gibibyte_streams_through_in_bounded_memory() {
     println!("peak live bytes while streaming 1 GiB: {peak}");
     // At most the cap plus the chunk that crossed it, and bookkeeping.
     assert!(peak <= cap + chunk + 16 * 1024, "peak {peak}");
+}
+
+/// Polls `future` once with a waker that does nothing.
+fn poll_once<F: std::future::Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(std::task::Waker::noop()))
+}
+
+#[test]
+fn cancelled_requests_free_everything() {
+    // Everything is driven by hand on this thread, without a runtime, so
+    // that every allocation and free is counted here.
+    let layer = ETagLayer::new().max_body_size(256 * 1024);
+    let hanging = |count, size| Chunks {
+        ready: VecDeque::new(),
+        fresh: Some((count, size)),
+        hang: true,
+    };
+    let ((), _, _) = measure(|| ());
+    let start = LIVE.with(Cell::get);
+    for _ in 0..100 {
+        // 1. The handler has not answered yet.
+        let service = ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(service_fn(|_req: Request<()>| async {
+                std::future::pending::<()>().await;
+                Ok::<_, Infallible>(Response::new(Chunks {
+                    ready: VecDeque::new(),
+                    fresh: None,
+                    hang: false,
+                }))
+            }));
+        let mut future = std::pin::pin!(service.oneshot(Request::new(())));
+        assert!(poll_once(future.as_mut()).is_pending());
+
+        // 2. The layer is buffering: 100 KiB read in 4 KiB chunks, so the
+        // chunk list and the incremental hasher exist.
+        for size in [4 * 1024, 64 * 1024] {
+            let service = ServiceBuilder::new()
+                .layer(layer.clone())
+                .service(service_fn(move |_req: Request<()>| async move {
+                    Ok::<_, Infallible>(Response::new(hanging(100 * 1024 / size, size)))
+                }));
+            let mut future = std::pin::pin!(service.oneshot(Request::new(())));
+            assert!(poll_once(future.as_mut()).is_pending());
+        }
+
+        // 3. The body outgrew the cap and is being sent when the client
+        // goes away.
+        let service = ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(service_fn(move |_req: Request<()>| async move {
+                Ok::<_, Infallible>(Response::new(hanging(10, 64 * 1024)))
+            }));
+        let mut future = std::pin::pin!(service.oneshot(Request::new(())));
+        let Poll::Ready(Ok(response)) = poll_once(future.as_mut()) else {
+            panic!("the head is ready once the body outgrows the cap");
+        };
+        assert!(!response.headers().contains_key(header::ETAG));
+        let mut body = std::pin::pin!(response.into_body());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..10 {
+            assert!(matches!(
+                body.as_mut().poll_frame(&mut cx),
+                Poll::Ready(Some(Ok(_)))
+            ));
+        }
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+    }
+    let leaked = LIVE.with(Cell::get) - start;
+    println!("live bytes after 400 cancelled requests: {leaked}");
+    assert_eq!(leaked, 0, "bytes still allocated after cancelling");
 }
