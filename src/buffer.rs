@@ -12,6 +12,7 @@
 use std::{
     collections::VecDeque,
     pin::Pin,
+    sync::Arc,
     task::{ready, Context, Poll},
 };
 
@@ -25,8 +26,10 @@ use crate::entity_tag::EntityTag;
 /// How many bytes of the BLAKE3 digest the tag carries: 128 bits.
 const TAG_BYTES: usize = 16;
 
-/// A BLAKE3 key: tags are then `blake3::keyed_hash(key, body)`.
-pub(crate) type Key = [u8; 32];
+/// A BLAKE3 key: tags are then `blake3::keyed_hash(key, body)`. Shared
+/// rather than copied into every request: a pointer costs the unkeyed
+/// common case less than 33 bytes carried through every future.
+pub(crate) type Key = Arc<[u8; 32]>;
 
 pin_project! {
     /// The inner body together with what has been read from it.
@@ -186,7 +189,7 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                         // Small bodies are hashed in one call at the end; the
                         // hasher starts once there is enough to keep it busy.
                         None if *this.len >= STAGE as u64 && this.chunks.count() > 1 => {
-                            let mut hasher = Box::new(Hasher::new(this.key.as_ref()));
+                            let mut hasher = Box::new(Hasher::new(this.key.as_deref()));
                             for chunk in this.chunks.iter() {
                                 hasher.update(chunk);
                             }
@@ -258,7 +261,7 @@ struct Hasher {
 }
 
 impl Hasher {
-    fn new(key: Option<&Key>) -> Self {
+    fn new(key: Option<&[u8; 32]>) -> Self {
         Self {
             hasher: key.map_or_else(blake3::Hasher::new, blake3::Hasher::new_keyed),
             stage: Vec::new(),
@@ -487,20 +490,20 @@ mod tests {
                 .into_iter()
                 .flat_map(|piece| [(piece, false), (piece, true)])
             {
-                let key = keyed.then_some(key);
+                let key = keyed.then(|| Arc::new(key));
                 let bytes = data.slice(..total);
                 let chunks = (0..total)
                     .step_by(piece)
                     .map(|at| bytes.slice(at..(at + piece).min(total)))
                     .collect();
-                let mut buffer = Box::pin(Buffer::new(Ready(chunks), key));
+                let mut buffer = Box::pin(Buffer::new(Ready(chunks), key.clone()));
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let filled = buffer.as_mut().poll_fill(&mut cx, usize::MAX);
                 assert_eq!(filled, Poll::Ready(Filled::Complete));
                 assert_eq!(buffer.len(), total as u64);
                 let expected = match key {
                     None => tag_of(&bytes, false),
-                    Some(key) => Tag::new(hash_prefix(&blake3::keyed_hash(&key, &bytes)), false),
+                    Some(ref key) => Tag::new(hash_prefix(&blake3::keyed_hash(key, &bytes)), false),
                 };
                 assert_eq!(
                     buffer.tag(false).to_header_value(),

@@ -145,10 +145,13 @@ where
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(response));
                         }
-                        Next::Buffer(parts, buffer) => this.state.set(State::Buffering {
-                            buffer: Some(Box::pin(buffer)),
-                            parts: Some(parts),
-                        }),
+                        Next::Buffer(parts, body) => {
+                            let key = this.request.as_ref().and_then(|r| r.config.key.clone());
+                            this.state.set(State::Buffering {
+                                buffer: Some(Box::pin(Buffer::new(body, key))),
+                                parts: Some(parts),
+                            })
+                        }
                     }
                 }
                 StateProj::Buffering { buffer, parts } => {
@@ -169,7 +172,7 @@ where
 
 enum Next<B: Body> {
     Respond(Response<ResponseBody<B>>),
-    Buffer(Parts, Buffer<B>),
+    Buffer(Parts, B),
 }
 
 /// Decides what to do with the inner service's response to a GET or HEAD.
@@ -226,7 +229,7 @@ where
     };
     match skip {
         Some(reason) => Next::Respond(skipped(parts, body, reason, request)),
-        None => Next::Buffer(parts, Buffer::new(body, config.key)),
+        None => Next::Buffer(parts, body),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The [`ETagLayer`] and its configuration.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use tower_layer::Layer;
 
@@ -135,7 +135,7 @@ impl<P> ETagLayer<P> {
     /// assert!(format!("{layer:?}").contains("keyed: true"));
     /// ```
     pub fn keyed(mut self, key: [u8; 32]) -> Self {
-        self.config.key = Some(key);
+        self.config.key = Some(Arc::new(key));
         self
     }
 
