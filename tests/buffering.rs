@@ -256,6 +256,22 @@ async fn trailers_are_preserved_over_http2() {
 }
 
 #[tokio::test]
+async fn a_trailers_only_body_is_tagged_as_empty_and_keeps_its_trailers() {
+    let addr = serve_with_trailers(b"").await;
+    let h1 = send(addr, request("GET", "/", &[("te", "trailers")]))
+        .await
+        .unwrap();
+    let h2 = send_h2(addr, request("GET", "http://localhost/", &[]))
+        .await
+        .unwrap();
+    for got in [h1, h2] {
+        assert!(got.body.is_empty());
+        assert_eq!(got.etag(), Some(expected_tag(b"").as_str()));
+        assert_eq!(got.trailers, Some(trailers()));
+    }
+}
+
+#[tokio::test]
 async fn trailers_after_overflow_are_preserved() {
     let bytes = content(CAP * 3);
     let addr = serve_with_trailers(&bytes).await;
