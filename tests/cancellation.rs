@@ -18,7 +18,6 @@ use bytes::Bytes;
 use common::*;
 use http::Response;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{io::AsyncReadExt, net::TcpStream};
 use tower::ServiceBuilder;
 use tower_etag::ETagLayer;
@@ -114,12 +113,7 @@ async fn a_client_leaving_mid_stream_past_the_cap_drops_the_body() {
 async fn an_http2_stream_reset_while_buffering_drops_the_body_and_keeps_the_connection() {
     let drops = Arc::new(AtomicUsize::new(0));
     let addr = start(drops.clone()).await;
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connect_h2(addr).await.unwrap();
 
     // The layer buffers /hang forever; dropping the response future resets
     // the stream.

@@ -14,8 +14,7 @@ use bytes::{BufMut, BytesMut};
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tonic::{
     transport::{server::TcpIncoming, Channel, Server},
     Code,
@@ -114,12 +113,7 @@ async fn grpc_by_hand(addr: SocketAddr, service: &str) -> Received {
     frame.put_u32(u32::try_from(message.len()).unwrap());
     frame.put_slice(&message);
 
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connect_h2(addr).await.unwrap();
     let request = Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")

@@ -146,15 +146,29 @@ pub async fn send_head(
     Ok(tokio::time::timeout(TIMEOUT, sender.send_request(request)).await??)
 }
 
+/// Opens an HTTP/2 connection (prior knowledge) whose requests carry bodies
+/// of type `B`; the connection is driven by a task of its own.
+pub async fn connect_h2<B>(
+    addr: SocketAddr,
+) -> Result<hyper::client::conn::http2::SendRequest<B>, BoxError>
+where
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let stream = TcpStream::connect(addr).await?;
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 /// Sends one request over HTTP/2 (prior knowledge).
 pub async fn send_h2(
     addr: SocketAddr,
     request: Request<Empty<Bytes>>,
 ) -> Result<Received, BoxError> {
-    let stream = TcpStream::connect(addr).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    let mut sender = connect_h2(addr).await?;
     receive(tokio::time::timeout(TIMEOUT, sender.send_request(request)).await??).await
 }
 
