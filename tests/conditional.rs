@@ -56,6 +56,12 @@ fn respond(method: &http::Method, path: &str) -> Response<Full<Bytes>> {
         "/json" => ok(builder.header("content-type", "application/json")),
         "/gone-tagged" => ok(builder.status(StatusCode::GONE).header("etag", "\"v1\"")),
         "/chunked" => ok(builder.header("transfer-encoding", "chunked")),
+        "/length-right" => ok(builder.header("content-length", "12")),
+        "/length-wrong" => ok(builder.header("content-length", "13")),
+        "/length-signed" => ok(builder.header("content-length", "+12")),
+        "/length-twice" => ok(builder
+            .header("content-length", "12")
+            .header("content-length", "12")),
         other => {
             let code = other
                 .strip_prefix("/status/")
@@ -106,6 +112,32 @@ async fn a_tagged_response_is_framed_by_its_exact_length() {
     assert!(head.contains(&"content-length: 12".to_owned()), "{head:?}");
     assert!(!has_field(&head, "transfer-encoding"), "{head:?}");
     assert!(wire.ends_with(&format!("\r\n\r\n{HELLO}")), "{wire:?}");
+}
+
+#[tokio::test]
+async fn a_tagged_response_carries_one_right_content_length() {
+    // RFC 9110 §8.6: Content-Length is 1*DIGIT, the length of the content.
+    // Whatever the handler wrote, the tagged response states the length of
+    // the bytes that were hashed, on one line.
+    let addr = origin().await;
+    for path in [
+        "/length-right",
+        "/length-wrong",
+        "/length-signed",
+        "/length-twice",
+    ] {
+        let wire = raw(addr, "GET", path, &[]).await;
+        let head = raw_head(&wire);
+        let lengths: Vec<_> = head
+            .iter()
+            .filter(|line| line.starts_with("content-length:"))
+            .collect();
+        assert_eq!(lengths, ["content-length: 12"], "{path}: {head:?}");
+        assert!(
+            wire.ends_with(&format!("\r\n\r\n{HELLO}")),
+            "{path}: {wire:?}"
+        );
+    }
 }
 
 #[tokio::test]
