@@ -3,17 +3,17 @@
 
     python3 benches/chart.py benches/load.csv benches/load.svg "machine description"
 
-Requests per second relative to the plain server (medians of the runs)
+Requests per second relative to the plain server (medians of the paired
+per-repetition ratios, see loadstats.py)
 against body size, for tower-etag and the naive from_fn baseline; solid lines
 for one-chunk bodies, dashed for streamed ones; the 304 of a tagged response
 as points. Standard library only.
 """
 
-import csv
 import math
-import statistics
 import sys
-from collections import defaultdict
+
+from loadstats import Runs
 
 SIZES = [("64", 64), ("1k", 1024), ("16k", 16 * 1024), ("1m", 1 << 20), ("16m", 16 << 20)]
 SIZE_NAMES = {"64": "64 B", "1k": "1 KiB", "16k": "16 KiB", "1m": "1 MiB", "16m": "16 MiB"}
@@ -23,15 +23,16 @@ MODES = [("etag", "tower-etag", "#2563eb"), ("naive", "naive from_fn", "#dc2626"
 def main():
     source, target = sys.argv[1], sys.argv[2]
     machine = sys.argv[3] if len(sys.argv) > 3 else ""
-    runs = defaultdict(list)
-    for row in csv.DictReader(open(source)):
-        runs[(row["label"], row["mode"])].append(float(row["requests_per_sec"]))
-    rps = {key: statistics.median(values) for key, values in runs.items()}
+    runs = Runs(source)
     ratio = {
-        (label, mode): value / rps[(label, "plain")]
-        for (label, mode), value in rps.items()
-        if (label, "plain") in rps
+        (label, mode): runs.ratio(label, mode)[0]
+        for label in runs.labels()
+        for mode in ("etag", "naive")
+        if runs.has(label, mode) and runs.has(label, "plain")
     }
+    for label in runs.labels():
+        if runs.has(label, "etag_304") and runs.has(label, "plain"):
+            ratio[(label, "etag_304")] = runs.ratio(label, "etag_304")[0]
 
     width, height = 800, 440
     left, right, top, bottom = 70, 230, 50, 60

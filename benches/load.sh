@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Load test over loopback: the load server (examples/load_server.rs) on one
 # core, wrk on the other, plain / tower-etag / naive runs alternated, each
-# configuration repeated. Prints requests/s and server CPU µs per request
-# (user + system, from /proc) with their medians and ratios to plain, and
+# configuration repeated; at 1 KiB and on the untouched paths also a
+# `Router::layer` that does nothing, for what any layer costs. Prints
+# requests/s and server CPU µs per request (user + system, from /proc) with
+# their ratios to plain (medians of per-repetition ratios, with their range),
+# and the CPU each large tagged response costs over plain next to the bare
+# BLAKE3 cost of its body (criterion's `blake3_floor`, run afterwards), and
 # writes every run to a CSV.
 #
-#   bash benches/load.sh                     # everything, about 15 minutes;
+#   bash benches/load.sh                     # everything, about 20 minutes;
 #                                            # rewrites benches/load.csv and
 #                                            # benches/load.svg
 #   SIZES="1k" REPS=5 bash benches/load.sh   # a subset
@@ -13,7 +17,7 @@
 # Settings (environment): SIZES (64 1k 16k 1m 16m), REPS (5), DURATION
 # seconds per run (4), CONNECTIONS (32), CSV (benches/load.csv), SVG
 # (benches/load.svg), SERVER_CPU (0), CLIENT_CPU (1), EXTRAS (1: also the
-# untouched paths).
+# untouched paths), FLOOR (1: also run criterion's blake3_floor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +29,11 @@ CSV=${CSV:-benches/load.csv}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 EXTRAS=${EXTRAS:-1}
+FLOOR=${FLOOR:-1}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release --example load_server --quiet
+[ "$FLOOR" = 1 ] && cargo bench --bench etag --no-run --locked --quiet 2>/dev/null
 target_dir=$(cargo metadata --no-deps --format-version 1 | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
 
 work=$(mktemp -d)
@@ -63,11 +69,11 @@ run() {
         fi
     fi
     cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
-    echo "$label,$mode,$rps,$cpu" >>"$CSV"
+    echo "$label,$mode,$rep,$rps,$cpu" >>"$CSV"
     printf '  %-14s %-10s %12s req/s %9s µs/req\n' "$label" "$mode" "$rps" "$cpu"
 }
 
-echo "label,mode,requests_per_sec,server_cpu_us_per_request" >"$CSV"
+echo "label,mode,rep,requests_per_sec,server_cpu_us_per_request" >"$CSV"
 echo "server on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU, ${DURATION}s runs, $CONNECTIONS connections, $REPS repetitions"
 for rep in $(seq 1 "$REPS"); do
     echo "repetition $rep"
@@ -76,7 +82,8 @@ for rep in $(seq 1 "$REPS"); do
             label="$size${chunking:+-multi}"
             # Alternate the order between repetitions.
             modes="plain etag naive"
-            [ $((rep % 2)) -eq 0 ] && modes="naive etag plain"
+            [ "$label" = 1k ] && modes="plain noop etag naive"
+            [ $((rep % 2)) -eq 0 ] && modes=$(echo "$modes" | tr ' ' '\n' | tac | xargs)
             for mode in $modes; do
                 run "$label" "$mode" "$base/$mode/$size$chunking"
             done
@@ -88,16 +95,15 @@ for rep in $(seq 1 "$REPS"); do
     done
     if [ "$EXTRAS" = 1 ]; then
         # Paths the layer must leave alone, in alternating order too.
+        modes="plain noop etag"
+        [ $((rep % 2)) -eq 0 ] && modes="etag noop plain"
         for mode in $modes; do
-            [ "$mode" = naive ] && continue
             run post "$mode" "$base/$mode/post" -s "$work/post.lua"
         done
         for mode in $modes; do
-            [ "$mode" = naive ] && continue
             run missing "$mode" "$base/$mode/missing"
         done
         for mode in $modes; do
-            [ "$mode" = naive ] && continue
             prefix=$mode
             [ "$mode" = etag ] && prefix=etag-small
             run over-cap "$mode" "$base/$prefix/announced"
@@ -122,31 +128,20 @@ for path in plain/stream/1024 etag-default/stream/1024; do
     tagged=$(grep -ci '^etag:' "$work/headers" || true)
     echo "memory: $path: $got (bytes, status), etag headers: $tagged, peak RSS $(hwm) KiB (before: $before KiB)"
 done
+kill $server 2>/dev/null || true
+wait $server 2>/dev/null || true
+
+# The bare BLAKE3 cost of each body, on the server's core, for the CPU
+# figures of large responses.
+if [ "$FLOOR" = 1 ]; then
+    echo "blake3::hash of each size (criterion, on cpu $SERVER_CPU):"
+    taskset -c "$SERVER_CPU" cargo bench --bench etag --locked --quiet -- 'single/blake3_floor' 2>&1 |
+        grep -E '^response|time:' || true
+fi
 
 echo
-echo "medians over $REPS repetitions (ratios to plain, side by side in this run):"
-python3 - "$CSV" <<'PY'
-import csv, statistics, sys
-from collections import defaultdict
-runs = defaultdict(list)
-for row in csv.DictReader(open(sys.argv[1])):
-    runs[(row["label"], row["mode"])].append((float(row["requests_per_sec"]), float(row["server_cpu_us_per_request"])))
-labels = list(dict.fromkeys(label for label, _ in runs))
-print(f"{'label':<10} {'mode':<9} {'req/s':>10} {'ratio':>6} {'cpu µs/req':>11} {'Δ cpu µs':>9}")
-for label in labels:
-    base = runs.get((label, "plain"))
-    for mode in ["plain", "etag", "etag_304", "naive"]:
-        if (label, mode) not in runs:
-            continue
-        rps = statistics.median(r for r, _ in runs[(label, mode)])
-        cpu = statistics.median(c for _, c in runs[(label, mode)])
-        if base:
-            brps = statistics.median(r for r, _ in base)
-            bcpu = statistics.median(c for _, c in base)
-            print(f"{label:<10} {mode:<9} {rps:>10.0f} {rps / brps:>6.3f} {cpu:>11.2f} {cpu - bcpu:>+9.2f}")
-        else:
-            print(f"{label:<10} {mode:<9} {rps:>10.0f} {'':>6} {cpu:>11.2f}")
-PY
+echo "over $REPS repetitions (ratios to plain paired by repetition, side by side in this run):"
+python3 benches/load_table.py --text "$CSV" "$target_dir/criterion"
 
 # The chart in the README.
 machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) vCPU, $(uname -sr), $(date -u +%Y-%m-%d)"

@@ -1,39 +1,130 @@
 #!/usr/bin/env python3
-"""Prints the README's load table (Markdown) from the CSV benches/load.sh writes.
+"""Summarises the CSV benches/load.sh writes.
 
-    python3 benches/load_table.py benches/load.csv
+    python3 benches/load_table.py [benches/load.csv]
+        the README's table (Markdown)
+    python3 benches/load_table.py --text benches/load.csv [CRITERION_DIR]
+        the summary load.sh prints: every label and mode, then the figures the
+        README's performance section states, with the BLAKE3 floor read from
+        criterion's `blake3_floor` results in CRITERION_DIR when given
+
+Ratios are medians of per-repetition ratios (see loadstats.py), with their
+range in brackets in the text summary.
 """
 
-import csv
-import statistics
+import glob
+import json
+import os
 import sys
-from collections import defaultdict
 
-runs = defaultdict(list)
-for row in csv.DictReader(open(sys.argv[1] if len(sys.argv) > 1 else "benches/load.csv")):
-    runs[(row["label"], row["mode"])].append(
-        (float(row["requests_per_sec"]), float(row["server_cpu_us_per_request"]))
+from loadstats import Runs
+
+NAMES = {"64": "64 B", "1k": "1 KiB", "16k": "16 KiB", "1m": "1 MiB", "16m": "16 MiB"}
+CRITERION = {"64": "64B", "1k": "1KiB", "16k": "16KiB", "1m": "1MiB", "16m": "16MiB"}
+UNTOUCHED = (("post", "POST"), ("missing", "GET → 404"), ("over-cap", "GET, Content-Length over the cap"))
+
+
+def markdown(runs):
+    def cell(label, mode):
+        if not runs.has(label, mode):
+            return ""
+        return f"{runs.rps(label, mode):,.0f} ({runs.ratio(label, mode)[0]:.2f})"
+
+    print(
+        "| body | plain req/s | tower-etag req/s (× plain) | naive req/s (× plain) "
+        "| do-nothing layer req/s (× plain) | server CPU µs/req: plain / tower-etag / naive |"
     )
-med = {k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for k, v in runs.items()}
-names = {"64": "64 B", "1k": "1 KiB", "16k": "16 KiB", "1m": "1 MiB", "16m": "16 MiB"}
+    print("|---|---:|---:|---:|---:|---|")
+    for size, name in NAMES.items():
+        for suffix, kind in (("", ""), ("-multi", ", streamed")):
+            label = size + suffix
+            if not runs.has(label, "plain"):
+                continue
+            cpus = " / ".join(f"{runs.cpu(label, m):.1f}" for m in ("plain", "etag", "naive"))
+            print(
+                f"| {name}{kind} | {runs.rps(label, 'plain'):,.0f} | {cell(label, 'etag')} "
+                f"| {cell(label, 'naive')} | {cell(label, 'noop')} | {cpus} |"
+            )
+    for size in ("1k", "1m"):
+        if runs.has(size, "etag_304"):
+            ratio = runs.ratio(size, "etag_304", base="etag")[0]
+            print(
+                f"| {NAMES[size]}, revalidated (304) | | {runs.rps(size, 'etag_304'):,.0f} "
+                f"({ratio:.2f} × its 200) | | | {runs.cpu(size, 'etag_304'):.1f} |"
+            )
+    for label, name in UNTOUCHED:
+        if runs.has(label, "plain"):
+            print(
+                f"| {name} (untouched) | {runs.rps(label, 'plain'):,.0f} | {cell(label, 'etag')} | "
+                f"| {cell(label, 'noop')} | {runs.cpu(label, 'plain'):.1f} / {runs.cpu(label, 'etag'):.1f} |"
+            )
 
-print("| body | plain req/s | tower-etag req/s (× plain) | naive req/s (× plain) | server CPU µs/req: plain / tower-etag / naive |")
-print("|---|---:|---:|---:|---|")
-for size, name in names.items():
-    for suffix, kind in (("", ""), ("-multi", ", streamed")):
-        label = size + suffix
-        if (label, "plain") not in med:
-            continue
-        p, e, n = med[(label, "plain")], med[(label, "etag")], med[(label, "naive")]
-        print(
-            f"| {name}{kind} | {p[0]:,.0f} | {e[0]:,.0f} ({e[0] / p[0]:.2f}) | {n[0]:,.0f} ({n[0] / p[0]:.2f}) "
-            f"| {p[1]:.1f} / {e[1]:.1f} / {n[1]:.1f} |"
-        )
-for size in ("1k", "1m"):
-    if (size, "etag_304") in med:
-        e, t = med[(size, "etag")], med[(size, "etag_304")]
-        print(f"| {names[size]}, revalidated (304) | | {t[0]:,.0f} ({t[0] / e[0]:.2f} × its 200) | | {t[1]:.1f} |")
-for label, name in (("post", "POST"), ("missing", "GET → 404"), ("over-cap", "GET, Content-Length over the cap")):
-    if (label, "plain") in med:
-        p, e = med[(label, "plain")], med[(label, "etag")]
-        print(f"| {name} (untouched) | {p[0]:,.0f} | {e[0]:,.0f} ({e[0] / p[0]:.2f}) | | {p[1]:.1f} / {e[1]:.1f} |")
+
+def floors(root):
+    """Criterion's median of `blake3::hash` per load label, in µs."""
+    found = {}
+    for path in glob.glob(os.path.join(root, "**", "new", "benchmark.json"), recursive=True):
+        meta = json.load(open(path))
+        for label, name in CRITERION.items():
+            if meta["group_id"] == f"response/{name}/single" and meta["function_id"] == "blake3_floor":
+                estimates = json.load(open(os.path.join(os.path.dirname(path), "estimates.json")))
+                found[label] = estimates["median"]["point_estimate"] / 1000
+    return found
+
+
+def text(runs, criterion_dir):
+    def fmt(triple, digits=3):
+        value, low, high = triple
+        return f"{value:.{digits}f} [{low:.{digits}f}–{high:.{digits}f}]"
+
+    print(f"{'label':<10} {'mode':<9} {'req/s':>10} {'× plain, paired [range]':>25} {'cpu µs/req':>11} {'Δ cpu µs':>9}")
+    for label in runs.labels():
+        for mode in ("plain", "noop", "etag", "etag_304", "naive"):
+            if not runs.has(label, mode):
+                continue
+            line = f"{label:<10} {mode:<9} {runs.rps(label, mode):>10.0f}"
+            if mode != "plain" and runs.has(label, "plain"):
+                line += f" {fmt(runs.ratio(label, mode)):>25} {runs.cpu(label, mode):>11.2f}"
+                line += f" {runs.cpu_delta(label, mode)[0]:>+9.2f}"
+            else:
+                line += f" {'':>25} {runs.cpu(label, mode):>11.2f}"
+            print(line)
+
+    print()
+    print("figures the README states (paired medians [range] over the repetitions):")
+    if runs.has("1k", "etag"):
+        print(f"  1 KiB tagged: {fmt(runs.ratio('1k', 'etag'))} × plain requests/s")
+    if runs.has("1k", "noop"):
+        print(f"  1 KiB through a do-nothing Router::layer: {fmt(runs.ratio('1k', 'noop'))} × plain")
+    for label, name in UNTOUCHED:
+        if runs.has(label, "etag"):
+            line = f"  {name}, untouched: tower-etag {fmt(runs.ratio(label, 'etag'))}"
+            if runs.has(label, "noop"):
+                line += f", do-nothing layer {fmt(runs.ratio(label, 'noop'))}"
+            print(line + " × plain")
+    for size in ("1k", "1m"):
+        if runs.has(size, "etag_304"):
+            print(f"  {NAMES[size]} 304: {fmt(runs.ratio(size, 'etag_304', base='etag'))} × the requests/s of its tagged 200")
+    floor = floors(criterion_dir) if criterion_dir else {}
+    for size in ("1m", "16m"):
+        for suffix in ("", "-multi"):
+            label = size + suffix
+            if not runs.has(label, "etag"):
+                continue
+            delta = runs.cpu_delta(label, "etag")
+            line = f"  {label}: server CPU +{delta[0]:.0f} µs/req over plain [{delta[1]:.0f}–{delta[2]:.0f}]"
+            if size in floor:
+                budget = 1.05 * floor[size]
+                line += f"; 1.05 × blake3::hash ({floor[size]:.0f} µs) = {budget:.0f} µs; ratio {delta[0] / budget:.2f}"
+            print(line)
+    for label in runs.labels():
+        if runs.has(label, "etag") and runs.has(label, "naive"):
+            print(f"  {label}: tower-etag / naive requests/s {fmt(runs.ratio(label, 'etag', base='naive'))}")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args and args[0] == "--text":
+        text(Runs(args[1]), args[2] if len(args) > 2 else None)
+    else:
+        markdown(Runs(args[0] if args else "benches/load.csv"))
