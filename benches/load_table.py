@@ -96,6 +96,13 @@ def text(runs, criterion_dir):
         print(f"  1 KiB tagged: {fmt(runs.ratio('1k', 'etag'))} × plain requests/s")
     if runs.has("1k", "noop"):
         print(f"  1 KiB through a do-nothing Router::layer: {fmt(runs.ratio('1k', 'noop'))} × plain")
+    floor = floors(criterion_dir) if criterion_dir else {}
+    if runs.has("1k", "noop") and "1k" in floor:
+        plain, noop = runs.cpu("1k", "plain"), runs.cpu("1k", "noop")
+        print(
+            f"  1 KiB ceiling if tagging cost nothing but the hash: plain {plain:.2f} µs ÷ "
+            f"(do-nothing layer {noop:.2f} µs + blake3::hash {floor['1k']:.2f} µs) = {plain / (noop + floor['1k']):.3f}"
+        )
     for label, name in UNTOUCHED:
         if runs.has(label, "etag"):
             line = f"  {name}, untouched: tower-etag {fmt(runs.ratio(label, 'etag'))}"
@@ -105,7 +112,6 @@ def text(runs, criterion_dir):
     for size in ("1k", "1m"):
         if runs.has(size, "etag_304"):
             print(f"  {NAMES[size]} 304: {fmt(runs.ratio(size, 'etag_304', base='etag'))} × the requests/s of its tagged 200")
-    floor = floors(criterion_dir) if criterion_dir else {}
     for size in ("1m", "16m"):
         for suffix in ("", "-multi"):
             label = size + suffix
