@@ -6,23 +6,24 @@
 # requests/s and server CPU µs per request (user + system, from /proc) with
 # their ratios to plain (medians of per-repetition ratios, with their range),
 # and the CPU each large tagged response costs over plain next to the bare
-# BLAKE3 cost of its body (criterion's `blake3_floor`, run afterwards), and
+# BLAKE3 cost of its body (criterion's `blake3_floor`, and for streamed
+# bodies `blake3_frames`, run afterwards), and
 # writes every run to a CSV.
 #
-#   bash benches/load.sh                     # everything, about 20 minutes;
+#   bash benches/load.sh                     # everything, about 25 minutes;
 #                                            # rewrites benches/load.csv and
 #                                            # benches/load.svg
 #   SIZES="1k" REPS=5 bash benches/load.sh   # a subset
 #
-# Settings (environment): SIZES (64 1k 16k 1m 16m), REPS (5), DURATION
+# Settings (environment): SIZES (64 1k 16k 1m 16m), REPS (7), DURATION
 # seconds per run (4), CONNECTIONS (32), CSV (benches/load.csv), SVG
 # (benches/load.svg), SERVER_CPU (0), CLIENT_CPU (1), EXTRAS (1: also the
-# untouched paths), FLOOR (1: also run criterion's blake3_floor).
+# untouched paths), FLOOR (1: also run criterion's BLAKE3 floors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-"64 1k 16k 1m 16m"}
-REPS=${REPS:-5}
+REPS=${REPS:-7}
 DURATION=${DURATION:-4}
 CONNECTIONS=${CONNECTIONS:-32}
 CSV=${CSV:-benches/load.csv}
@@ -134,8 +135,8 @@ wait $server 2>/dev/null || true
 # The bare BLAKE3 cost of each body, on the server's core, for the CPU
 # figures of large responses.
 if [ "$FLOOR" = 1 ]; then
-    echo "blake3::hash of each size (criterion, on cpu $SERVER_CPU):"
-    taskset -c "$SERVER_CPU" cargo bench --bench etag --locked --quiet -- 'single/blake3_floor' 2>&1 |
+    echo "BLAKE3 of each body, in one call and frame by frame (criterion, on cpu $SERVER_CPU):"
+    taskset -c "$SERVER_CPU" cargo bench --bench etag --locked --quiet -- 'single/blake3_floor|multi/blake3_frames' 2>&1 |
         grep -E '^response|time:' || true
 fi
 

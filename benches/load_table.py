@@ -60,13 +60,15 @@ def markdown(runs):
             )
 
 
-def floors(root):
-    """Criterion's median of `blake3::hash` per load label, in µs."""
+def floors(root, group="single", function="blake3_floor"):
+    """Criterion's median of one floor per load label, in µs: `blake3::hash`
+    in one call by default, or (`"multi", "blake3_frames"`) the streamed
+    body's frames fed to `blake3::Hasher` one by one."""
     found = {}
     for path in glob.glob(os.path.join(root, "**", "new", "benchmark.json"), recursive=True):
         meta = json.load(open(path))
         for label, name in CRITERION.items():
-            if meta["group_id"] == f"response/{name}/single" and meta["function_id"] == "blake3_floor":
+            if meta["group_id"] == f"response/{name}/{group}" and meta["function_id"] == function:
                 estimates = json.load(open(os.path.join(os.path.dirname(path), "estimates.json")))
                 found[label] = estimates["median"]["point_estimate"] / 1000
     return found
@@ -97,6 +99,7 @@ def text(runs, criterion_dir):
     if runs.has("1k", "noop"):
         print(f"  1 KiB through a do-nothing Router::layer: {fmt(runs.ratio('1k', 'noop'))} × plain")
     floor = floors(criterion_dir) if criterion_dir else {}
+    frames = floors(criterion_dir, "multi", "blake3_frames") if criterion_dir else {}
     if runs.has("1k", "noop") and "1k" in floor:
         plain, noop = runs.cpu("1k", "plain"), runs.cpu("1k", "noop")
         print(
@@ -122,6 +125,8 @@ def text(runs, criterion_dir):
             if size in floor:
                 budget = 1.05 * floor[size]
                 line += f"; 1.05 × blake3::hash ({floor[size]:.0f} µs) = {budget:.0f} µs; ratio {delta[0] / budget:.2f}"
+            if suffix and size in frames:
+                line += f"; × blake3 of its frames ({frames[size]:.0f} µs): {delta[0] / frames[size]:.2f}"
             print(line)
     for label in runs.labels():
         if runs.has(label, "etag") and runs.has(label, "naive"):

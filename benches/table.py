@@ -11,7 +11,7 @@ import os
 import sys
 
 root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
-columns = ["plain", "noop_layer", "etag_skipped", "etag_200", "etag_304", "naive_200", "blake3_floor"]
+columns = ["plain", "noop_layer", "etag_skipped", "etag_200", "etag_304", "naive_200", "blake3_floor", "blake3_frames"]
 groups = {}
 for path in glob.glob(os.path.join(root, "**", "new", "benchmark.json"), recursive=True):
     meta = json.load(open(path))
