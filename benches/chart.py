@@ -27,12 +27,9 @@ def main():
     ratio = {
         (label, mode): runs.ratio(label, mode)[0]
         for label in runs.labels()
-        for mode in ("etag", "naive")
+        for mode in ("etag", "naive", "etag_304")
         if runs.has(label, mode) and runs.has(label, "plain")
     }
-    for label in runs.labels():
-        if runs.has(label, "etag_304") and runs.has(label, "plain"):
-            ratio[(label, "etag_304")] = runs.ratio(label, "etag_304")[0]
 
     width, height = 800, 440
     left, right, top, bottom = 70, 230, 50, 60

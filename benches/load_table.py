@@ -12,12 +12,9 @@ Ratios are medians of per-repetition ratios (see loadstats.py), with their
 range in brackets in the text summary.
 """
 
-import glob
-import json
-import os
 import sys
 
-from loadstats import Runs
+from loadstats import Runs, criterion_medians
 
 NAMES = {"64": "64 B", "1k": "1 KiB", "16k": "16 KiB", "1m": "1 MiB", "16m": "16 MiB"}
 CRITERION = {"64": "64B", "1k": "1KiB", "16k": "16KiB", "1m": "1MiB", "16m": "16MiB"}
@@ -64,14 +61,12 @@ def floors(root, group="single", function="blake3_floor"):
     """Criterion's median of one floor per load label, in µs: `blake3::hash`
     in one call by default, or (`"multi", "blake3_frames"`) the streamed
     body's frames fed to `blake3::Hasher` one by one."""
-    found = {}
-    for path in glob.glob(os.path.join(root, "**", "new", "benchmark.json"), recursive=True):
-        meta = json.load(open(path))
-        for label, name in CRITERION.items():
-            if meta["group_id"] == f"response/{name}/{group}" and meta["function_id"] == function:
-                estimates = json.load(open(os.path.join(os.path.dirname(path), "estimates.json")))
-                found[label] = estimates["median"]["point_estimate"] / 1000
-    return found
+    medians = criterion_medians(root)
+    return {
+        label: medians[f"response/{name}/{group}"][function] / 1000
+        for label, name in CRITERION.items()
+        if function in medians.get(f"response/{name}/{group}", {})
+    }
 
 
 def text(runs, criterion_dir):

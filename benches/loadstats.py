@@ -1,4 +1,6 @@
-"""Reads the CSV that benches/load.sh writes; shared by load_table.py and chart.py.
+"""Reads what the benches write, for the scripts beside it: the CSV of
+benches/load.sh (load_table.py, chart.py) and criterion's results (table.py,
+load_table.py).
 
 Ratios are paired: each repetition of load.sh runs every mode of a label one
 after the other, so a mode's ratio to plain is taken within each repetition
@@ -8,6 +10,9 @@ that drift out of the ratios.
 """
 
 import csv
+import glob
+import json
+import os
 import statistics
 from collections import defaultdict
 
@@ -40,19 +45,29 @@ class Runs:
         """Median server CPU µs per request."""
         return statistics.median(c for _, c in self.runs[(label, mode)].values())
 
-    def ratio(self, label, mode, base="plain", base_label=None):
+    def ratio(self, label, mode, base="plain"):
         """Requests/s of `mode` over `base`, paired by repetition: (median, low, high)."""
-        a = self.runs[(label, mode)]
-        b = self.runs[(base_label or label, base)]
-        ratios = sorted(a[rep][0] / b[rep][0] for rep in a if rep in b)
-        if not ratios:
-            return None
-        return statistics.median(ratios), ratios[0], ratios[-1]
+        return self._paired(label, mode, base, lambda run, base_run: run[0] / base_run[0])
 
     def cpu_delta(self, label, mode, base="plain"):
         """Server CPU µs per request of `mode` minus `base`, paired: (median, low, high)."""
+        return self._paired(label, mode, base, lambda run, base_run: run[1] - base_run[1])
+
+    def _paired(self, label, mode, base, compare):
         a, b = self.runs[(label, mode)], self.runs[(label, base)]
-        deltas = sorted(a[rep][1] - b[rep][1] for rep in a if rep in b)
-        if not deltas:
+        values = sorted(compare(a[rep], b[rep]) for rep in a if rep in b)
+        if not values:
             return None
-        return statistics.median(deltas), deltas[0], deltas[-1]
+        return statistics.median(values), values[0], values[-1]
+
+
+def criterion_medians(root):
+    """Criterion's medians in ns under `root` (its output directory), as
+    {group: {function (and value, if any): median}}."""
+    groups = {}
+    for path in glob.glob(os.path.join(root, "**", "new", "benchmark.json"), recursive=True):
+        meta = json.load(open(path))
+        estimates = json.load(open(os.path.join(os.path.dirname(path), "estimates.json")))
+        name = meta["function_id"] + (f" {meta['value_str']}" if meta.get("value_str") else "")
+        groups.setdefault(meta["group_id"], {})[name] = estimates["median"]["point_estimate"]
+    return groups

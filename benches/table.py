@@ -5,20 +5,13 @@ table, with the layer's cost over the plain router and the hash floor.
     cargo bench --bench etag && python3 benches/table.py
 """
 
-import glob
-import json
-import os
 import sys
+
+from loadstats import criterion_medians
 
 root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
 columns = ["plain", "noop_layer", "etag_skipped", "etag_200", "etag_304", "naive_200", "blake3_floor", "blake3_frames"]
-groups = {}
-for path in glob.glob(os.path.join(root, "**", "new", "benchmark.json"), recursive=True):
-    meta = json.load(open(path))
-    estimates = json.load(open(os.path.join(os.path.dirname(path), "estimates.json")))
-    name = meta["function_id"] + (f" {meta['value_str']}" if meta.get("value_str") else "")
-    groups.setdefault(meta["group_id"], {})[name] = estimates["median"]["point_estimate"]
-
+groups = criterion_medians(root)
 
 def fmt(ns):
     return f"{ns / 1000:.2f} µs" if ns < 1e6 else f"{ns / 1e6:.2f} ms"
