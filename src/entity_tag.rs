@@ -107,22 +107,29 @@ fn parse_one(input: &[u8]) -> Option<(EntityTag<'_>, &[u8])> {
 /// representation exists, since this is only asked of 2xx responses) or any
 /// listed tag matches `current`; `Some(false)` otherwise. A resource without a
 /// usable current tag matches only `*`.
-pub(crate) fn list_matches(
-    lines: &[HeaderValue],
+pub(crate) fn list_matches<'a>(
+    lines: impl IntoIterator<Item = &'a HeaderValue>,
     current: Option<EntityTag<'_>>,
     comparison: Comparison,
 ) -> Option<bool> {
-    // RFC 9110 §13.1.1/§13.1.2: `"*" / #entity-tag`. `*` stands alone: several
-    // field lines combine into one list (§5.3), and `*, "a"` is not the grammar.
-    if let [only] = lines {
-        if trim_ows(only.as_bytes()) == b"*" {
-            return Some(true);
-        }
-    }
     let mut matched = false;
     let mut elements = 0usize;
-    for line in lines {
+    let mut star = false;
+    for (i, line) in lines.into_iter().enumerate() {
+        // RFC 9110 §13.1.1/§13.1.2: `"*" / #entity-tag`. `*` stands alone:
+        // several field lines combine into one list (§5.3), and `*, "a"` is
+        // not the grammar, so `*` is valid only as the one and only line.
+        if star {
+            return None;
+        }
         let mut rest = line.as_bytes();
+        if trim_ows(rest) == b"*" {
+            if i > 0 {
+                return None;
+            }
+            star = true;
+            continue;
+        }
         loop {
             // RFC 9110 §5.6.1.2: recipients accept empty list elements (`a, , b`).
             while let [first, tail @ ..] = rest {
@@ -149,6 +156,9 @@ pub(crate) fn list_matches(
                 _ => return None,
             }
         }
+    }
+    if star {
+        return Some(true);
     }
     // A field with no elements at all (`If-Match: ,` or an empty value) is
     // treated as invalid rather than as a list matching nothing, so that an

@@ -19,7 +19,7 @@ use crate::{
     buffer::{Buffer, Filled},
     entity_tag::EntityTag,
     layer::Config,
-    not_modified::{not_modified, precondition_failed},
+    not_modified::{not_modified, precondition_failed, FromOk},
     outcome::{record, Outcome, SkipReason},
     precondition::{parse_date, Conditions, Validators, Verdict},
     predicate::{Predicate, SkipETag},
@@ -181,7 +181,7 @@ where
     B: Body<Data = Bytes>,
     P: Predicate,
 {
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let config = &request.config;
 
     // RFC 9110 §13.2.1: preconditions are ignored when the response would not
@@ -197,25 +197,17 @@ where
         return Next::Respond(skipped(parts, body, reason, request));
     }
 
-    // A validator set by the handler is honoured as it is: no hashing.
+    // An entity tag set by the handler is honoured as it is: no hashing.
     let head = Head::scan(&parts.headers);
-    if head.etag.is_some() || head.last_modified.is_some() {
+    if let Some(etag) = head.etag {
         let validators = Validators {
             // An unparsable handler tag is kept on the response but matches
             // nothing (only `*`).
-            etag: head
-                .etag
-                .and_then(|value| EntityTag::parse(value.as_bytes())),
+            etag: EntityTag::parse(etag.as_bytes()),
             last_modified: head.last_modified.and_then(parse_date),
         };
         let verdict = request.conditions.evaluate(&request.method(), &validators);
-        return Next::Respond(
-            match short_circuit(verdict, &mut parts, config.record_outcome) {
-                // The inner body is dropped unread: a 304 or 412 has no content.
-                Some(empty) => Response::from_parts(parts, empty),
-                None => skipped(parts, body, SkipReason::OwnValidator, request),
-            },
-        );
+        return Next::Respond(own_validators(parts, body, verdict, request));
     }
 
     let skip = if parts.status != StatusCode::OK {
@@ -228,8 +220,37 @@ where
         None
     };
     match skip {
+        // RFC 9110 §8.8.1: a 200 to GET or HEAD should carry an entity tag
+        // *and* a Last-Modified, so a handler's date alone does not stop the
+        // layer from tagging; where it cannot tag, the date is still a
+        // validator of the handler's own.
+        Some(_) if head.last_modified.is_some() => {
+            let validators = Validators {
+                etag: None,
+                last_modified: head.last_modified.and_then(parse_date),
+            };
+            let verdict = request.conditions.evaluate(&request.method(), &validators);
+            Next::Respond(own_validators(parts, body, verdict, request))
+        }
         Some(reason) => Next::Respond(skipped(parts, body, reason, request)),
         None => Next::Buffer(parts, body),
+    }
+}
+
+/// Given the verdict against the validators the handler set itself, answers 304 / 412 or sends the response on untagged.
+fn own_validators<B, P>(
+    mut parts: Parts,
+    body: B,
+    verdict: Verdict,
+    request: &RequestInfo<P>,
+) -> Response<ResponseBody<B>>
+where
+    B: Body<Data = Bytes>,
+{
+    match short_circuit(verdict, &mut parts, request.config.record_outcome) {
+        // The inner body is dropped unread: a 304 or 412 has no content.
+        Some(empty) => Response::from_parts(parts, empty),
+        None => skipped(parts, body, SkipReason::OwnValidator, request),
     }
 }
 
@@ -249,7 +270,20 @@ where
         Filled::Overflowed => Some(SkipReason::TooLarge),
         Filled::Failed => Some(SkipReason::BodyError),
     };
+    // The handler's own Last-Modified, if any, is evaluated beside the tag.
+    let last_modified = parts.headers.get(header::LAST_MODIFIED).map(parse_date);
     if let Some(reason) = skip {
+        // A handler's date still answers the request without the content.
+        if let Some(last_modified) = last_modified {
+            let validators = Validators {
+                etag: None,
+                last_modified,
+            };
+            let verdict = request.conditions.evaluate(&request.method(), &validators);
+            if let Some(empty) = short_circuit(verdict, &mut parts, record_outcome) {
+                return Response::from_parts(parts, empty);
+            }
+        }
         // Over the cap, or failed: send everything read and then the rest
         // (or the error), untagged and with the inner service's headers.
         record_parts(&mut parts, Outcome::Skipped(reason), record_outcome);
@@ -266,7 +300,7 @@ where
         &request.method(),
         &Validators {
             etag: Some(tag.entity_tag()),
-            last_modified: None,
+            last_modified: last_modified.flatten(),
         },
     );
     parts.headers.insert(header::ETAG, tag.to_header_value());
@@ -296,6 +330,12 @@ fn short_circuit<B: Body>(
     let (outcome, body) = match verdict {
         Verdict::Proceed => return None,
         Verdict::NotModified => {
+            // A 304 made out of a 200 whose tag the handler has just
+            // confirmed: the validator cache may remember it (RFC 9111
+            // §4.3.4, freshening).
+            if parts.status == StatusCode::OK {
+                parts.extensions.insert(FromOk);
+            }
             not_modified(parts);
             (Outcome::NotModified, ResponseBody::bodiless())
         }

@@ -36,15 +36,16 @@
 //!
 //! # What it does
 //!
-//! For a `GET` or `HEAD` answered with `200 OK` and no validator of its own
-//! (no `ETag`, no `Last-Modified`), the layer reads the body, hashes it with
+//! For a `GET` or `HEAD` answered with `200 OK` and no entity tag of its own,
+//! the layer reads the body, hashes it with
 //! BLAKE3 as it arrives, and sends it on with a strong `ETag` (the first 128
 //! bits of the hash, in hex) and its exact `Content-Length`. The tag is a
 //! pure function of the bytes, so every process and replica computes the
 //! same tag for the same content.
 //!
 //! Then it evaluates the request's preconditions in the order of RFC 9110
-//! §13.2.2 against that tag, or against the `ETag` and `Last-Modified` the
+//! §13.2.2 against that tag and the handler's `Last-Modified`, if any
+//! (RFC 9110 §8.8.1 asks for both in a 200), or against the `ETag` the
 //! handler set itself:
 //!
 //! | precondition          | comparison                       | when false |

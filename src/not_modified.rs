@@ -23,6 +23,13 @@ const REPRESENTATION_METADATA: [HeaderName; REPRESENTATION_METADATA_COUNT] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Marks a 304 that the [`ETag`](crate::ETag) layer made out of a 200 after
+/// the inner service ran: its validators are current, so the validator cache
+/// may store them as it would the 200's. Private, so that no handler can
+/// claim it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FromOk;
+
 /// Rewrites the head of the response that would have been sent into a 304
 /// Not Modified (RFC 9110 §15.4.5). The caller sends it without content.
 pub(crate) fn not_modified(parts: &mut Parts) {

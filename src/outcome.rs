@@ -54,8 +54,9 @@ pub enum SkipReason {
     Status,
     /// The response carried the [`SkipETag`](crate::SkipETag) marker.
     OptedOut,
-    /// The response had an `ETag` or `Last-Modified` of its own; the
-    /// preconditions were evaluated against it and held.
+    /// The response had an `ETag` of its own, or a `Last-Modified` and a
+    /// body the layer could not tag; the preconditions were evaluated
+    /// against those and held.
     OwnValidator,
     /// The [`Predicate`](crate::Predicate) declined it.
     Predicate,

@@ -5,7 +5,7 @@ use http::{header, response::Parts, HeaderValue};
 /// Decides whether a response may be buffered and tagged.
 ///
 /// The layer asks only about responses it could tag at all: a `200 OK` to a
-/// `GET` or `HEAD`, without an `ETag` or `Last-Modified` of its own, without
+/// `GET` or `HEAD`, without an `ETag` of its own, without
 /// the [`SkipETag`] marker, and whose `Content-Length` and body size hint do
 /// not already exceed the buffering cap. Those rules cannot be turned off; a
 /// predicate narrows further.

@@ -368,8 +368,12 @@ async fn handler_tags_are_honoured_not_rehashed() {
 async fn last_modified_is_honoured() {
     let addr = origin().await;
     let got = get(addr, "/last-modified", &[]).await;
-    assert_eq!(got.etag(), None, "a handler validator means no hashing");
+    // RFC 9110 §8.8.1: a 200 to GET should carry an entity tag and a
+    // Last-Modified; the layer mints the tag beside the handler's date.
+    assert_eq!(got.etag(), Some(expected_tag(&got.body).as_str()));
     assert_eq!(got.header("last-modified"), Some(LAST_MODIFIED));
+    let head_got = head(addr, "/last-modified", &[]).await;
+    assert_eq!(head_got.etag(), got.etag(), "HEAD gets the GET's tag");
 
     // If-Modified-Since, in all three HTTP-date forms.
     for date in [
@@ -404,6 +408,38 @@ async fn last_modified_is_honoured() {
     )
     .await;
     assert_eq!(got.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tag_beside_last_modified_is_evaluated_in_rfc_9110_order() {
+    let addr = origin().await;
+    let tag = get(addr, "/last-modified", &[])
+        .await
+        .etag()
+        .unwrap()
+        .to_owned();
+    // RFC 9110 §13.2.2 step 3: If-None-Match against the minted tag ...
+    let got = get(addr, "/last-modified", &[("if-none-match", &tag)]).await;
+    assert_eq!(got.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(got.etag(), Some(tag.as_str()));
+    assert_eq!(got.header("last-modified"), Some(LAST_MODIFIED));
+    // ... and, when present, it decides alone: If-Modified-Since is ignored
+    // (§13.1.3), even when the date alone would give 304.
+    let got = get(
+        addr,
+        "/last-modified",
+        &[("if-none-match", "\"other\""), ("if-modified-since", AFTER)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    // Step 1: If-Match uses the strong comparison against the minted tag.
+    let got = get(addr, "/last-modified", &[("if-match", &tag)]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let got = get(addr, "/last-modified", &[("if-match", "\"other\"")]).await;
+    assert_eq!(got.status, StatusCode::PRECONDITION_FAILED);
+    // Step 2: If-Unmodified-Since against the handler's date.
+    let got = get(addr, "/last-modified", &[("if-unmodified-since", BEFORE)]).await;
+    assert_eq!(got.status, StatusCode::PRECONDITION_FAILED);
 }
 
 #[tokio::test]
