@@ -165,6 +165,7 @@
 
 mod body;
 mod buffer;
+pub mod cache;
 mod entity_tag;
 mod future;
 mod layer;

@@ -39,6 +39,11 @@ pub enum Outcome {
     /// The request's preconditions were answered with 412 Precondition
     /// Failed.
     PreconditionFailed,
+    /// A [`ValidatorCache`](crate::cache::ValidatorCache) answered the
+    /// revalidation with 304 Not Modified without calling the inner service
+    /// (recorded with
+    /// [`ValidatorCacheBuilder::record_outcome`](crate::cache::ValidatorCacheBuilder::record_outcome)).
+    NotModifiedFromCache,
     /// The response was sent on untagged, for this reason.
     Skipped(SkipReason),
 }

@@ -1,0 +1,396 @@
+//! What the cache remembers of a response, which responses it may remember,
+//! and the 304 it builds from them.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+
+use super::key::{has_directive, tag_key, vary_digest, Key};
+use crate::{entity_tag::EntityTag, not_modified::FromOk};
+
+/// The fields a 304 must carry if the 200 had them (RFC 9110 §15.4.5:
+/// Cache-Control, Content-Location, Date, ETag, Expires, Vary), and
+/// Last-Modified, which it may. Date is generated anew for each 304.
+const REMEMBERED: [HeaderName; 6] = [
+    header::ETAG,
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::EXPIRES,
+    header::LAST_MODIFIED,
+    header::VARY,
+];
+
+/// The most header bytes remembered for one response; a response with more
+/// is not stored (it bounds memory per entry).
+pub(crate) const MAX_HEADER_BYTES: usize = 4096;
+
+/// The most variants (`Vary`) kept for one entry; the oldest goes first.
+pub(crate) const MAX_VARIANTS: usize = 8;
+
+/// The most surrogate tags remembered for one response; a response with
+/// more is not stored.
+pub(crate) const MAX_TAGS: usize = 16;
+
+/// Surrogate tags for a response, set by a handler in the response's
+/// extensions, so that app code can later invalidate every response that
+/// carries a tag with [`ValidatorCache::invalidate_tag`](super::ValidatorCache::invalidate_tag),
+/// as CDNs' surrogate keys work.
+///
+/// ```
+/// use axum::{response::IntoResponse, Extension};
+/// use tower_etag::cache::CacheTags;
+///
+/// async fn profile() -> impl IntoResponse {
+///     (Extension(CacheTags::new(["user:42"])), "Ada Lovelace")
+/// }
+/// # let _ = profile;
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheTags(Vec<String>);
+
+impl CacheTags {
+    /// Tags from any list of strings.
+    pub fn new<T: Into<String>>(tags: impl IntoIterator<Item = T>) -> Self {
+        Self(tags.into_iter().map(Into::into).collect())
+    }
+
+    /// The tags.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+/// One stored response: the fields its 304 replays, and what it was stored
+/// for.
+#[derive(Clone)]
+pub(crate) struct Variant {
+    /// Which of the configured fields the response varies on.
+    pub(crate) mask: u16,
+    /// The digest of the request's values of those fields.
+    pub(crate) fields: Key,
+    /// The remembered field values, back to back.
+    block: Bytes,
+    /// Each remembered line: index into `REMEMBERED`, and where its value
+    /// ends in `block` (it starts where the previous one ends).
+    lines: Box<[(u8, u16)]>,
+    pub(crate) filled: Instant,
+    /// Surrogate tags and their generations at fill time.
+    pub(crate) tags: Box<[(Key, u64)]>,
+}
+
+impl fmt::Debug for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Variant")
+            .field("mask", &self.mask)
+            .field("header_bytes", &self.block.len())
+            .field("filled", &self.filled)
+            .field("tags", &self.tags.len())
+            .finish()
+    }
+}
+
+impl Variant {
+    fn values(&self) -> impl Iterator<Item = (usize, &[u8])> {
+        let mut start = 0;
+        self.lines.iter().map(move |&(name, end)| {
+            let value = &self.block[start..usize::from(end)];
+            start = usize::from(end);
+            (usize::from(name), value)
+        })
+    }
+
+    /// The remembered entity tag (the first `ETag` line).
+    pub(crate) fn etag(&self) -> Option<EntityTag<'_>> {
+        self.values()
+            .find(|&(name, _)| name == 0)
+            .and_then(|(_, value)| EntityTag::parse(value))
+    }
+
+    /// The 304 Not Modified this variant answers with: no content, the
+    /// remembered fields, and a `Date` generated now (RFC 9110 §15.4.5,
+    /// §6.6.1).
+    pub(crate) fn not_modified<B: Default>(&self) -> Response<B> {
+        let mut response = Response::new(B::default());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        let headers = response.headers_mut();
+        headers.reserve(self.lines.len() + 1);
+        let mut start = 0;
+        for &(name, end) in self.lines.iter() {
+            let value = self.block.slice(start..usize::from(end));
+            start = usize::from(end);
+            // The bytes were a valid field value when stored; `Bytes` makes
+            // this a reference count, not a copy.
+            if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+                headers.append(REMEMBERED[usize::from(name)].clone(), value);
+            }
+        }
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        if let Ok(date) = HeaderValue::try_from(date) {
+            headers.insert(header::DATE, date);
+        }
+        response
+    }
+
+    /// Bytes held for this variant on the heap, for the memory bound.
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.block.len() + self.lines.len() * 4 + self.tags.len() * 24
+    }
+}
+
+/// Every variant stored for one entry key (RFC 9111 §4.1: one per
+/// combination of the fields the response varies on).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Entry(Arc<[Variant]>);
+
+impl Entry {
+    pub(crate) fn variants(&self) -> &[Variant] {
+        &self.0
+    }
+
+    /// This entry with `variant` replacing the one stored for the same
+    /// request fields; at most [`MAX_VARIANTS`], the oldest dropped first.
+    pub(crate) fn with(base: Option<&Entry>, variant: Variant) -> Self {
+        let others = base.map_or(&[][..], Entry::variants);
+        let (mask, fields) = (variant.mask, variant.fields);
+        let kept = others
+            .iter()
+            .filter(|v| v.mask != mask || v.fields != fields)
+            .take(MAX_VARIANTS - 1)
+            .cloned();
+        Self(std::iter::once(variant).chain(kept).collect())
+    }
+
+    /// This entry without the variants that `keep` refuses; `None` if none
+    /// is left.
+    pub(crate) fn retain(&self, keep: impl Fn(&Variant) -> bool) -> Option<Self> {
+        if self.0.iter().all(&keep) {
+            return Some(self.clone());
+        }
+        let kept: Arc<[Variant]> = self.0.iter().filter(|v| keep(v)).cloned().collect();
+        (!kept.is_empty()).then_some(Self(kept))
+    }
+
+    /// How many responses this entry holds, for the cache's bound.
+    pub(crate) fn weight(&self) -> u32 {
+        self.0.len() as u32
+    }
+}
+
+/// Why a response is not remembered, for the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NotStored {
+    /// Not a 200, nor a 304 the ETag layer made out of one.
+    Status,
+    /// `Cache-Control: no-store` or `private`.
+    CacheControl,
+    /// `Set-Cookie`: a replayed 304 would not set it.
+    SetCookie,
+    /// No valid `ETag`.
+    NoTag,
+    /// `Vary: *`, or a field outside the configured list.
+    Vary,
+    /// More than [`MAX_HEADER_BYTES`] or [`MAX_TAGS`].
+    TooLarge,
+}
+
+/// What the cache remembers of a response to a `GET`: a variant and its
+/// surrogate tags (their generations are read at fill time).
+pub(crate) fn remember(
+    status: StatusCode,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    vary_fields: &[HeaderName],
+    varying: &[(u8, HeaderValue)],
+) -> Result<(Variant, Vec<Key>), NotStored> {
+    // RFC 9111 §4.3.4: a 304 that the ETag layer made out of a 200 after the
+    // handler ran carries current validators, as the 200 would.
+    let confirmed = status == StatusCode::OK
+        || (status == StatusCode::NOT_MODIFIED && extensions.get::<FromOk>().is_some());
+    if !confirmed {
+        return Err(NotStored::Status);
+    }
+    let mut mask = 0u16;
+    let mut block = BytesMut::new();
+    let mut lines = Vec::with_capacity(4);
+    let mut has_etag = false;
+    for (name, value) in headers {
+        match *name {
+            // RFC 9111 §5.2.2.5, §5.2.2.7: a shared store must not keep
+            // these; this one answers on the origin's behalf, so neither.
+            header::CACHE_CONTROL
+                if has_directive(value, |d| {
+                    d.eq_ignore_ascii_case(b"no-store") || d.eq_ignore_ascii_case(b"private")
+                }) =>
+            {
+                return Err(NotStored::CacheControl)
+            }
+            header::SET_COOKIE => return Err(NotStored::SetCookie),
+            header::VARY => {
+                for field in value.as_bytes().split(|&b| b == b',') {
+                    let field = field.trim_ascii();
+                    if field.is_empty() {
+                        continue;
+                    }
+                    // RFC 9111 §4.1: `Vary: *` never matches.
+                    let index = vary_fields
+                        .iter()
+                        .position(|known| known.as_str().as_bytes().eq_ignore_ascii_case(field))
+                        .ok_or(NotStored::Vary)?;
+                    mask |= 1 << index;
+                }
+            }
+            _ => {}
+        }
+        if let Some(index) = REMEMBERED.iter().position(|r| r == name) {
+            if index == 0 {
+                if has_etag {
+                    continue;
+                }
+                has_etag = EntityTag::parse(value.as_bytes()).is_some();
+                if !has_etag {
+                    return Err(NotStored::NoTag);
+                }
+            }
+            if block.len() + value.len() > MAX_HEADER_BYTES {
+                return Err(NotStored::TooLarge);
+            }
+            block.put_slice(value.as_bytes());
+            lines.push((index as u8, block.len() as u16));
+        }
+    }
+    if !has_etag {
+        return Err(NotStored::NoTag);
+    }
+    let tags = match extensions.get::<super::CacheTags>() {
+        Some(tags) if tags.0.len() > MAX_TAGS => return Err(NotStored::TooLarge),
+        Some(tags) => tags.iter().map(tag_key).collect(),
+        None => Vec::new(),
+    };
+    let variant = Variant {
+        mask,
+        fields: vary_digest(mask, varying),
+        block: block.freeze(),
+        lines: lines.into_boxed_slice(),
+        filled: Instant::now(),
+        tags: Box::new([]),
+    };
+    Ok((variant, tags))
+}
+
+impl Variant {
+    /// The variant with its surrogate tags' generations.
+    pub(crate) fn with_tags(mut self, tags: Box<[(Key, u64)]>) -> Self {
+        self.tags = tags;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::default_vary;
+
+    fn response(fields: &[(&str, &str)]) -> (StatusCode, HeaderMap, Extensions) {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        (StatusCode::OK, headers, Extensions::new())
+    }
+
+    fn try_remember(fields: &[(&str, &str)]) -> Result<Variant, NotStored> {
+        let (status, headers, extensions) = response(fields);
+        remember(status, &headers, &extensions, &default_vary(), &[]).map(|(v, _)| v)
+    }
+
+    #[test]
+    fn the_304_replays_the_fields_rfc_9110_lists_and_a_new_date() {
+        let variant = try_remember(&[
+            ("etag", "\"abc\""),
+            ("cache-control", "max-age=60"),
+            ("content-location", "/a.json"),
+            ("expires", "Thu, 01 Dec 2094 16:00:00 GMT"),
+            ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("vary", "accept-encoding"),
+            ("vary", "Origin"),
+            ("content-type", "application/json"),
+            ("x-custom", "1"),
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ])
+        .unwrap();
+        let response: Response<()> = variant.not_modified();
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        let h = response.headers();
+        assert_eq!(h["etag"], "\"abc\"");
+        assert_eq!(h["cache-control"], "max-age=60");
+        assert_eq!(h["content-location"], "/a.json");
+        assert_eq!(h["expires"], "Thu, 01 Dec 2094 16:00:00 GMT");
+        assert_eq!(h["last-modified"], "Sun, 06 Nov 1994 08:49:37 GMT");
+        let vary: Vec<_> = h.get_all("vary").iter().collect();
+        assert_eq!(vary, ["accept-encoding", "Origin"]);
+        assert!(!h.contains_key("content-type"));
+        assert!(!h.contains_key("x-custom"));
+        assert_ne!(h["date"], "Sun, 06 Nov 1994 08:49:37 GMT", "generated now");
+        assert_eq!(variant.mask, 0b1001);
+    }
+
+    #[test]
+    fn responses_that_must_not_be_replayed_are_not_stored() {
+        let tag = ("etag", "\"abc\"");
+        for (fields, why) in [
+            (vec![tag, ("cache-control", "no-store")], NotStored::CacheControl),
+            (vec![tag, ("cache-control", "max-age=0, Private")], NotStored::CacheControl),
+            (vec![tag, ("cache-control", "private=\"x\"")], NotStored::CacheControl),
+            (vec![tag, ("set-cookie", "a=1")], NotStored::SetCookie),
+            (vec![tag, ("vary", "*")], NotStored::Vary),
+            (vec![tag, ("vary", "accept, user-agent")], NotStored::Vary),
+            (vec![("etag", "unquoted")], NotStored::NoTag),
+            (vec![("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")], NotStored::NoTag),
+        ] {
+            assert_eq!(try_remember(&fields).unwrap_err(), why, "{fields:?}");
+        }
+        let huge = "x".repeat(MAX_HEADER_BYTES);
+        assert_eq!(
+            try_remember(&[tag, ("cache-control", &huge)]).unwrap_err(),
+            NotStored::TooLarge
+        );
+    }
+
+    #[test]
+    fn only_200_and_a_304_made_from_a_200_are_stored() {
+        let (_, headers, mut extensions) = response(&[("etag", "\"abc\"")]);
+        let vary = default_vary();
+        for status in [StatusCode::CREATED, StatusCode::NOT_MODIFIED, StatusCode::NOT_FOUND] {
+            let got = remember(status, &headers, &extensions, &vary, &[]);
+            assert_eq!(got.unwrap_err(), NotStored::Status, "{status}");
+        }
+        extensions.insert(FromOk);
+        assert!(remember(StatusCode::NOT_MODIFIED, &headers, &extensions, &vary, &[]).is_ok());
+    }
+
+    #[test]
+    fn variants_replace_their_own_kind_and_stay_bounded() {
+        let make = |fields: u8| {
+            let mut v = try_remember(&[("etag", "\"abc\"")]).unwrap();
+            v.fields = [fields; 16];
+            v
+        };
+        let mut entry = Entry::with(None, make(0));
+        for i in 1..20 {
+            entry = Entry::with(Some(&entry), make(i % 10));
+        }
+        assert_eq!(entry.variants().len(), MAX_VARIANTS);
+        assert_eq!(entry.variants()[0].fields, [9; 16], "newest first");
+        let again = Entry::with(Some(&entry), make(9));
+        assert_eq!(again.variants().len(), MAX_VARIANTS, "replaced, not added");
+    }
+}

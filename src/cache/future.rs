@@ -1,0 +1,223 @@
+//! The response future of [`ValidatorCacheService`](super::ValidatorCacheService):
+//! a 304 ready at once, or the inner service's response followed by a fill
+//! (after a `GET`) or an invalidation (after a write).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{header, uri::PathAndQuery, Request, Response};
+use pin_project_lite::pin_project;
+
+use super::{
+    entry::{remember, Entry},
+    handle::Counters,
+    invalidation::same_authority_path,
+    key::{resource_key, Key, Read},
+    store::{self, Lookup},
+    ValidatorCache,
+};
+
+pin_project! {
+    /// The response future of [`ValidatorCacheService`](super::ValidatorCacheService).
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        kind: Kind<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B> {
+        // A 304 answered from the cache.
+        Ready { response: Option<Response<B>> },
+        // Waiting for the inner service; then what to do with its response.
+        Inner { #[pin] future: F, after: Option<After> },
+    }
+}
+
+/// What to do once the inner service has answered.
+pub(crate) enum After {
+    Nothing,
+    Fill(Fill, ValidatorCache),
+    Write(Write, ValidatorCache),
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn ready(response: Response<B>) -> Self {
+        Self {
+            kind: Kind::Ready {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn inner(future: F, after: After) -> Self {
+        Self {
+            kind: Kind::Inner {
+                future,
+                after: Some(after),
+            },
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Ready { .. } => "Ready",
+            Kind::Inner { .. } => "Inner",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Ready { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            KindProj::Inner { future, after } => {
+                let result = ready!(future.poll(cx));
+                if let Ok(response) = &result {
+                    match after.take() {
+                        Some(After::Fill(fill, cache)) => fill.complete(response, &cache),
+                        Some(After::Write(write, cache)) => write.complete(response, &cache),
+                        Some(After::Nothing) | None => {}
+                    }
+                }
+                Poll::Ready(result)
+            }
+        }
+    }
+}
+
+/// What a `GET` or `HEAD` that missed keeps until its response, to store it.
+pub(crate) struct Fill {
+    head: bool,
+    resource: Key,
+    key: Key,
+    generation: u64,
+    epoch: u64,
+    base: Option<Entry>,
+    varying: Vec<(u8, http::HeaderValue)>,
+}
+
+impl Fill {
+    pub(crate) fn new(read: Read, lookup: Lookup) -> Self {
+        Self {
+            head: read.head,
+            resource: read.resource,
+            key: read.entry,
+            generation: lookup.generation,
+            epoch: lookup.epoch,
+            base: lookup.entry,
+            varying: read.varying,
+        }
+    }
+
+    fn complete<B>(self, response: &Response<B>, cache: &ValidatorCache) {
+        // A HEAD response carries the GET's validators, but is not stored:
+        // only a GET's response is the representation a 304 stands for.
+        if self.head {
+            return;
+        }
+        let shared = &*cache.shared;
+        let remembered = remember(
+            response.status(),
+            response.headers(),
+            response.extensions(),
+            &shared.config.vary,
+            &self.varying,
+        );
+        let (variant, tags) = match remembered {
+            Ok(remembered) => remembered,
+            Err(_reason) => {
+                #[cfg(feature = "tracing")]
+                tracing::trace!(target: "tower_etag::cache", not_stored = ?_reason, "tower-etag cache");
+                return;
+            }
+        };
+        let stored = shared.store.fill(store::Fill {
+            resource: self.resource,
+            key: self.key,
+            generation: self.generation,
+            epoch: self.epoch,
+            variant,
+            base: self.base,
+            tags,
+        });
+        if stored {
+            Counters::add(&shared.counters.fills, 1);
+        }
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "tower_etag::cache", stored, "tower-etag cache fill");
+    }
+}
+
+/// What a write keeps until its response, to invalidate what it changed.
+pub(crate) struct Write {
+    path: PathAndQuery,
+    authority: Option<Bytes>,
+}
+
+impl Write {
+    pub(crate) fn new<B>(request: &Request<B>) -> Self {
+        let uri = request.uri();
+        let authority = match uri.authority() {
+            Some(authority) => Some(Bytes::copy_from_slice(authority.as_str().as_bytes())),
+            None => request
+                .headers()
+                .get(header::HOST)
+                .map(|host| Bytes::copy_from_slice(host.as_bytes())),
+        };
+        Self {
+            path: uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            authority,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &str {
+        self.path.as_str()
+    }
+
+    fn complete<B>(self, response: &Response<B>, cache: &ValidatorCache) {
+        // RFC 9111 §4.4: only a non-error status (2xx, 3xx) invalidates; the
+        // arrival bump stands either way.
+        let status = response.status();
+        if !(status.is_success() || status.is_redirection()) {
+            return;
+        }
+        let mut keys = vec![resource_key(self.path())];
+        // RFC 9111 §4.4: Location and Content-Location too, when they name
+        // the same origin, relative references resolved against the target.
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            for value in response.headers().get_all(name) {
+                if let Some(path) =
+                    same_authority_path(value.as_bytes(), self.path(), self.authority.as_deref())
+                {
+                    keys.push(resource_key(&path));
+                }
+            }
+        }
+        let shared = &*cache.shared;
+        shared.store.invalidate(&keys, false);
+        Counters::add(&shared.counters.invalidations, keys.len() as u64);
+        super::handle::trace_invalidation(self.path());
+    }
+}

@@ -1,0 +1,287 @@
+//! The [`ValidatorCache`] handle, its builder and its statistics.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use http::{request::Parts, HeaderName, Uri};
+
+use super::{
+    key::{default_vary, resource_key, tag_key},
+    memory::MemoryStore,
+    store::Store,
+};
+
+/// The function that partitions entries by requester, if the app set one.
+pub(crate) type Partition = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+/// The cache's settings, fixed when it is built.
+pub(crate) struct Config {
+    pub(crate) vary: Box<[HeaderName]>,
+    pub(crate) partition: Option<Partition>,
+    pub(crate) record_outcome: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) fills: AtomicU64,
+    pub(crate) invalidations: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    time_to_live: Duration,
+    max_entries: u64,
+}
+
+/// Remembers the validators of tagged responses so that revalidations are
+/// answered with 304 Not Modified without calling the handler.
+///
+/// A cloneable handle: clone it into [`ValidatorCacheLayer`](super::ValidatorCacheLayer)
+/// and into the handlers and background jobs that need to invalidate
+/// entries. See the [module documentation](super) for what it stores and
+/// when it answers.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_etag::cache::ValidatorCache;
+///
+/// let cache = ValidatorCache::builder()
+///     .time_to_live(Duration::from_secs(300))
+///     .max_entries(50_000)
+///     .build();
+/// # let _ = cache;
+/// ```
+#[derive(Clone)]
+pub struct ValidatorCache {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ValidatorCache {
+    /// A builder with the defaults: a time-to-live of 60 seconds, 10,000
+    /// entries, responses varying on `Accept-Encoding`, `Accept`,
+    /// `Accept-Language` and `Origin`.
+    pub fn builder() -> ValidatorCacheBuilder {
+        ValidatorCacheBuilder::default()
+    }
+
+    /// Invalidates every response stored for the path and query of `uri`,
+    /// in every `Vary` variant and for every requester. Done when it returns:
+    /// no later request is answered from those entries.
+    ///
+    /// The authority is not needed and not used: a URI without one
+    /// (`/notes/1`) invalidates that path under every authority, and so does
+    /// one with an authority.
+    pub async fn invalidate(&self, uri: &Uri) {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        self.shared.store.invalidate(&[resource_key(path)], false);
+        Counters::add(&self.shared.counters.invalidations, 1);
+        trace_invalidation(path);
+    }
+
+    /// Invalidates every response stored with the surrogate tag `tag` (see
+    /// [`CacheTags`](super::CacheTags)). Done when it returns.
+    pub async fn invalidate_tag(&self, tag: &str) {
+        self.shared.store.invalidate(&[tag_key(tag)], true);
+        Counters::add(&self.shared.counters.invalidations, 1);
+        trace_invalidation(tag);
+    }
+
+    /// Forgets everything stored. Done when it returns.
+    pub async fn clear(&self) {
+        self.shared.store.clear();
+        Counters::add(&self.shared.counters.invalidations, 1);
+        trace_invalidation("*");
+    }
+
+    /// The counters since the cache was built.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.shared.counters;
+        CacheStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            fills: c.fills.load(Ordering::Relaxed),
+            invalidations: c.invalidations.load(Ordering::Relaxed),
+            entries: self.shared.store.len(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> &dyn Store {
+        &*self.shared.store
+    }
+}
+
+pub(crate) fn trace_invalidation(what: &str) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "tower_etag::cache", invalidated = what, "tower-etag cache");
+    #[cfg(not(feature = "tracing"))]
+    let _ = what;
+}
+
+impl fmt::Debug for ValidatorCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &self.shared;
+        f.debug_struct("ValidatorCache")
+            .field("time_to_live", &shared.time_to_live)
+            .field("max_entries", &shared.max_entries)
+            .field("vary", &shared.config.vary)
+            .field("partition", &shared.config.partition.is_some())
+            .field("record_outcome", &shared.config.record_outcome)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What a [`ValidatorCache`] has done since it was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Revalidations answered with 304 from the cache, without calling the
+    /// inner service.
+    pub hits: u64,
+    /// `GET` and `HEAD` requests passed to the inner service.
+    pub misses: u64,
+    /// Responses stored.
+    pub fills: u64,
+    /// Invalidations: by writes (at their arrival and after a non-error
+    /// response), and through the handle.
+    pub invalidations: u64,
+    /// Responses stored now (approximately: evictions and expiries are
+    /// counted lazily).
+    pub entries: u64,
+}
+
+/// Builds a [`ValidatorCache`].
+#[must_use]
+pub struct ValidatorCacheBuilder {
+    time_to_live: Duration,
+    max_entries: u64,
+    vary: Vec<HeaderName>,
+    partition: Option<Partition>,
+    record_outcome: bool,
+}
+
+impl Default for ValidatorCacheBuilder {
+    fn default() -> Self {
+        Self {
+            time_to_live: Duration::from_secs(60),
+            max_entries: 10_000,
+            vary: default_vary(),
+            partition: None,
+            record_outcome: false,
+        }
+    }
+}
+
+impl fmt::Debug for ValidatorCacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidatorCacheBuilder")
+            .field("time_to_live", &self.time_to_live)
+            .field("max_entries", &self.max_entries)
+            .field("vary", &self.vary)
+            .field("partition", &self.partition.is_some())
+            .field("record_outcome", &self.record_outcome)
+            .finish()
+    }
+}
+
+impl ValidatorCacheBuilder {
+    /// How long a stored response may answer revalidations (default 60 s),
+    /// on a monotonic clock. A write that bypasses the layer (another
+    /// service, a job, another replica) is noticed at the latest after this
+    /// long.
+    pub fn time_to_live(mut self, time_to_live: Duration) -> Self {
+        self.time_to_live = time_to_live;
+        self
+    }
+
+    /// The most responses stored (default 10,000); the least recently used
+    /// goes first.
+    pub fn max_entries(mut self, max_entries: u64) -> Self {
+        self.max_entries = max_entries;
+        self
+    }
+
+    /// The request fields responses may vary on (default `Accept-Encoding`,
+    /// `Accept`, `Accept-Language`, `Origin`; at most 16, the rest ignored).
+    ///
+    /// The values of these fields are kept (as references to the request's
+    /// own) while a request runs, so that its response can be stored under
+    /// them. A response whose `Vary` names any other field, or `*`, is not
+    /// stored.
+    pub fn vary_on(mut self, fields: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.vary = fields.into_iter().take(16).collect();
+        self
+    }
+
+    /// Partitions entries by the requester with `partition`, instead of the
+    /// default (a hash of the request's `Authorization` and `Cookie`).
+    ///
+    /// It returns the requester's partition (for example the user id an
+    /// authentication layer put in the request extensions; an empty string
+    /// for anonymous requests), or `None` to keep the request away from the
+    /// cache. Entries are never shared between partitions.
+    ///
+    /// ```
+    /// use tower_etag::cache::ValidatorCache;
+    ///
+    /// #[derive(Clone)]
+    /// struct UserId(u64);
+    ///
+    /// let cache = ValidatorCache::builder()
+    ///     .partition(|request: &http::request::Parts| {
+    ///         let user = request.extensions.get::<UserId>()?;
+    ///         Some(user.0.to_string())
+    ///     })
+    ///     .build();
+    /// # let _ = cache;
+    /// ```
+    pub fn partition<F>(mut self, partition: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        self.partition = Some(Arc::new(partition));
+        self
+    }
+
+    /// Inserts [`Outcome::NotModifiedFromCache`](crate::Outcome::NotModifiedFromCache)
+    /// into the extensions of each 304 the cache answers (default `false`).
+    pub fn record_outcome(mut self, record: bool) -> Self {
+        self.record_outcome = record;
+        self
+    }
+
+    /// Builds the cache, in memory.
+    pub fn build(self) -> ValidatorCache {
+        let store = MemoryStore::new(self.time_to_live, self.max_entries);
+        ValidatorCache {
+            shared: Arc::new(Shared {
+                store: Box::new(store),
+                config: Config {
+                    vary: self.vary.into_boxed_slice(),
+                    partition: self.partition,
+                    record_outcome: self.record_outcome,
+                },
+                counters: Counters::default(),
+                time_to_live: self.time_to_live,
+                max_entries: self.max_entries,
+            }),
+        }
+    }
+}

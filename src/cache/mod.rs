@@ -1,0 +1,108 @@
+//! A validator cache: answers revalidations with 304 Not Modified without
+//! running the handler.
+//!
+//! [`ETagLayer`](crate::ETagLayer) alone saves the wire, not the work: a
+//! conditional `GET` still runs the handler and hashes its body before the
+//! 200 becomes a 304. [`ValidatorCacheLayer`] remembers, per request key,
+//! the validators of each tagged 200 and the header fields its 304 must
+//! carry; a later revalidation whose `If-None-Match` matches is answered at
+//! once and the inner service is not called.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{body::Body, http::{header, Request, StatusCode}, routing::get, Router};
+//! use tower::ServiceExt;
+//! use tower_etag::{cache::{ValidatorCache, ValidatorCacheLayer}, ETagLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let cache = ValidatorCache::builder().build();
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(ETagLayer::new())
+//!     // Outside the ETag layer, inside authentication.
+//!     .layer(ValidatorCacheLayer::new(cache.clone()));
+//!
+//! let response = app.clone().oneshot(Request::new(Body::empty())).await.unwrap();
+//! let etag = response.headers()[header::ETAG].clone();
+//!
+//! // The revalidation is answered from the cache: the handler does not run.
+//! let request = Request::builder().header(header::IF_NONE_MATCH, etag).body(Body::empty()).unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+//! assert_eq!(cache.stats().hits, 1);
+//! # }
+//! ```
+//!
+//! # When it answers
+//!
+//! A `GET` or `HEAD` with `If-None-Match` that weakly matches (RFC 9110
+//! §13.1.2) the tag of a current entry for its key gets a 304 with the
+//! entry's `ETag`, `Cache-Control`, `Content-Location`, `Expires`,
+//! `Last-Modified` and `Vary`, and a `Date` generated now (§15.4.5).
+//! Everything else goes to the inner service: no `If-None-Match`, no match,
+//! `If-None-Match: *`, `If-Match` or `If-Unmodified-Since` present (they are
+//! evaluated first, §13.2.2), request `Cache-Control: no-cache` or
+//! `Pragma: no-cache` (RFC 9111 §5.2.1.4), other methods.
+//!
+//! The key is the authority (`Host` or the URI's), path and query (`GET`
+//! and `HEAD` share entries), the requester (a hash of `Authorization` and
+//! `Cookie`, or [`ValidatorCacheBuilder::partition`]), and the request's
+//! values of the fields the stored response's `Vary` names (RFC 9111 §4.1;
+//! an absent field matches only an absent one). Key material is hashed.
+//!
+//! # What it stores
+//!
+//! A 200 to `GET` with a valid `ETag` (the layer's or the handler's), and a
+//! 304 that `ETagLayer` made out of such a 200 (the handler ran, so the tag
+//! is current: RFC 9111 §4.3.4), so clients that always revalidate keep
+//! hitting after an entry expires. Never: other statuses,
+//! `Cache-Control: no-store` or `private`, responses with `Set-Cookie` (a
+//! replayed 304 would drop it), `Vary: *` or a `Vary` naming a field outside
+//! [`ValidatorCacheBuilder::vary_on`], responses to `HEAD`, untagged
+//! responses, more than 4 KiB of remembered header fields.
+//!
+//! # Invalidation
+//!
+//! - RFC 9111 §4.4: a request with any method but `GET`, `HEAD`, `OPTIONS`
+//!   and `TRACE` invalidates its target when it arrives (nothing is answered
+//!   from the old entry while the write runs), and again, with the
+//!   same-authority `Location` and `Content-Location` (relative references
+//!   resolved), when it is answered with 2xx or 3xx. Every `Vary` variant
+//!   and every requester's entry goes.
+//! - From app code: [`ValidatorCache::invalidate`],
+//!   [`ValidatorCache::invalidate_tag`] (with [`CacheTags`] on responses),
+//!   [`ValidatorCache::clear`].
+//! - A `GET` that read the old data and finishes after a write invalidated
+//!   its resource stores nothing: entries carry the generation their
+//!   resource had when the request arrived, and generations are never
+//!   reused.
+//! - A write that bypasses the layer (another service, a job, another
+//!   replica) is not seen: entries then stay in use until their
+//!   time-to-live runs out. Keep it as short as that staleness allows, or
+//!   invalidate from the code that writes.
+//!
+//! # Placement
+//!
+//! A hit skips everything below the cache layer. Put it inside
+//! authentication and authorization, so that those still run for every
+//! request, and outside [`ETagLayer`](crate::ETagLayer), whose responses it
+//! remembers. It does not cache bodies: a request without a matching tag
+//! still runs the handler.
+
+mod entry;
+mod future;
+mod handle;
+mod invalidation;
+mod key;
+mod layer;
+mod memory;
+mod service;
+mod store;
+
+pub use entry::CacheTags;
+pub use future::ResponseFuture;
+pub use handle::{CacheStats, ValidatorCache, ValidatorCacheBuilder};
+pub use layer::ValidatorCacheLayer;
+pub use service::ValidatorCacheService;

@@ -1,0 +1,141 @@
+//! The [`ValidatorCacheService`]: reads each request, answers hits, and
+//! hands everything else to the inner service.
+
+use std::{
+    fmt,
+    task::{Context, Poll},
+};
+
+use http::{Method, Request, Response};
+use tower_service::Service;
+
+use super::{
+    future::{After, Fill, ResponseFuture, Write},
+    handle::Counters,
+    key::{resource_key, Read},
+    ValidatorCache,
+};
+use crate::{
+    entity_tag::{list_matches, Comparison},
+    outcome::{record, Outcome},
+};
+
+/// Answers revalidations from a [`ValidatorCache`]; built by
+/// [`ValidatorCacheLayer`](super::ValidatorCacheLayer).
+#[derive(Clone)]
+pub struct ValidatorCacheService<S> {
+    inner: S,
+    cache: ValidatorCache,
+}
+
+impl<S> ValidatorCacheService<S> {
+    /// Wraps `inner`, answering from `cache`.
+    pub fn new(inner: S, cache: ValidatorCache) -> Self {
+        Self { inner, cache }
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ValidatorCacheService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidatorCacheService")
+            .field("inner", &self.inner)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// `S: Clone` lets a store that answers asynchronously call a clone of the
+/// inner service once it has answered (tower's clone-and-replace); the
+/// in-memory store answers at once and calls the inner service directly.
+/// `ResBody: Default` is the empty body of a 304 answered from the cache.
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ValidatorCacheService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = &*self.cache.shared;
+        match *req.method() {
+            Method::GET | Method::HEAD => {}
+            // RFC 9110 §9.2.1: safe methods invalidate nothing.
+            Method::OPTIONS | Method::TRACE => {
+                return ResponseFuture::inner(self.inner.call(req), After::Nothing)
+            }
+            // RFC 9111 §4.4: any other method (unsafe, or of unknown safety)
+            // invalidates the target. Bump it now, before the write runs, so
+            // that nothing is answered from the old entry meanwhile; again
+            // after a non-error response (in the future).
+            _ => {
+                let write = Write::new(&req);
+                shared.store.invalidate(&[resource_key(write.path())], false);
+                Counters::add(&shared.counters.invalidations, 1);
+                let future = self.inner.call(req);
+                return ResponseFuture::inner(future, After::Write(write, self.cache.clone()));
+            }
+        }
+
+        let (parts, body) = req.into_parts();
+        let read = Read::new(&parts, &shared.config);
+        let req = Request::from_parts(parts, body);
+        let Some(read) = read else {
+            // The app's partition function keeps this request away.
+            return ResponseFuture::inner(self.inner.call(req), After::Nothing);
+        };
+
+        let lookup = shared.store.lookup(&read.resource, &read.entry);
+        if read.may_hit {
+            if let Some(entry) = &lookup.entry {
+                // RFC 9111 §4.1: only the variant stored for this request's
+                // values of the fields it varies on.
+                let variant = entry.variants().iter().find(|v| {
+                    v.fields == super::key::vary_digest(v.mask, &read.varying)
+                });
+                // RFC 9110 §13.1.2: weak comparison, lists over several
+                // lines; `*` is left to the handler (it would match any
+                // representation, including one the handler has deleted).
+                let hit = variant.filter(|v| {
+                    let lines = req.headers().get_all(http::header::IF_NONE_MATCH);
+                    let star = lines.iter().any(|l| l.as_bytes().trim_ascii() == b"*");
+                    !star && list_matches(lines, v.etag(), Comparison::Weak) == Some(true)
+                });
+                if let Some(variant) = hit {
+                    Counters::add(&shared.counters.hits, 1);
+                    let mut response = variant.not_modified();
+                    record(
+                        response.status(),
+                        response.extensions_mut(),
+                        Outcome::NotModifiedFromCache,
+                        shared.config.record_outcome,
+                    );
+                    return ResponseFuture::ready(response);
+                }
+            }
+        }
+        Counters::add(&shared.counters.misses, 1);
+        let fill = Fill::new(read, lookup);
+        ResponseFuture::inner(self.inner.call(req), After::Fill(fill, self.cache.clone()))
+    }
+}

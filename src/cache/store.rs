@@ -1,0 +1,78 @@
+//! The store behind a [`ValidatorCache`](super::ValidatorCache): entries
+//! and per-key generations, with the four operations the cache needs.
+//!
+//! Generations make invalidation cheap and the fill race harmless:
+//! - every resource (path and query) and every surrogate tag has a
+//!   generation, a number never issued twice by a store;
+//! - an entry is stored with the generation its resource had when the
+//!   request *arrived*, and is used only while the resource still has it;
+//! - invalidating drops the generation; the next read creates a fresh,
+//!   larger one, so every entry stored before is dead at once, whatever
+//!   `Vary` variant or authority it was stored under;
+//! - a fill whose request arrived before an invalidation finds a different
+//!   generation and stores nothing, however late it finishes (a GET that
+//!   read old data cannot store its tag after a write invalidated it).
+//!
+//! Losing a generation record (eviction, a restart) can therefore only cause
+//! a miss, never a stale hit.
+
+use std::fmt;
+
+use super::{
+    entry::{Entry, Variant},
+    key::Key,
+};
+
+/// What a lookup found.
+#[derive(Debug)]
+pub(crate) struct Lookup {
+    /// The resource's current generation (created if it had none).
+    pub(crate) generation: u64,
+    /// The store's surrogate-tag epoch, which every tag invalidation bumps.
+    pub(crate) epoch: u64,
+    /// The variants stored under the entry key that are still current:
+    /// filled at `generation`, younger than the time-to-live, and with every
+    /// surrogate tag at the generation it had at fill time.
+    pub(crate) entry: Option<Entry>,
+}
+
+/// A conditional store.
+#[derive(Debug)]
+pub(crate) struct Fill {
+    pub(crate) resource: Key,
+    pub(crate) key: Key,
+    /// From the lookup made when the request arrived.
+    pub(crate) generation: u64,
+    pub(crate) epoch: u64,
+    /// The new variant, stored beside `base`'s other variants; its
+    /// surrogate tags are `tags`, whose generations the store records.
+    pub(crate) variant: Variant,
+    pub(crate) base: Option<Entry>,
+    pub(crate) tags: Vec<Key>,
+}
+
+/// Keeps entries and generations.
+///
+/// Kept small on purpose (lookup, conditional fill, invalidate, clear) so
+/// that a store shared between processes can implement it with a script per
+/// operation on the server.
+pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
+    /// Reads the resource's generation (creating a fresh one if it has none)
+    /// and the current variants stored under `key`.
+    fn lookup(&self, resource: &Key, key: &Key) -> Lookup;
+
+    /// Stores `fill.entry` under `fill.key` only if the resource still has
+    /// `fill.generation` and, when the response has surrogate tags, no tag
+    /// was invalidated since `fill.epoch`. Returns whether it stored.
+    fn fill(&self, fill: Fill) -> bool;
+
+    /// Drops the generations of `keys` (resources or tags), so that nothing
+    /// stored under them is used again. With `tags`, also bumps the epoch.
+    fn invalidate(&self, keys: &[Key], tags: bool);
+
+    /// Forgets every entry and generation.
+    fn clear(&self);
+
+    /// How many responses are stored (approximately, for statistics).
+    fn len(&self) -> u64;
+}
