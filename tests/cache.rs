@@ -18,8 +18,7 @@ use axum::{
     http::{header, HeaderMap, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing,
-    Extension, Router,
+    routing, Extension, Router,
 };
 use common::*;
 use tokio::sync::Notify;
@@ -111,10 +110,19 @@ fn router(app: App, cache: ValidatorCache) -> Router {
         }
     };
     Router::new()
-        .route("/notes/{id}", routing::get(show).put(update).delete(update).post(update))
+        .route(
+            "/notes/{id}",
+            routing::get(show).put(update).delete(update).post(update),
+        )
         .route("/gated/{id}", routing::get(gated).put(update))
-        .route("/private", routing::get(fixed(&[("cache-control", "private")])))
-        .route("/no-store", routing::get(fixed(&[("cache-control", "no-store")])))
+        .route(
+            "/private",
+            routing::get(fixed(&[("cache-control", "private")])),
+        )
+        .route(
+            "/no-store",
+            routing::get(fixed(&[("cache-control", "no-store")])),
+        )
         .route("/cookie", routing::get(fixed(&[("set-cookie", "a=1")])))
         .route("/vary-ua", routing::get(fixed(&[("vary", "user-agent")])))
         .route("/vary-star", routing::get(fixed(&[("vary", "*")])))
@@ -172,7 +180,10 @@ async fn a_matching_revalidation_is_answered_without_the_handler() {
     assert!(got.body.is_empty());
     // RFC 9110 §15.4.5: the fields the 200 carried.
     assert_eq!(got.etag(), Some(tag.as_str()));
-    assert_eq!(got.header("cache-control"), Some("max-age=10, must-revalidate"));
+    assert_eq!(
+        got.header("cache-control"),
+        Some("max-age=10, must-revalidate")
+    );
     assert_eq!(got.header("content-location"), Some("/notes/canonical"));
     assert_eq!(got.header("expires"), Some("Thu, 01 Dec 2094 16:00:00 GMT"));
     assert_eq!(got.header("vary"), Some("accept-encoding"));
@@ -184,7 +195,10 @@ async fn a_matching_revalidation_is_answered_without_the_handler() {
     // Lists over several lines, weak forms: the weak comparison.
     let weak = format!("W/{tag}");
     for lines in [
-        vec![("if-none-match", "\"a\", \"b\""), ("if-none-match", tag.as_str())],
+        vec![
+            ("if-none-match", "\"a\", \"b\""),
+            ("if-none-match", tag.as_str()),
+        ],
         vec![("if-none-match", weak.as_str())],
     ] {
         let got = get(addr, "/notes/1", &lines).await;
@@ -216,9 +230,15 @@ async fn everything_else_reaches_the_handler() {
         vec![("if-none-match", "\"other\"")],
         vec![("if-none-match", "*")],
         vec![("if-none-match", &tag), ("if-match", &tag)],
-        vec![("if-none-match", &tag), ("if-unmodified-since", LAST_MODIFIED)],
+        vec![
+            ("if-none-match", &tag),
+            ("if-unmodified-since", LAST_MODIFIED),
+        ],
         vec![("if-none-match", &tag), ("cache-control", "no-cache")],
-        vec![("if-none-match", &tag), ("cache-control", "max-age=0, No-Cache")],
+        vec![
+            ("if-none-match", &tag),
+            ("cache-control", "max-age=0, No-Cache"),
+        ],
         vec![("if-none-match", &tag), ("pragma", "no-cache")],
         vec![("if-modified-since", LAST_MODIFIED)],
     ];
@@ -232,9 +252,12 @@ async fn everything_else_reaches_the_handler() {
     let got = get(addr, "/notes/1", &[("if-modified-since", LAST_MODIFIED)]).await;
     assert_eq!(got.status, StatusCode::NOT_MODIFIED);
     let before = app.calls();
-    let got = send(addr, request("OPTIONS", "/notes/1", &[("if-none-match", &tag)]))
-        .await
-        .unwrap();
+    let got = send(
+        addr,
+        request("OPTIONS", "/notes/1", &[("if-none-match", &tag)]),
+    )
+    .await
+    .unwrap();
     assert_ne!(got.status, StatusCode::NOT_MODIFIED);
     assert_eq!(app.calls(), before + 1);
 }
@@ -261,13 +284,29 @@ async fn the_key_is_authority_path_query_requester_and_varied_fields() {
     };
     assert!(hit("/notes/1?x=1", h(base)).await);
     // Vary: accept-encoding, which also covers a field that is absent.
-    assert!(!hit("/notes/1?x=1", h(&[("host", "a.example"), ("accept-encoding", "br")])).await);
+    assert!(
+        !hit(
+            "/notes/1?x=1",
+            h(&[("host", "a.example"), ("accept-encoding", "br")])
+        )
+        .await
+    );
     assert!(!hit("/notes/1?x=1", h(&[("host", "a.example")])).await);
     // A field the response does not vary on does not split the key.
-    let with_accept = h(&[("host", "a.example"), ("accept-encoding", "gzip"), ("accept", "x/y")]);
+    let with_accept = h(&[
+        ("host", "a.example"),
+        ("accept-encoding", "gzip"),
+        ("accept", "x/y"),
+    ]);
     assert!(hit("/notes/1?x=1", with_accept).await);
     // Authority, path, query.
-    assert!(!hit("/notes/1?x=1", h(&[("host", "b.example"), ("accept-encoding", "gzip")])).await);
+    assert!(
+        !hit(
+            "/notes/1?x=1",
+            h(&[("host", "b.example"), ("accept-encoding", "gzip")])
+        )
+        .await
+    );
     assert!(!hit("/notes/1?x=2", h(base)).await);
     assert!(!hit("/notes/1", h(base)).await);
 }
@@ -302,14 +341,28 @@ async fn partition_function_replaces_credentials() {
     let tag = fill(addr, "/notes/3", &[("x-user", "7"), ("cookie", "a")]).await;
     let before = app.calls();
     // Same user, another cookie: the partition is the user.
-    get(addr, "/notes/3", &[("x-user", "7"), ("cookie", "b"), ("if-none-match", &tag)]).await;
+    get(
+        addr,
+        "/notes/3",
+        &[("x-user", "7"), ("cookie", "b"), ("if-none-match", &tag)],
+    )
+    .await;
     assert_eq!(app.calls(), before);
-    get(addr, "/notes/3", &[("x-user", "8"), ("if-none-match", &tag)]).await;
+    get(
+        addr,
+        "/notes/3",
+        &[("x-user", "8"), ("if-none-match", &tag)],
+    )
+    .await;
     assert_eq!(app.calls(), before + 1);
     // `None`: not cached at all.
     get(addr, "/notes/3", &[]).await;
     let got = get(addr, "/notes/3", &[("if-none-match", &tag)]).await;
-    assert_eq!(got.status, StatusCode::NOT_MODIFIED, "from the handler path");
+    assert_eq!(
+        got.status,
+        StatusCode::NOT_MODIFIED,
+        "from the handler path"
+    );
     assert_eq!(app.calls(), before + 3);
 }
 
@@ -317,7 +370,14 @@ async fn partition_function_replaces_credentials() {
 async fn responses_that_must_not_be_replayed_are_never_stored() {
     let cache = cache();
     let (addr, app) = start(cache.clone()).await;
-    for path in ["/private", "/no-store", "/cookie", "/vary-ua", "/vary-star", "/missing"] {
+    for path in [
+        "/private",
+        "/no-store",
+        "/cookie",
+        "/vary-ua",
+        "/vary-star",
+        "/missing",
+    ] {
         let got = get(addr, path, &[]).await;
         let tag = got.etag().unwrap_or("\"none\"").to_owned();
         let before = app.calls();
@@ -346,7 +406,11 @@ async fn a_write_invalidates_every_variant_of_its_target() {
     let plain = fill(addr, "/notes/5", &[]).await;
     let other_host = fill(addr, "/notes/5", &[("host", "b.example")]).await;
     for method in ["PUT", "DELETE", "POST", "PATCH-LIKE"] {
-        let method = if method == "PATCH-LIKE" { "PURGE" } else { method };
+        let method = if method == "PATCH-LIKE" {
+            "PURGE"
+        } else {
+            method
+        };
         let got = send(addr, request(method, "/notes/5", &[])).await.unwrap();
         assert!(
             got.status.is_success() || got.status == StatusCode::METHOD_NOT_ALLOWED,
@@ -379,14 +443,23 @@ async fn location_targets_are_invalidated_only_after_success_and_on_the_same_aut
     let app = &app;
     let revalidates_at_handler = |path: &'static str, tag: String| async move {
         let before = app.calls();
-        get(addr, path, &[("host", "a.example"), ("if-none-match", &tag)]).await;
+        get(
+            addr,
+            path,
+            &[("host", "a.example"), ("if-none-match", &tag)],
+        )
+        .await;
         app.calls() == before + 1
     };
     // A failed write leaves its Location target alone.
     let tag = fill(addr, "/notes/7", &host).await;
     let got = send(
         addr,
-        request("PUT", "/notes/6", &[("host", "a.example"), ("x-fail", "1"), ("x-location", "7")]),
+        request(
+            "PUT",
+            "/notes/6",
+            &[("host", "a.example"), ("x-fail", "1"), ("x-location", "7")],
+        ),
     )
     .await
     .unwrap();
@@ -395,21 +468,42 @@ async fn location_targets_are_invalidated_only_after_success_and_on_the_same_aut
     // Another authority's Location is left alone.
     send(
         addr,
-        request("PUT", "/notes/6", &[("host", "a.example"), ("x-location", "http://b.example/notes/7")]),
+        request(
+            "PUT",
+            "/notes/6",
+            &[
+                ("host", "a.example"),
+                ("x-location", "http://b.example/notes/7"),
+            ],
+        ),
     )
     .await
     .unwrap();
     assert!(!revalidates_at_handler("/notes/7", tag.clone()).await);
     // A relative reference, resolved against /notes/6, after a 2xx.
-    send(addr, request("PUT", "/notes/6", &[("host", "a.example"), ("x-location", "7")]))
-        .await
-        .unwrap();
+    send(
+        addr,
+        request(
+            "PUT",
+            "/notes/6",
+            &[("host", "a.example"), ("x-location", "7")],
+        ),
+    )
+    .await
+    .unwrap();
     assert!(revalidates_at_handler("/notes/7", tag).await);
     // An absolute one on the same authority.
     let tag = fill(addr, "/notes/7", &host).await;
     send(
         addr,
-        request("PUT", "/notes/6", &[("host", "a.example"), ("x-location", "http://a.example/notes/7")]),
+        request(
+            "PUT",
+            "/notes/6",
+            &[
+                ("host", "a.example"),
+                ("x-location", "http://a.example/notes/7"),
+            ],
+        ),
     )
     .await
     .unwrap();
@@ -471,7 +565,12 @@ async fn app_code_invalidates_by_uri_tag_and_all() {
     let app = &app;
     let reaches_handler = |path: &'static str, tag: String| async move {
         let before = app.calls();
-        get(addr, path, &[("host", "a.example"), ("if-none-match", &tag)]).await;
+        get(
+            addr,
+            path,
+            &[("host", "a.example"), ("if-none-match", &tag)],
+        )
+        .await;
         app.calls() == before + 1
     };
     let host = [("host", "a.example")];
@@ -481,7 +580,9 @@ async fn app_code_invalidates_by_uri_tag_and_all() {
     // A URI without an authority: every authority.
     cache.invalidate(&"/notes/10".parse().unwrap()).await;
     assert!(reaches_handler("/notes/10", tag.clone()).await);
-    cache.invalidate(&"http://a.example/notes/10".parse().unwrap()).await;
+    cache
+        .invalidate(&"http://a.example/notes/10".parse().unwrap())
+        .await;
     assert!(reaches_handler("/notes/10", tag).await);
 
     let user1 = fill(addr, "/tagged/1", &host).await;
@@ -504,7 +605,9 @@ async fn hits_are_counted_and_recorded() {
         move |response: Response| {
             let seen = seen.clone();
             async move {
-                seen.lock().unwrap().push(response.extensions().get::<Outcome>().copied());
+                seen.lock()
+                    .unwrap()
+                    .push(response.extensions().get::<Outcome>().copied());
                 response
             }
         },
@@ -536,7 +639,12 @@ async fn authentication_outside_the_cache_still_runs_on_a_hit() {
     let router = router(app.clone(), cache).layer(middleware::from_fn(auth));
     let addr = serve_axum(router).await;
     let tag = fill(addr, "/notes/12", &[("authorization", "Bearer a")]).await;
-    let got = get(addr, "/notes/12", &[("authorization", "Bearer a"), ("if-none-match", &tag)]).await;
+    let got = get(
+        addr,
+        "/notes/12",
+        &[("authorization", "Bearer a"), ("if-none-match", &tag)],
+    )
+    .await;
     assert_eq!(got.status, StatusCode::NOT_MODIFIED);
     let got = get(addr, "/notes/12", &[("if-none-match", &tag)]).await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED);

@@ -135,12 +135,6 @@ impl Variant {
         }
         response
     }
-
-    /// Bytes held for this variant on the heap, for the memory bound.
-    #[cfg(test)]
-    pub(crate) fn heap_bytes(&self) -> usize {
-        self.block.len() + self.lines.len() * 4 + self.tags.len() * 24
-    }
 }
 
 /// Every variant stored for one entry key (RFC 9111 §4.1: one per
@@ -347,14 +341,26 @@ mod tests {
     fn responses_that_must_not_be_replayed_are_not_stored() {
         let tag = ("etag", "\"abc\"");
         for (fields, why) in [
-            (vec![tag, ("cache-control", "no-store")], NotStored::CacheControl),
-            (vec![tag, ("cache-control", "max-age=0, Private")], NotStored::CacheControl),
-            (vec![tag, ("cache-control", "private=\"x\"")], NotStored::CacheControl),
+            (
+                vec![tag, ("cache-control", "no-store")],
+                NotStored::CacheControl,
+            ),
+            (
+                vec![tag, ("cache-control", "max-age=0, Private")],
+                NotStored::CacheControl,
+            ),
+            (
+                vec![tag, ("cache-control", "private=\"x\"")],
+                NotStored::CacheControl,
+            ),
             (vec![tag, ("set-cookie", "a=1")], NotStored::SetCookie),
             (vec![tag, ("vary", "*")], NotStored::Vary),
             (vec![tag, ("vary", "accept, user-agent")], NotStored::Vary),
             (vec![("etag", "unquoted")], NotStored::NoTag),
-            (vec![("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")], NotStored::NoTag),
+            (
+                vec![("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")],
+                NotStored::NoTag,
+            ),
         ] {
             assert_eq!(try_remember(&fields).unwrap_err(), why, "{fields:?}");
         }
@@ -369,7 +375,11 @@ mod tests {
     fn only_200_and_a_304_made_from_a_200_are_stored() {
         let (_, headers, mut extensions) = response(&[("etag", "\"abc\"")]);
         let vary = default_vary();
-        for status in [StatusCode::CREATED, StatusCode::NOT_MODIFIED, StatusCode::NOT_FOUND] {
+        for status in [
+            StatusCode::CREATED,
+            StatusCode::NOT_MODIFIED,
+            StatusCode::NOT_FOUND,
+        ] {
             let got = remember(status, &headers, &extensions, &vary, &[]);
             assert_eq!(got.unwrap_err(), NotStored::Status, "{status}");
         }

@@ -120,11 +120,6 @@ impl ValidatorCache {
             entries: self.shared.store.len(),
         }
     }
-
-    #[cfg(test)]
-    pub(crate) fn memory(&self) -> &dyn Store {
-        &*self.shared.store
-    }
 }
 
 pub(crate) fn trace_invalidation(what: &str) {

@@ -24,22 +24,25 @@ pub(crate) fn same_authority_path(
         // The target itself, already invalidated.
         return None;
     }
-    let relative = if let Some(rest) = strip_scheme(reference) {
+    let (relative, has_authority) = if let Some(rest) = strip_scheme(reference) {
         // An absolute URI: only `scheme://authority…` can name this origin.
         let rest = rest.strip_prefix("//")?;
-        same_authority(rest, authority)?
+        (same_authority(rest, authority)?, true)
     } else if let Some(rest) = reference.strip_prefix("//") {
         // A network-path reference.
-        same_authority(rest, authority)?
+        (same_authority(rest, authority)?, true)
     } else {
-        reference
+        (reference, false)
     };
     let (path, query) = match relative.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (relative, None),
     };
     let base = target.split('?').next().unwrap_or("/");
-    let path = if path.is_empty() {
+    let path = if path.is_empty() && has_authority {
+        // `http://example.com` and `http://example.com?q`: the root.
+        "/".to_owned()
+    } else if path.is_empty() {
         // `?q`: the base path with another query.
         base.to_owned()
     } else if path.starts_with('/') {
@@ -49,7 +52,14 @@ pub(crate) fn same_authority_path(
         let directory = &base[..base.rfind('/').map_or(0, |i| i + 1)];
         remove_dot_segments(&format!("{directory}{path}"))
     };
-    let path = if path.is_empty() { "/".to_owned() } else { path };
+    let path = if path.is_empty() && has_authority {
+        // `http://example.com` and `http://example.com?q`: the root.
+        "/".to_owned()
+    } else if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path
+    };
     Some(match query {
         Some(query) => format!("{path}?{query}"),
         None => path,
@@ -133,16 +143,26 @@ mod tests {
             ("/./g", "/g"),
             ("/../g", "/g"),
         ] {
-            assert_eq!(resolve(reference, base).as_deref(), Some(expected), "{reference}");
+            assert_eq!(
+                resolve(reference, base).as_deref(),
+                Some(expected),
+                "{reference}"
+            );
         }
     }
 
     #[test]
     fn only_the_same_authority_is_invalidated() {
         let target = "/notes";
-        assert_eq!(resolve("http://example.com/notes/1", target).as_deref(), Some("/notes/1"));
+        assert_eq!(
+            resolve("http://example.com/notes/1", target).as_deref(),
+            Some("/notes/1")
+        );
         assert_eq!(resolve("https://EXAMPLE.com", target).as_deref(), Some("/"));
-        assert_eq!(resolve("//example.com/a?b", target).as_deref(), Some("/a?b"));
+        assert_eq!(
+            resolve("//example.com/a?b", target).as_deref(),
+            Some("/a?b")
+        );
         assert_eq!(resolve("http://other.example/notes/1", target), None);
         assert_eq!(resolve("//example.com:8080/a", target), None);
         assert_eq!(resolve("mailto:a@example.com", target), None);
@@ -152,6 +172,10 @@ mod tests {
             None,
             "no authority to compare with"
         );
-        assert_eq!(same_authority_path(b"/\xff", target, None), None, "not UTF-8");
+        assert_eq!(
+            same_authority_path(b"/\xff", target, None),
+            None,
+            "not UTF-8"
+        );
     }
 }

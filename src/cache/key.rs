@@ -197,14 +197,14 @@ mod tests {
         let gzip = vary_digest(0b1, &[(0, value("gzip")), (1, value("text/html"))]);
         let gzip_json = vary_digest(0b1, &[(0, value("gzip")), (1, value("application/json"))]);
         assert_eq!(gzip, gzip_json, "field 1 is not in the mask");
-        assert_ne!(gzip, vary_digest(0b11, &[(0, value("gzip")), (1, value("text/html"))]));
+        assert_ne!(
+            gzip,
+            vary_digest(0b11, &[(0, value("gzip")), (1, value("text/html"))])
+        );
     }
 
     #[test]
     fn hash_items_are_length_prefixed() {
-        assert_ne!(
-            hash("d", [&b"ab"[..], b"c"]),
-            hash("d", [&b"a"[..], b"bc"])
-        );
+        assert_ne!(hash("d", [&b"ab"[..], b"c"]), hash("d", [&b"a"[..], b"bc"]));
     }
 }

@@ -157,3 +157,123 @@ impl Store for MemoryStore {
         self.entries.weighted_size()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
+
+    use super::*;
+    use crate::cache::{entry::remember, key::default_vary};
+
+    const RESOURCE: Key = [1; 16];
+    const KEY: Key = [2; 16];
+    const TAG: Key = [3; 16];
+
+    fn variant() -> Variant {
+        let mut headers = HeaderMap::new();
+        headers.insert("etag", HeaderValue::from_static("\"a\""));
+        let (variant, _) = remember(
+            StatusCode::OK,
+            &headers,
+            &Extensions::new(),
+            &default_vary(),
+            &[],
+        )
+        .unwrap();
+        variant
+    }
+
+    fn fill(store: &MemoryStore, lookup: &Lookup, tags: Vec<Key>) -> bool {
+        store.fill(Fill {
+            resource: RESOURCE,
+            key: KEY,
+            generation: lookup.generation,
+            epoch: lookup.epoch,
+            variant: variant(),
+            base: None,
+            tags,
+        })
+    }
+
+    fn store() -> MemoryStore {
+        MemoryStore::new(Duration::from_secs(60), 100)
+    }
+
+    #[test]
+    fn a_fill_is_used_until_its_resource_is_invalidated() {
+        let store = store();
+        let lookup = store.lookup(&RESOURCE, &KEY);
+        assert!(lookup.entry.is_none());
+        assert!(fill(&store, &lookup, vec![]));
+        assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
+        store.invalidate(&[RESOURCE], false);
+        let after = store.lookup(&RESOURCE, &KEY);
+        assert!(after.entry.is_none());
+        assert!(after.generation > lookup.generation, "never reused");
+    }
+
+    #[test]
+    fn a_fill_that_arrived_before_an_invalidation_stores_nothing() {
+        let store = store();
+        let lookup = store.lookup(&RESOURCE, &KEY);
+        store.invalidate(&[RESOURCE], false);
+        assert!(!fill(&store, &lookup, vec![]));
+        // Even once the generation record exists again.
+        let _ = store.lookup(&RESOURCE, &KEY);
+        assert!(!fill(&store, &lookup, vec![]));
+        assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
+    }
+
+    #[test]
+    fn a_tagged_fill_is_refused_after_any_tag_invalidation_since_arrival() {
+        let store = store();
+        let lookup = store.lookup(&RESOURCE, &KEY);
+        store.invalidate(&[TAG], true);
+        assert!(!fill(&store, &lookup, vec![TAG]));
+        let lookup = store.lookup(&RESOURCE, &KEY);
+        assert!(fill(&store, &lookup, vec![TAG]));
+        assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
+        store.invalidate(&[TAG], true);
+        assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
+    }
+
+    #[test]
+    fn an_evicted_generation_record_is_replaced_by_a_larger_one() {
+        let store = MemoryStore::new(Duration::from_secs(60), 4);
+        let lookup = store.lookup(&RESOURCE, &KEY);
+        assert!(fill(&store, &lookup, vec![]));
+        // Other resources push the record out (LRU); their lookups create
+        // generation records only, so the entry itself stays.
+        for i in 0..64u8 {
+            let _ = store.lookup(&[i + 10; 16], &[i + 100; 16]);
+            store.sync();
+        }
+        assert!(store.entries.contains_key(&KEY), "the entry is still there");
+        let after = store.lookup(&RESOURCE, &KEY);
+        assert!(after.generation > lookup.generation);
+        assert!(
+            after.entry.is_none(),
+            "a lost record never revives an entry"
+        );
+    }
+
+    #[test]
+    fn entries_past_the_time_to_live_are_not_returned() {
+        let store = MemoryStore::new(Duration::from_millis(50), 100);
+        let lookup = store.lookup(&RESOURCE, &KEY);
+        assert!(fill(&store, &lookup, vec![]));
+        assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
+    }
+
+    #[test]
+    fn clear_forgets_entries_and_generations() {
+        let store = store();
+        let lookup = store.lookup(&RESOURCE, &KEY);
+        assert!(fill(&store, &lookup, vec![]));
+        store.clear();
+        assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
+        assert!(!fill(&store, &lookup, vec![]), "an in-flight fill is void");
+    }
+}

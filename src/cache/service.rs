@@ -90,7 +90,9 @@ where
             // after a non-error response (in the future).
             _ => {
                 let write = Write::new(&req);
-                shared.store.invalidate(&[resource_key(write.path())], false);
+                shared
+                    .store
+                    .invalidate(&[resource_key(write.path())], false);
                 Counters::add(&shared.counters.invalidations, 1);
                 let future = self.inner.call(req);
                 return ResponseFuture::inner(future, After::Write(write, self.cache.clone()));
@@ -110,9 +112,10 @@ where
             if let Some(entry) = &lookup.entry {
                 // RFC 9111 §4.1: only the variant stored for this request's
                 // values of the fields it varies on.
-                let variant = entry.variants().iter().find(|v| {
-                    v.fields == super::key::vary_digest(v.mask, &read.varying)
-                });
+                let variant = entry
+                    .variants()
+                    .iter()
+                    .find(|v| v.fields == super::key::vary_digest(v.mask, &read.varying));
                 // RFC 9110 §13.1.2: weak comparison, lists over several
                 // lines; `*` is left to the handler (it would match any
                 // representation, including one the handler has deleted).
