@@ -3,6 +3,7 @@
 # tower-etag and the naive from_fn baseline on the same load server.
 #
 #   bash benches/instructions.sh
+#   PARTS=cache bash benches/instructions.sh   # one table: tag, untouched, cache
 #
 # Unlike wall-clock figures, these counts repeat to within a fraction of a
 # percent on a busy machine, so they resolve sub-microsecond differences that
@@ -25,10 +26,10 @@ server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 300); do grep -q listening "$work/server.log" && break; sleep 0.1; done
 
-python3 - "$port" "$server" "$work" <<'PY'
+python3 - "$port" "$server" "$work" "${PARTS:-tag untouched cache}" <<'PY'
 import glob, http.client, os, subprocess, sys
 
-port, pid, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+port, pid, work, parts = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].split()
 conn = http.client.HTTPConnection("127.0.0.1", port)
 
 
@@ -54,8 +55,9 @@ def count(method, path, n, headers=None):
     raise RuntimeError("no summary in " + dump)
 
 
-sizes = [("64", 400), ("1k", 400), ("16k", 200), ("1m", 10), ("16m", 2)]
-print(f"{'request':<28} {'plain':>12} {'tower-etag':>12} {'Δ':>10} {'naive':>12} {'Δ':>10}")
+sizes = [("64", 400), ("1k", 400), ("16k", 200), ("1m", 10), ("16m", 2)] if "tag" in parts else []
+if sizes:
+    print(f"{'request':<28} {'plain':>12} {'tower-etag':>12} {'Δ':>10} {'naive':>12} {'Δ':>10}")
 for size, n in sizes:
     for suffix in ("", "/multi"):
         plain = count("GET", f"/plain/{size}{suffix}", n)
@@ -68,8 +70,9 @@ for size, n in sizes:
         plain = count("GET", f"/plain/{size}", n)
         print(f"GET {size} If-None-Match (304)  {plain:>12,.0f} {not_modified:>12,.0f} {not_modified - plain:>+10,.0f}")
 print()
-print(f"{'untouched request':<28} {'plain':>12} {'noop layer':>12} {'Δ':>10} {'tower-etag':>12} {'Δ':>10}")
-for label, method, plain_path, noop_path, etag_path in [
+if "untouched" in parts:
+    print(f"{'untouched request':<28} {'plain':>12} {'noop layer':>12} {'Δ':>10} {'tower-etag':>12} {'Δ':>10}")
+for label, method, plain_path, noop_path, etag_path in [] if "untouched" not in parts else [
     ("POST", "POST", "/plain/post", "/noop/post", "/etag/post"),
     ("GET 404", "GET", "/plain/missing", "/noop/missing", "/etag/missing"),
     ("GET over the cap", "GET", "/plain/announced", "/noop/announced", "/etag-small/announced"),
@@ -78,4 +81,26 @@ for label, method, plain_path, noop_path, etag_path in [
     noop = count(method, noop_path, 400)
     etag = count(method, etag_path, 400)
     print(f"{label:<28} {plain:>12,.0f} {noop:>12,.0f} {noop - plain:>+10,.0f} {etag:>12,.0f} {etag - plain:>+10,.0f}")
+
+if "cache" in parts:
+    # The validator cache: its miss path against the same layer without it,
+    # and its hits against the ETag layer's own 304 and against plain.
+    print()
+    print(f"{'validator cache':<28} {'tower-etag':>12} {'+ cache':>12} {'Δ':>10} {'Δ %':>7}")
+    for size, n in [("64", 400), ("1k", 400), ("16k", 200)]:
+        etag = count("GET", f"/etag/{size}", n)
+        cached = count("GET", f"/cached/{size}", n)
+        print(f"GET {size + ' (miss, fills)':<24} {etag:>12,.0f} {cached:>12,.0f} {cached - etag:>+10,.0f} {(cached / etag - 1) * 100:>+6.1f}%")
+    other = {"If-None-Match": '"other"'}
+    etag = count("GET", "/etag/1k", 400, other)
+    cached = count("GET", "/cached/1k", 400, other)
+    print(f"{'GET 1k other tag (miss)':<28} {etag:>12,.0f} {cached:>12,.0f} {cached - etag:>+10,.0f} {(cached / etag - 1) * 100:>+6.1f}%")
+    print()
+    print(f"{'cache hit (304)':<28} {'plain 200':>12} {'etag 304':>12} {'hit':>12} {'hit/etag 304':>13}")
+    for size, n in [("1k", 400), ("1m", 10)]:
+        tag = request("GET", f"/cached/{size}").getheader("etag")
+        plain = count("GET", f"/plain/{size}", n)
+        etag_304 = count("GET", f"/etag/{size}", n, {"If-None-Match": tag})
+        hit = count("GET", f"/cached/{size}", max(n, 400), {"If-None-Match": tag})
+        print(f"GET {size:<24} {plain:>12,.0f} {etag_304:>12,.0f} {hit:>12,.0f} {hit / etag_304:>13.3f}")
 PY

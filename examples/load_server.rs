@@ -18,10 +18,14 @@
 //! - `GET {prefix}/announced`: 1 KiB with a `Content-Length` header;
 //! - `GET {prefix}/stream/{mib}`: `mib` MiB streamed in 64 KiB chunks.
 //!
+//! - `GET {prefix}/slow/{size}`: the one-chunk content after 2 ms of
+//!   awaited latency, as a handler that queries a database.
+//!
 //! `/etag-small` has a 512-byte cap, so `/etag-small/announced` is passed
-//! through unbuffered; `/etag-default` has the default 2 MiB cap.
+//! through unbuffered; `/etag-default` has the default 2 MiB cap. `/cached`
+//! is `/etag` with a validator cache outside it.
 
-use std::{convert::Infallible, net::SocketAddr, sync::OnceLock};
+use std::{convert::Infallible, net::SocketAddr, sync::OnceLock, time::Duration};
 
 use axum::{
     body::Body,
@@ -34,7 +38,10 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::stream;
-use tower_etag::ETagLayer;
+use tower_etag::{
+    cache::{ValidatorCache, ValidatorCacheLayer},
+    ETagLayer,
+};
 
 #[path = "../benches/support/naive.rs"]
 mod naive;
@@ -92,6 +99,13 @@ fn content_routes() -> Router {
     for (index, (name, _)) in SIZES.into_iter().enumerate() {
         router = router
             .route(
+                &format!("/slow/{name}"),
+                get(move || async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    Body::from(shared_content(index))
+                }),
+            )
+            .route(
                 &format!("/{name}"),
                 get(move || async move { Body::from(shared_content(index)) }),
             )
@@ -113,6 +127,17 @@ fn app() -> Router {
         .nest(
             "/etag",
             content_routes().layer(ETagLayer::new().max_body_size(64 * 1024 * 1024)),
+        )
+        // The same, answering revalidations from a validator cache.
+        .nest(
+            "/cached",
+            content_routes()
+                .layer(ETagLayer::new().max_body_size(64 * 1024 * 1024))
+                .layer(ValidatorCacheLayer::new(
+                    ValidatorCache::builder()
+                        .time_to_live(Duration::from_secs(3600))
+                        .build(),
+                )),
         )
         // The default cap, for the streaming memory check.
         .nest("/etag-default", content_routes().layer(ETagLayer::new()))

@@ -37,13 +37,11 @@ impl<'a> EntityTag<'a> {
     }
 
     /// Whether this tag is weak (`W/"…"`).
-    #[cfg(test)]
     pub(crate) fn is_weak(&self) -> bool {
         self.weak
     }
 
     /// The opaque part, without the quotes.
-    #[cfg(test)]
     pub(crate) fn opaque(&self) -> &'a [u8] {
         self.opaque
     }

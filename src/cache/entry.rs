@@ -10,7 +10,7 @@ use std::{
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::key::{has_directive, tag_key, vary_digest, Key};
+use super::key::{has_directive, Hashing, Key};
 use crate::{entity_tag::EntityTag, not_modified::FromOk};
 
 /// The fields a 304 must carry if the 200 had them (RFC 9110 §15.4.5:
@@ -78,6 +78,9 @@ pub(crate) struct Variant {
     /// Each remembered line: index into `REMEMBERED`, and where its value
     /// ends in `block` (it starts where the previous one ends).
     lines: Box<[(u8, u16)]>,
+    /// The first `ETag` line's place in `block`, and its opaque part's, so
+    /// that a hit compares without parsing.
+    etag: Etag,
     pub(crate) filled: Instant,
     /// Surrogate tags and their generations at fill time.
     pub(crate) tags: Box<[(Key, u64)]>,
@@ -94,28 +97,34 @@ impl fmt::Debug for Variant {
     }
 }
 
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Etag {
+    weak: bool,
+    value: (u16, u16),
+    opaque: (u16, u16),
+}
+
 impl Variant {
-    fn values(&self) -> impl Iterator<Item = (usize, &[u8])> {
-        let mut start = 0;
-        self.lines.iter().map(move |&(name, end)| {
-            let value = &self.block[start..usize::from(end)];
-            start = usize::from(end);
-            (usize::from(name), value)
-        })
+    /// The remembered entity tag (the first `ETag` line).
+    pub(crate) fn etag(&self) -> EntityTag<'_> {
+        let (start, end) = self.etag.opaque;
+        EntityTag::new(
+            self.etag.weak,
+            &self.block[usize::from(start)..usize::from(end)],
+        )
     }
 
-    /// The remembered entity tag (the first `ETag` line).
-    pub(crate) fn etag(&self) -> Option<EntityTag<'_>> {
-        self.values()
-            .find(|&(name, _)| name == 0)
-            .and_then(|(_, value)| EntityTag::parse(value))
+    /// The remembered `ETag` field value, as sent.
+    pub(crate) fn etag_value(&self) -> &[u8] {
+        let (start, end) = self.etag.value;
+        &self.block[usize::from(start)..usize::from(end)]
     }
 
     /// The 304 Not Modified this variant answers with: no content, the
     /// remembered fields, and a `Date` generated now (RFC 9110 §15.4.5,
     /// §6.6.1).
-    pub(crate) fn not_modified<B: Default>(&self) -> Response<B> {
-        let mut response = Response::new(B::default());
+    pub(crate) fn not_modified<B>(&self, body: B) -> Response<B> {
+        let mut response = Response::new(body);
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         let headers = response.headers_mut();
         headers.reserve(self.lines.len() + 1);
@@ -129,12 +138,46 @@ impl Variant {
                 headers.append(REMEMBERED[usize::from(name)].clone(), value);
             }
         }
-        let date = httpdate::fmt_http_date(SystemTime::now());
-        if let Ok(date) = HeaderValue::try_from(date) {
-            headers.insert(header::DATE, date);
-        }
+        headers.insert(header::DATE, date_now());
         response
     }
+
+    /// Whether this stored variant replays the same 304 as `new` (with
+    /// surrogate tags `tags`) for the same request fields: storing `new`
+    /// would change nothing but the fill time.
+    pub(crate) fn replays_like(&self, new: &Variant, tags: &[Key]) -> bool {
+        self.mask == new.mask
+            && self.fields == new.fields
+            && self.block == new.block
+            && self.lines == new.lines
+            && self.etag == new.etag
+            && self.tags.iter().map(|(tag, _)| tag).eq(tags)
+    }
+}
+
+/// The current time as an HTTP-date (RFC 9110 §5.6.7), formatted once a
+/// second per thread: formatting it costs more than the rest of a 304.
+fn date_now() -> HeaderValue {
+    thread_local! {
+        static DATE: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        match &*cached {
+            Some((at, value)) if *at == second => value.clone(),
+            _ => {
+                let value = HeaderValue::try_from(httpdate::fmt_http_date(now))
+                    .expect("an HTTP-date is a valid field value");
+                *cached = Some((second, value.clone()));
+                value
+            }
+        }
+    })
 }
 
 /// Every variant stored for one entry key (RFC 9111 §4.1: one per
@@ -201,6 +244,7 @@ pub(crate) fn remember(
     extensions: &Extensions,
     vary_fields: &[HeaderName],
     varying: &[(u8, HeaderValue)],
+    hashing: &Hashing,
 ) -> Result<(Variant, Vec<Key>), NotStored> {
     // RFC 9111 §4.3.4: a 304 that the ETag layer made out of a 200 after the
     // handler ran carries current validators, as the 200 would.
@@ -213,6 +257,7 @@ pub(crate) fn remember(
     let mut block = BytesMut::new();
     let mut lines = Vec::with_capacity(4);
     let mut has_etag = false;
+    let mut etag = Etag::default();
     for (name, value) in headers {
         match *name {
             // RFC 9111 §5.2.2.5, §5.2.2.7: a shared store must not keep
@@ -242,17 +287,23 @@ pub(crate) fn remember(
             _ => {}
         }
         if let Some(index) = REMEMBERED.iter().position(|r| r == name) {
+            if block.len() + value.len() > MAX_HEADER_BYTES {
+                return Err(NotStored::TooLarge);
+            }
+            let start = block.len();
             if index == 0 {
                 if has_etag {
                     continue;
                 }
-                has_etag = EntityTag::parse(value.as_bytes()).is_some();
-                if !has_etag {
-                    return Err(NotStored::NoTag);
-                }
-            }
-            if block.len() + value.len() > MAX_HEADER_BYTES {
-                return Err(NotStored::TooLarge);
+                let tag = EntityTag::parse(value.as_bytes()).ok_or(NotStored::NoTag)?;
+                let offset = tag.opaque().as_ptr() as usize - value.as_bytes().as_ptr() as usize;
+                let opaque = start + offset;
+                etag = Etag {
+                    weak: tag.is_weak(),
+                    value: (start as u16, (start + value.len()) as u16),
+                    opaque: (opaque as u16, (opaque + tag.opaque().len()) as u16),
+                };
+                has_etag = true;
             }
             block.put_slice(value.as_bytes());
             lines.push((index as u8, block.len() as u16));
@@ -263,14 +314,15 @@ pub(crate) fn remember(
     }
     let tags = match extensions.get::<super::CacheTags>() {
         Some(tags) if tags.0.len() > MAX_TAGS => return Err(NotStored::TooLarge),
-        Some(tags) => tags.iter().map(tag_key).collect(),
+        Some(tags) => tags.iter().map(|tag| hashing.tag(tag)).collect(),
         None => Vec::new(),
     };
     let variant = Variant {
         mask,
-        fields: vary_digest(mask, varying),
+        fields: hashing.vary(mask, varying),
         block: block.freeze(),
         lines: lines.into_boxed_slice(),
+        etag,
         filled: Instant::now(),
         tags: Box::new([]),
     };
@@ -303,7 +355,15 @@ mod tests {
 
     fn try_remember(fields: &[(&str, &str)]) -> Result<Variant, NotStored> {
         let (status, headers, extensions) = response(fields);
-        remember(status, &headers, &extensions, &default_vary(), &[]).map(|(v, _)| v)
+        remember(
+            status,
+            &headers,
+            &extensions,
+            &default_vary(),
+            &[],
+            &Hashing::default(),
+        )
+        .map(|(v, _)| v)
     }
 
     #[test]
@@ -321,7 +381,7 @@ mod tests {
             ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
         ])
         .unwrap();
-        let response: Response<()> = variant.not_modified();
+        let response = variant.not_modified(());
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
         let h = response.headers();
         assert_eq!(h["etag"], "\"abc\"");
@@ -375,23 +435,32 @@ mod tests {
     fn only_200_and_a_304_made_from_a_200_are_stored() {
         let (_, headers, mut extensions) = response(&[("etag", "\"abc\"")]);
         let vary = default_vary();
+        let hashing = Hashing::default();
         for status in [
             StatusCode::CREATED,
             StatusCode::NOT_MODIFIED,
             StatusCode::NOT_FOUND,
         ] {
-            let got = remember(status, &headers, &extensions, &vary, &[]);
+            let got = remember(status, &headers, &extensions, &vary, &[], &hashing);
             assert_eq!(got.unwrap_err(), NotStored::Status, "{status}");
         }
         extensions.insert(FromOk);
-        assert!(remember(StatusCode::NOT_MODIFIED, &headers, &extensions, &vary, &[]).is_ok());
+        assert!(remember(
+            StatusCode::NOT_MODIFIED,
+            &headers,
+            &extensions,
+            &vary,
+            &[],
+            &hashing
+        )
+        .is_ok());
     }
 
     #[test]
     fn variants_replace_their_own_kind_and_stay_bounded() {
         let make = |fields: u8| {
             let mut v = try_remember(&[("etag", "\"abc\"")]).unwrap();
-            v.fields = [fields; 16];
+            v.fields = u64::from(fields);
             v
         };
         let mut entry = Entry::with(None, make(0));
@@ -399,7 +468,7 @@ mod tests {
             entry = Entry::with(Some(&entry), make(i % 10));
         }
         assert_eq!(entry.variants().len(), MAX_VARIANTS);
-        assert_eq!(entry.variants()[0].fields, [9; 16], "newest first");
+        assert_eq!(entry.variants()[0].fields, 9, "newest first");
         let again = Entry::with(Some(&entry), make(9));
         assert_eq!(again.variants().len(), MAX_VARIANTS, "replaced, not added");
     }

@@ -14,10 +14,11 @@ use http::{header, uri::PathAndQuery, Request, Response};
 use pin_project_lite::pin_project;
 
 use super::{
+    body::ResponseBody,
     entry::{remember, Entry},
     handle::Counters,
     invalidation::same_authority_path,
-    key::{resource_key, Key, Read},
+    key::{Key, Read},
     store::{self, Lookup},
     ValidatorCache,
 };
@@ -34,7 +35,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, B> {
         // A 304 answered from the cache.
-        Ready { response: Option<Response<B>> },
+        Ready { response: Option<Response<ResponseBody<B>>> },
         // Waiting for the inner service; then what to do with its response.
         Inner { #[pin] future: F, after: Option<After> },
     }
@@ -48,7 +49,7 @@ pub(crate) enum After {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn ready(response: Response<B>) -> Self {
+    pub(crate) fn ready(response: Response<ResponseBody<B>>) -> Self {
         Self {
             kind: Kind::Ready {
                 response: Some(response),
@@ -82,7 +83,7 @@ impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
@@ -98,7 +99,7 @@ where
                         Some(After::Nothing) | None => {}
                     }
                 }
-                Poll::Ready(result)
+                Poll::Ready(result.map(|response| response.map(ResponseBody::inner)))
             }
         }
     }
@@ -110,7 +111,7 @@ pub(crate) struct Fill {
     resource: Key,
     key: Key,
     generation: u64,
-    epoch: u64,
+    tag_epoch: u64,
     base: Option<Entry>,
     varying: Vec<(u8, http::HeaderValue)>,
 }
@@ -122,7 +123,7 @@ impl Fill {
             resource: read.resource,
             key: read.entry,
             generation: lookup.generation,
-            epoch: lookup.epoch,
+            tag_epoch: lookup.tag_epoch,
             base: lookup.entry,
             varying: read.varying,
         }
@@ -141,6 +142,7 @@ impl Fill {
             response.extensions(),
             &shared.config.vary,
             &self.varying,
+            &shared.hashing,
         );
         let (variant, tags) = match remembered {
             Ok(remembered) => remembered,
@@ -150,11 +152,25 @@ impl Fill {
                 return;
             }
         };
+        // The response confirms what is stored, and the entry is young:
+        // storing it again would only reset its age. Skipping keeps a steady
+        // stream of unconditional GETs from writing to the store on every
+        // request; the entry is refreshed once it is half its time-to-live
+        // old.
+        let unchanged = self.base.as_ref().is_some_and(|base| {
+            base.variants().iter().any(|stored| {
+                stored.replays_like(&variant, &tags)
+                    && stored.filled.elapsed() < shared.config.time_to_live / 2
+            })
+        });
+        if unchanged {
+            return;
+        }
         let stored = shared.store.fill(store::Fill {
             resource: self.resource,
             key: self.key,
             generation: self.generation,
-            epoch: self.epoch,
+            tag_epoch: self.tag_epoch,
             variant,
             base: self.base,
             tags,
@@ -203,7 +219,8 @@ impl Write {
         if !(status.is_success() || status.is_redirection()) {
             return;
         }
-        let mut keys = vec![resource_key(self.path())];
+        let hashing = &cache.shared.hashing;
+        let mut keys = vec![hashing.resource(self.path())];
         // RFC 9111 §4.4: Location and Content-Location too, when they name
         // the same origin, relative references resolved against the target.
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
@@ -211,7 +228,7 @@ impl Write {
                 if let Some(path) =
                     same_authority_path(value.as_bytes(), self.path(), self.authority.as_deref())
                 {
-                    keys.push(resource_key(&path));
+                    keys.push(hashing.resource(&path));
                 }
             }
         }

@@ -12,7 +12,7 @@ use std::{
 use http::{request::Parts, HeaderName, Uri};
 
 use super::{
-    key::{default_vary, resource_key, tag_key},
+    key::{default_vary, Hashing},
     memory::MemoryStore,
     store::Store,
 };
@@ -22,6 +22,7 @@ pub(crate) type Partition = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 
 /// The cache's settings, fixed when it is built.
 pub(crate) struct Config {
+    pub(crate) time_to_live: Duration,
     pub(crate) vary: Box<[HeaderName]>,
     pub(crate) partition: Option<Partition>,
     pub(crate) record_outcome: bool,
@@ -44,8 +45,8 @@ impl Counters {
 pub(crate) struct Shared {
     pub(crate) store: Box<dyn Store>,
     pub(crate) config: Config,
+    pub(crate) hashing: Hashing,
     pub(crate) counters: Counters,
-    time_to_live: Duration,
     max_entries: u64,
 }
 
@@ -89,7 +90,8 @@ impl ValidatorCache {
     /// one with an authority.
     pub async fn invalidate(&self, uri: &Uri) {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        self.shared.store.invalidate(&[resource_key(path)], false);
+        let key = self.shared.hashing.resource(path);
+        self.shared.store.invalidate(&[key], false);
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation(path);
     }
@@ -97,7 +99,8 @@ impl ValidatorCache {
     /// Invalidates every response stored with the surrogate tag `tag` (see
     /// [`CacheTags`](super::CacheTags)). Done when it returns.
     pub async fn invalidate_tag(&self, tag: &str) {
-        self.shared.store.invalidate(&[tag_key(tag)], true);
+        let key = self.shared.hashing.tag(tag);
+        self.shared.store.invalidate(&[key], true);
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation(tag);
     }
@@ -133,7 +136,7 @@ impl fmt::Debug for ValidatorCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shared = &self.shared;
         f.debug_struct("ValidatorCache")
-            .field("time_to_live", &shared.time_to_live)
+            .field("time_to_live", &shared.config.time_to_live)
             .field("max_entries", &shared.max_entries)
             .field("vary", &shared.config.vary)
             .field("partition", &shared.config.partition.is_some())
@@ -269,12 +272,13 @@ impl ValidatorCacheBuilder {
             shared: Arc::new(Shared {
                 store: Box::new(store),
                 config: Config {
+                    time_to_live: self.time_to_live,
                     vary: self.vary.into_boxed_slice(),
                     partition: self.partition,
                     record_outcome: self.record_outcome,
                 },
+                hashing: Hashing::default(),
                 counters: Counters::default(),
-                time_to_live: self.time_to_live,
                 max_entries: self.max_entries,
             }),
         }

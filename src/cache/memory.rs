@@ -1,5 +1,5 @@
-//! The in-memory store, on moka's concurrent cache: bounded, with a
-//! time-to-live, safe to share between threads.
+//! The in-memory store: entries in moka's concurrent cache (bounded, with a
+//! time-to-live), generations in a fixed table of atomic counters.
 
 use std::{
     fmt,
@@ -24,45 +24,64 @@ struct Stored {
 
 pub(crate) struct MemoryStore {
     entries: Cache<Key, Stored>,
-    /// Generations of resources and surrogate tags.
-    generations: Cache<Key, u64>,
+    /// Generations of resources and surrogate tags, one slot per key hash
+    /// (keys are keyed-PRF outputs, so slots are evenly used).
+    ///
+    /// A table rather than a record per key: nothing to evict, so no
+    /// generation is ever lost and none can be refused admission, and a read
+    /// is one atomic load. Keys that share a slot share invalidations: a
+    /// write to one costs the others a miss, never a stale hit. With four
+    /// slots per entry, an invalidation spuriously costs about a quarter of
+    /// an entry.
+    generations: Box<[AtomicU64]>,
     /// The source of fresh generations: every generation this store ever
-    /// issues is larger than the ones before, so a record lost to eviction is
-    /// replaced by a new, larger one and can never revive an old entry.
+    /// issues is larger than the ones before, so no slot ever returns to a
+    /// value a stored entry was filled at.
     next: AtomicU64,
-    epoch: AtomicU64,
+    /// Bumped by every surrogate-tag invalidation.
+    tag_epoch: AtomicU64,
     time_to_live: Duration,
 }
 
 impl MemoryStore {
     pub(crate) fn new(time_to_live: Duration, max_entries: u64) -> Self {
         // LRU rather than moka's default TinyLFU: TinyLFU's admission may
-        // refuse a new key when the cache is full, and a refused fill or a
-        // refused generation record would turn every revalidation of a newly
-        // written resource into a miss until its key became "popular". With
-        // LRU the latest fill is always stored and the least recently used
-        // entry goes.
+        // refuse a new key when the cache is full, which would turn every
+        // revalidation of a newly written resource into a miss until its key
+        // became "popular". With LRU the latest fill is always stored and the
+        // least recently used entry goes.
         let entries = Cache::builder()
             .max_capacity(max_entries)
             .weigher(|_key, stored: &Stored| stored.entry.weight())
             .time_to_live(time_to_live)
             .eviction_policy(EvictionPolicy::lru())
             .build();
-        let generations = Cache::builder()
-            .max_capacity(max_entries)
-            .eviction_policy(EvictionPolicy::lru())
-            .build();
+        // Four slots per entry, at least 4,096 and at most 2^22 (32 MiB).
+        let slots = (max_entries.saturating_mul(4))
+            .clamp(4096, 1 << 22)
+            .next_power_of_two();
+        let generations = (0..slots).map(|_| AtomicU64::new(0)).collect();
         Self {
             entries,
             generations,
             next: AtomicU64::new(1),
-            epoch: AtomicU64::new(0),
+            tag_epoch: AtomicU64::new(0),
             time_to_live,
         }
     }
 
-    fn fresh(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::SeqCst)
+    fn slot(&self, key: &Key) -> &AtomicU64 {
+        // The length is a power of two.
+        &self.generations[(*key as usize) & (self.generations.len() - 1)]
+    }
+
+    fn generation(&self, key: &Key) -> u64 {
+        self.slot(key).load(Ordering::SeqCst)
+    }
+
+    fn bump(&self, key: &Key) {
+        let fresh = self.next.fetch_add(1, Ordering::SeqCst);
+        self.slot(key).store(fresh, Ordering::SeqCst);
     }
 
     fn is_current(&self, variant: &Variant) -> bool {
@@ -71,14 +90,7 @@ impl MemoryStore {
             && variant
                 .tags
                 .iter()
-                .all(|(tag, generation)| self.generations.get(tag) == Some(*generation))
-    }
-
-    /// Waits for moka's pending maintenance (evictions, counts).
-    #[cfg(test)]
-    pub(crate) fn sync(&self) {
-        self.entries.run_pending_tasks();
-        self.generations.run_pending_tasks();
+                .all(|(tag, generation)| self.generation(tag) == *generation)
     }
 }
 
@@ -86,7 +98,7 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("entries", &self.entries.entry_count())
-            .field("generations", &self.generations.entry_count())
+            .field("generation_slots", &self.generations.len())
             .field("time_to_live", &self.time_to_live)
             .finish()
     }
@@ -94,8 +106,8 @@ impl fmt::Debug for MemoryStore {
 
 impl Store for MemoryStore {
     fn lookup(&self, resource: &Key, key: &Key) -> Lookup {
-        let generation = self.generations.get_with(*resource, || self.fresh());
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let generation = self.generation(resource);
+        let tag_epoch = self.tag_epoch.load(Ordering::SeqCst);
         let entry = self
             .entries
             .get(key)
@@ -103,7 +115,7 @@ impl Store for MemoryStore {
             .and_then(|stored| stored.entry.retain(|v| self.is_current(v)));
         Lookup {
             generation,
-            epoch,
+            tag_epoch,
             entry,
         }
     }
@@ -115,15 +127,15 @@ impl Store for MemoryStore {
         let tags: Box<[(Key, u64)]> = fill
             .tags
             .iter()
-            .map(|tag| (*tag, self.generations.get_with(*tag, || self.fresh())))
+            .map(|tag| (*tag, self.generation(tag)))
             .collect();
-        if !tags.is_empty() && self.epoch.load(Ordering::SeqCst) != fill.epoch {
+        if !tags.is_empty() && self.tag_epoch.load(Ordering::SeqCst) != fill.tag_epoch {
             return false;
         }
         // The check and the insert are not one atomic step, and need not
         // be: an invalidation between them leaves an entry whose generation
         // no lookup will match.
-        if self.generations.get(&fill.resource) != Some(fill.generation) {
+        if self.generation(&fill.resource) != fill.generation {
             return false;
         }
         let entry = Entry::with(fill.base.as_ref(), fill.variant.with_tags(tags));
@@ -139,21 +151,25 @@ impl Store for MemoryStore {
 
     fn invalidate(&self, keys: &[Key], tags: bool) {
         for key in keys {
-            self.generations.invalidate(key);
+            self.bump(key);
         }
         if tags {
-            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.tag_epoch.fetch_add(1, Ordering::SeqCst);
         }
     }
 
     fn clear(&self) {
-        // moka: entries inserted before this call are never returned again.
-        self.generations.invalidate_all();
+        // Every slot moves on, so fills in flight store nothing; moka never
+        // returns entries inserted before `invalidate_all`.
+        for slot in self.generations.iter() {
+            let fresh = self.next.fetch_add(1, Ordering::SeqCst);
+            slot.store(fresh, Ordering::SeqCst);
+        }
         self.entries.invalidate_all();
-        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
         self.entries.weighted_size()
     }
 }
@@ -163,11 +179,14 @@ mod tests {
     use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 
     use super::*;
-    use crate::cache::{entry::remember, key::default_vary};
+    use crate::cache::{
+        entry::remember,
+        key::{default_vary, Hashing},
+    };
 
-    const RESOURCE: Key = [1; 16];
-    const KEY: Key = [2; 16];
-    const TAG: Key = [3; 16];
+    const RESOURCE: Key = 1;
+    const KEY: Key = 2;
+    const TAG: Key = 3;
 
     fn variant() -> Variant {
         let mut headers = HeaderMap::new();
@@ -178,6 +197,7 @@ mod tests {
             &Extensions::new(),
             &default_vary(),
             &[],
+            &Hashing::default(),
         )
         .unwrap();
         variant
@@ -188,7 +208,7 @@ mod tests {
             resource: RESOURCE,
             key: KEY,
             generation: lookup.generation,
-            epoch: lookup.epoch,
+            tag_epoch: lookup.tag_epoch,
             variant: variant(),
             base: None,
             tags,
@@ -218,9 +238,6 @@ mod tests {
         let lookup = store.lookup(&RESOURCE, &KEY);
         store.invalidate(&[RESOURCE], false);
         assert!(!fill(&store, &lookup, vec![]));
-        // Even once the generation record exists again.
-        let _ = store.lookup(&RESOURCE, &KEY);
-        assert!(!fill(&store, &lookup, vec![]));
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
     }
 
@@ -228,7 +245,7 @@ mod tests {
     fn a_tagged_fill_is_refused_after_any_tag_invalidation_since_arrival() {
         let store = store();
         let lookup = store.lookup(&RESOURCE, &KEY);
-        store.invalidate(&[TAG], true);
+        store.invalidate(&[TAG + 1000], true);
         assert!(!fill(&store, &lookup, vec![TAG]));
         let lookup = store.lookup(&RESOURCE, &KEY);
         assert!(fill(&store, &lookup, vec![TAG]));
@@ -238,23 +255,18 @@ mod tests {
     }
 
     #[test]
-    fn an_evicted_generation_record_is_replaced_by_a_larger_one() {
-        let store = MemoryStore::new(Duration::from_secs(60), 4);
+    fn keys_sharing_a_slot_share_invalidations_and_nothing_is_evicted() {
+        let store = MemoryStore::new(Duration::from_secs(60), 1);
+        let slots = store.generations.len() as u64;
+        assert_eq!(slots, 4096);
         let lookup = store.lookup(&RESOURCE, &KEY);
         assert!(fill(&store, &lookup, vec![]));
-        // Other resources push the record out (LRU); their lookups create
-        // generation records only, so the entry itself stays.
-        for i in 0..64u8 {
-            let _ = store.lookup(&[i + 10; 16], &[i + 100; 16]);
-            store.sync();
-        }
-        assert!(store.entries.contains_key(&KEY), "the entry is still there");
-        let after = store.lookup(&RESOURCE, &KEY);
-        assert!(after.generation > lookup.generation);
-        assert!(
-            after.entry.is_none(),
-            "a lost record never revives an entry"
-        );
+        // A key in another slot leaves the entry alone; one in the same slot
+        // (a hash collision) invalidates it: a miss, never a stale hit.
+        store.invalidate(&[RESOURCE + 1], false);
+        assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
+        store.invalidate(&[RESOURCE + slots], false);
+        assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
     }
 
     #[test]
@@ -268,12 +280,31 @@ mod tests {
     }
 
     #[test]
-    fn clear_forgets_entries_and_generations() {
+    fn clear_forgets_entries_and_voids_fills_in_flight() {
         let store = store();
         let lookup = store.lookup(&RESOURCE, &KEY);
         assert!(fill(&store, &lookup, vec![]));
+        let in_flight = store.lookup(&RESOURCE, &KEY);
         store.clear();
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
-        assert!(!fill(&store, &lookup, vec![]), "an in-flight fill is void");
+        assert!(!fill(&store, &in_flight, vec![]));
+    }
+
+    #[test]
+    fn the_entry_bound_is_kept() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        for key in 0..100 {
+            let lookup = store.lookup(&key, &key);
+            store.fill(Fill {
+                resource: key,
+                key,
+                generation: lookup.generation,
+                tag_epoch: lookup.tag_epoch,
+                variant: variant(),
+                base: None,
+                tags: vec![],
+            });
+        }
+        assert!(store.len() <= 10, "{}", store.len());
     }
 }

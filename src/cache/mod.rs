@@ -91,6 +91,7 @@
 //! remembers. It does not cache bodies: a request without a matching tag
 //! still runs the handler.
 
+mod body;
 mod entry;
 mod future;
 mod handle;
@@ -101,6 +102,7 @@ mod memory;
 mod service;
 mod store;
 
+pub use body::ResponseBody;
 pub use entry::CacheTags;
 pub use future::ResponseFuture;
 pub use handle::{CacheStats, ValidatorCache, ValidatorCacheBuilder};

@@ -10,9 +10,10 @@ use http::{Method, Request, Response};
 use tower_service::Service;
 
 use super::{
+    body::ResponseBody,
     future::{After, Fill, ResponseFuture, Write},
     handle::Counters,
-    key::{resource_key, Read},
+    key::Read,
     ValidatorCache,
 };
 use crate::{
@@ -62,13 +63,11 @@ impl<S: fmt::Debug> fmt::Debug for ValidatorCacheService<S> {
 /// `S: Clone` lets a store that answers asynchronously call a clone of the
 /// inner service once it has answered (tower's clone-and-replace); the
 /// in-memory store answers at once and calls the inner service directly.
-/// `ResBody: Default` is the empty body of a 304 answered from the cache.
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ValidatorCacheService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    ResBody: Default,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 
@@ -92,7 +91,7 @@ where
                 let write = Write::new(&req);
                 shared
                     .store
-                    .invalidate(&[resource_key(write.path())], false);
+                    .invalidate(&[shared.hashing.resource(write.path())], false);
                 Counters::add(&shared.counters.invalidations, 1);
                 let future = self.inner.call(req);
                 return ResponseFuture::inner(future, After::Write(write, self.cache.clone()));
@@ -100,7 +99,7 @@ where
         }
 
         let (parts, body) = req.into_parts();
-        let read = Read::new(&parts, &shared.config);
+        let read = Read::new(&parts, &shared.config, &shared.hashing);
         let req = Request::from_parts(parts, body);
         let Some(read) = read else {
             // The app's partition function keeps this request away.
@@ -115,18 +114,25 @@ where
                 let variant = entry
                     .variants()
                     .iter()
-                    .find(|v| v.fields == super::key::vary_digest(v.mask, &read.varying));
+                    .find(|v| v.fields == shared.hashing.vary(v.mask, &read.varying));
                 // RFC 9110 §13.1.2: weak comparison, lists over several
                 // lines; `*` is left to the handler (it would match any
                 // representation, including one the handler has deleted).
                 let hit = variant.filter(|v| {
                     let lines = req.headers().get_all(http::header::IF_NONE_MATCH);
+                    let mut iter = lines.iter();
+                    // The common case first: the client echoes the tag.
+                    if let (Some(only), None) = (iter.next(), iter.next()) {
+                        if only.as_bytes() == v.etag_value() {
+                            return true;
+                        }
+                    }
                     let star = lines.iter().any(|l| l.as_bytes().trim_ascii() == b"*");
-                    !star && list_matches(lines, v.etag(), Comparison::Weak) == Some(true)
+                    !star && list_matches(lines, Some(v.etag()), Comparison::Weak) == Some(true)
                 });
                 if let Some(variant) = hit {
                     Counters::add(&shared.counters.hits, 1);
-                    let mut response = variant.not_modified();
+                    let mut response = variant.not_modified(ResponseBody::not_modified());
                     record(
                         response.status(),
                         response.extensions_mut(),

@@ -6,15 +6,16 @@
 //!   generation, a number never issued twice by a store;
 //! - an entry is stored with the generation its resource had when the
 //!   request *arrived*, and is used only while the resource still has it;
-//! - invalidating drops the generation; the next read creates a fresh,
-//!   larger one, so every entry stored before is dead at once, whatever
-//!   `Vary` variant or authority it was stored under;
+//! - invalidating moves the generation to a fresh, larger value, so every
+//!   entry stored before is dead at once, whatever `Vary` variant or
+//!   authority it was stored under;
 //! - a fill whose request arrived before an invalidation finds a different
 //!   generation and stores nothing, however late it finishes (a GET that
 //!   read old data cannot store its tag after a write invalidated it).
 //!
-//! Losing a generation record (eviction, a restart) can therefore only cause
-//! a miss, never a stale hit.
+//! A store that can lose a generation record (eviction, a restart) must
+//! replace it by a fresh, larger value, never restart it: then losing it can
+//! only cause a miss, never a stale hit.
 
 use std::fmt;
 
@@ -26,10 +27,10 @@ use super::{
 /// What a lookup found.
 #[derive(Debug)]
 pub(crate) struct Lookup {
-    /// The resource's current generation (created if it had none).
+    /// The resource's current generation.
     pub(crate) generation: u64,
     /// The store's surrogate-tag epoch, which every tag invalidation bumps.
-    pub(crate) epoch: u64,
+    pub(crate) tag_epoch: u64,
     /// The variants stored under the entry key that are still current:
     /// filled at `generation`, younger than the time-to-live, and with every
     /// surrogate tag at the generation it had at fill time.
@@ -43,7 +44,7 @@ pub(crate) struct Fill {
     pub(crate) key: Key,
     /// From the lookup made when the request arrived.
     pub(crate) generation: u64,
-    pub(crate) epoch: u64,
+    pub(crate) tag_epoch: u64,
     /// The new variant, stored beside `base`'s other variants; its
     /// surrogate tags are `tags`, whose generations the store records.
     pub(crate) variant: Variant,
@@ -57,17 +58,18 @@ pub(crate) struct Fill {
 /// that a store shared between processes can implement it with a script per
 /// operation on the server.
 pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
-    /// Reads the resource's generation (creating a fresh one if it has none)
-    /// and the current variants stored under `key`.
+    /// Reads the resource's generation and the current variants stored
+    /// under `key`.
     fn lookup(&self, resource: &Key, key: &Key) -> Lookup;
 
     /// Stores `fill.entry` under `fill.key` only if the resource still has
     /// `fill.generation` and, when the response has surrogate tags, no tag
-    /// was invalidated since `fill.epoch`. Returns whether it stored.
+    /// was invalidated since `fill.tag_epoch`. Returns whether it stored.
     fn fill(&self, fill: Fill) -> bool;
 
-    /// Drops the generations of `keys` (resources or tags), so that nothing
-    /// stored under them is used again. With `tags`, also bumps the epoch.
+    /// Moves the generations of `keys` (resources or tags) to fresh values,
+    /// so that nothing stored under them is used again. With `tags`, also
+    /// bumps the tag epoch.
     fn invalidate(&self, keys: &[Key], tags: bool);
 
     /// Forgets every entry and generation.
