@@ -23,7 +23,8 @@
 //!
 //! `/etag-small` has a 512-byte cap, so `/etag-small/announced` is passed
 //! through unbuffered; `/etag-default` has the default 2 MiB cap. `/cached`
-//! is `/etag` with a validator cache outside it.
+//! is `/etag` with a validator cache outside it, `/etag-noop` with a layer
+//! that does nothing outside it.
 
 use std::{convert::Infallible, net::SocketAddr, sync::OnceLock, time::Duration};
 
@@ -138,6 +139,14 @@ fn app() -> Router {
                         .time_to_live(Duration::from_secs(3600))
                         .build(),
                 )),
+        )
+        // `/etag` with a second layer that does nothing: what the cache's
+        // `Router::layer` costs before the cache does anything.
+        .nest(
+            "/etag-noop",
+            content_routes()
+                .layer(ETagLayer::new().max_body_size(64 * 1024 * 1024))
+                .layer(tower::layer::util::Identity::new()),
         )
         // The default cap, for the streaming memory check.
         .nest("/etag-default", content_routes().layer(ETagLayer::new()))

@@ -664,3 +664,137 @@ async fn a_full_small_cache_always_stores_the_latest_fill() {
         assert_eq!(app.calls(), before, "{path}: the newest entry hits");
     }
 }
+
+/// Many clients at once, reading, revalidating with tags old and new, and
+/// writing, with handlers that pause between reading the data and
+/// answering: no 304 ever confirms a tag whose content was already replaced
+/// before the request was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stale_304_under_concurrent_writes() {
+    use std::sync::atomic::AtomicU64;
+
+    use tower::ServiceExt;
+
+    #[derive(Clone, Default)]
+    struct Doc(Arc<AtomicU64>);
+
+    async fn read(State(doc): State<Doc>) -> String {
+        let version = doc.0.load(Ordering::SeqCst);
+        // Let writes overtake this read before it answers.
+        for _ in 0..(version % 3) {
+            tokio::task::yield_now().await;
+        }
+        format!("version {version}")
+    }
+    async fn write(State(doc): State<Doc>) -> StatusCode {
+        tokio::task::yield_now().await;
+        doc.0.fetch_add(1, Ordering::SeqCst);
+        StatusCode::NO_CONTENT
+    }
+
+    let doc = Doc::default();
+    let cache = ValidatorCache::builder().build();
+    let app = Router::new()
+        .route("/doc", routing::get(read).put(write))
+        .layer(ETagLayer::new())
+        .layer(ValidatorCacheLayer::new(cache.clone()))
+        .with_state(doc.clone());
+    let version_of = |tag: &str| -> u64 {
+        (0..10_000)
+            .find(|n| expected_tag(format!("version {n}").as_bytes()) == tag)
+            .expect("a tag of some version")
+    };
+
+    let mut clients = Vec::new();
+    for client in 0..8u64 {
+        let (app, doc) = (app.clone(), doc.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen: Vec<String> = Vec::new();
+            let mut checked = 0;
+            for step in 0..300u64 {
+                let pick = (step * 7 + client * 13) % 10;
+                let before = doc.0.load(Ordering::SeqCst);
+                let mut request = http::Request::builder().uri("/doc");
+                if pick == 0 {
+                    request = request.method("PUT");
+                } else if pick >= 3 && !seen.is_empty() {
+                    // Mostly the newest tag this client saw, sometimes an
+                    // older one.
+                    let tag = if pick == 9 {
+                        &seen[(step as usize * 31) % seen.len()]
+                    } else {
+                        seen.last().unwrap()
+                    };
+                    request = request.header("if-none-match", tag.as_str());
+                }
+                let response = app
+                    .clone()
+                    .oneshot(request.body(axum::body::Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let tag = response
+                    .headers()
+                    .get("etag")
+                    .map(|t| t.to_str().unwrap().to_owned());
+                if response.status() == StatusCode::NOT_MODIFIED {
+                    checked += 1;
+                    let tag = tag.expect("a 304 carries the tag");
+                    assert!(
+                        version_of(&tag) >= before,
+                        "stale 304: {tag} confirmed, but version {before} was current before the request"
+                    );
+                } else if let Some(tag) = tag {
+                    seen.push(tag);
+                }
+            }
+            checked
+        }));
+    }
+    let mut checked = 0;
+    for client in clients {
+        checked += client.await.unwrap();
+    }
+    let stats = cache.stats();
+    assert!(checked > 200, "{checked} 304s checked");
+    assert!(stats.hits > 50, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_hit_over_http2_has_no_content_length() {
+    let (addr, app) = start(cache()).await;
+    let got = send_h2(addr, request("GET", "/notes/13", &[]))
+        .await
+        .unwrap();
+    let tag = got.etag().unwrap().to_owned();
+    let got = send_h2(
+        addr,
+        request("GET", "/notes/13", &[("if-none-match", &tag)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(got.header("content-length"), None);
+    assert_eq!(got.etag(), Some(tag.as_str()));
+    assert_eq!(app.calls(), 1);
+}
+
+#[test]
+fn public_types_are_send_sync_and_debug() {
+    fn send_sync<T: Send + Sync>() {}
+    fn debug<T: std::fmt::Debug>() {}
+    send_sync::<ValidatorCache>();
+    send_sync::<ValidatorCacheLayer>();
+    send_sync::<tower_etag::cache::ValidatorCacheService<axum::routing::Route>>();
+    send_sync::<tower_etag::cache::ResponseBody<http_body_util::Full<bytes::Bytes>>>();
+    send_sync::<
+        tower_etag::cache::ResponseFuture<
+            std::future::Ready<()>,
+            http_body_util::Full<bytes::Bytes>,
+        >,
+    >();
+    debug::<ValidatorCache>();
+    debug::<ValidatorCacheLayer>();
+    debug::<tower_etag::cache::ValidatorCacheBuilder>();
+    debug::<tower_etag::cache::CacheStats>();
+    debug::<CacheTags>();
+}

@@ -141,18 +141,6 @@ impl Variant {
         headers.insert(header::DATE, date_now());
         response
     }
-
-    /// Whether this stored variant replays the same 304 as `new` (with
-    /// surrogate tags `tags`) for the same request fields: storing `new`
-    /// would change nothing but the fill time.
-    pub(crate) fn replays_like(&self, new: &Variant, tags: &[Key]) -> bool {
-        self.mask == new.mask
-            && self.fields == new.fields
-            && self.block == new.block
-            && self.lines == new.lines
-            && self.etag == new.etag
-            && self.tags.iter().map(|(tag, _)| tag).eq(tags)
-    }
 }
 
 /// The current time as an HTTP-date (RFC 9110 §5.6.7), formatted once a
@@ -236,16 +224,30 @@ pub(crate) enum NotStored {
     TooLarge,
 }
 
-/// What the cache remembers of a response to a `GET`: a variant and its
-/// surrogate tags (their generations are read at fill time).
-pub(crate) fn remember(
+/// The most remembered field lines of one response; a response with more
+/// is not stored.
+const MAX_LINES: usize = 16;
+
+/// A response the cache may store, read without allocating: the remembered
+/// field lines borrowed from the response.
+pub(crate) struct Remembered<'a> {
+    mask: u16,
+    lines: [(u8, Option<&'a HeaderValue>); MAX_LINES],
+    count: usize,
+    /// The first `ETag` line: its index in `lines`, weakness, and the
+    /// opaque part's offset and length within the value.
+    etag: (usize, bool, usize, usize),
+    tags: Option<&'a CacheTags>,
+}
+
+/// Reads what the cache would remember of a response to a `GET`, or why it
+/// must not store it.
+pub(crate) fn remember<'a>(
     status: StatusCode,
-    headers: &HeaderMap,
-    extensions: &Extensions,
+    headers: &'a HeaderMap,
+    extensions: &'a Extensions,
     vary_fields: &[HeaderName],
-    varying: &[(u8, HeaderValue)],
-    hashing: &Hashing,
-) -> Result<(Variant, Vec<Key>), NotStored> {
+) -> Result<Remembered<'a>, NotStored> {
     // RFC 9111 §4.3.4: a 304 that the ETag layer made out of a 200 after the
     // handler ran carries current validators, as the 200 would.
     let confirmed = status == StatusCode::OK
@@ -253,11 +255,15 @@ pub(crate) fn remember(
     if !confirmed {
         return Err(NotStored::Status);
     }
-    let mut mask = 0u16;
-    let mut block = BytesMut::new();
-    let mut lines = Vec::with_capacity(4);
+    let mut remembered = Remembered {
+        mask: 0,
+        lines: [(0, None); MAX_LINES],
+        count: 0,
+        etag: (0, false, 0, 0),
+        tags: None,
+    };
     let mut has_etag = false;
-    let mut etag = Etag::default();
+    let mut bytes = 0;
     for (name, value) in headers {
         match *name {
             // RFC 9111 §5.2.2.5, §5.2.2.7: a shared store must not keep
@@ -281,52 +287,112 @@ pub(crate) fn remember(
                         .iter()
                         .position(|known| known.as_str().as_bytes().eq_ignore_ascii_case(field))
                         .ok_or(NotStored::Vary)?;
-                    mask |= 1 << index;
+                    remembered.mask |= 1 << index;
                 }
             }
             _ => {}
         }
-        if let Some(index) = REMEMBERED.iter().position(|r| r == name) {
-            if block.len() + value.len() > MAX_HEADER_BYTES {
-                return Err(NotStored::TooLarge);
+        let Some(index) = REMEMBERED.iter().position(|r| r == name) else {
+            continue;
+        };
+        if index == 0 {
+            if has_etag {
+                continue;
             }
-            let start = block.len();
-            if index == 0 {
-                if has_etag {
-                    continue;
-                }
-                let tag = EntityTag::parse(value.as_bytes()).ok_or(NotStored::NoTag)?;
-                let offset = tag.opaque().as_ptr() as usize - value.as_bytes().as_ptr() as usize;
-                let opaque = start + offset;
-                etag = Etag {
-                    weak: tag.is_weak(),
-                    value: (start as u16, (start + value.len()) as u16),
-                    opaque: (opaque as u16, (opaque + tag.opaque().len()) as u16),
-                };
-                has_etag = true;
-            }
-            block.put_slice(value.as_bytes());
-            lines.push((index as u8, block.len() as u16));
+            let tag = EntityTag::parse(value.as_bytes()).ok_or(NotStored::NoTag)?;
+            let offset = tag.opaque().as_ptr() as usize - value.as_bytes().as_ptr() as usize;
+            remembered.etag = (remembered.count, tag.is_weak(), offset, tag.opaque().len());
+            has_etag = true;
         }
+        bytes += value.len();
+        if bytes > MAX_HEADER_BYTES || remembered.count == MAX_LINES {
+            return Err(NotStored::TooLarge);
+        }
+        remembered.lines[remembered.count] = (index as u8, Some(value));
+        remembered.count += 1;
     }
     if !has_etag {
         return Err(NotStored::NoTag);
     }
-    let tags = match extensions.get::<super::CacheTags>() {
-        Some(tags) if tags.0.len() > MAX_TAGS => return Err(NotStored::TooLarge),
-        Some(tags) => tags.iter().map(|tag| hashing.tag(tag)).collect(),
-        None => Vec::new(),
-    };
-    let variant = Variant {
-        mask,
-        fields: hashing.vary(mask, varying),
-        block: block.freeze(),
-        lines: lines.into_boxed_slice(),
-        etag,
-        filled: Instant::now(),
-        tags: Box::new([]),
-    };
-    Ok((variant, tags))
+    remembered.tags = extensions.get::<CacheTags>();
+    if remembered.tags.is_some_and(|tags| tags.0.len() > MAX_TAGS) {
+        return Err(NotStored::TooLarge);
+    }
+    Ok(remembered)
+}
+
+impl Remembered<'_> {
+    fn lines(&self) -> impl Iterator<Item = (u8, &HeaderValue)> {
+        self.lines[..self.count]
+            .iter()
+            .filter_map(|&(index, value)| Some((index, value?)))
+    }
+
+    /// The digest of the request fields this response varies on.
+    pub(crate) fn fields(&self, varying: &[(u8, HeaderValue)], hashing: &Hashing) -> Key {
+        hashing.vary(self.mask, varying)
+    }
+
+    /// The keys of the response's surrogate tags.
+    pub(crate) fn tag_keys(&self, hashing: &Hashing) -> Vec<Key> {
+        self.tags
+            .map(|tags| tags.iter().map(|tag| hashing.tag(tag)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `stored` replays the same 304 as this response (with
+    /// request-field digest `fields` and surrogate tags `tags`) would:
+    /// storing this one would change nothing but the fill time.
+    pub(crate) fn replayed_by(&self, stored: &Variant, fields: Key, tags: &[Key]) -> bool {
+        if stored.mask != self.mask
+            || stored.fields != fields
+            || stored.lines.len() != self.count
+            || !stored.tags.iter().map(|(tag, _)| tag).eq(tags)
+        {
+            return false;
+        }
+        let mut start = 0;
+        stored
+            .lines
+            .iter()
+            .zip(self.lines())
+            .all(|(&(name, end), (index, value))| {
+                let same =
+                    name == index && &stored.block[start..usize::from(end)] == value.as_bytes();
+                start = usize::from(end);
+                same
+            })
+    }
+
+    /// The variant to store.
+    pub(crate) fn to_variant(&self, fields: Key) -> Variant {
+        let mut block = BytesMut::with_capacity(self.lines().map(|(_, v)| v.len()).sum());
+        let mut lines = Vec::with_capacity(self.count);
+        let mut etag = Etag::default();
+        let (etag_line, weak, offset, len) = self.etag;
+        for (i, (index, value)) in self.lines().enumerate() {
+            let start = block.len();
+            if i == etag_line {
+                let opaque = start + offset;
+                etag = Etag {
+                    weak,
+                    value: (start as u16, (start + value.len()) as u16),
+                    opaque: (opaque as u16, (opaque + len) as u16),
+                };
+            }
+            block.put_slice(value.as_bytes());
+            lines.push((index, block.len() as u16));
+        }
+        Variant {
+            mask: self.mask,
+            fields,
+            block: block.freeze(),
+            lines: lines.into_boxed_slice(),
+            etag,
+            filled: Instant::now(),
+            tags: Box::new([]),
+        }
+    }
 }
 
 impl Variant {
@@ -355,15 +421,7 @@ mod tests {
 
     fn try_remember(fields: &[(&str, &str)]) -> Result<Variant, NotStored> {
         let (status, headers, extensions) = response(fields);
-        remember(
-            status,
-            &headers,
-            &extensions,
-            &default_vary(),
-            &[],
-            &Hashing::default(),
-        )
-        .map(|(v, _)| v)
+        remember(status, &headers, &extensions, &default_vary()).map(|r| r.to_variant(0))
     }
 
     #[test]
@@ -398,6 +456,36 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_variant_is_recognised_in_an_unchanged_response() {
+        let fields = [
+            ("cache-control", "max-age=60"),
+            ("etag", "W/\"abc\""),
+            ("vary", "accept-encoding"),
+        ];
+        let (status, headers, extensions) = response(&fields);
+        let remembered = remember(status, &headers, &extensions, &default_vary()).unwrap();
+        let stored = remembered.to_variant(7);
+        assert_eq!(stored.etag_value(), b"W/\"abc\"");
+        assert_eq!(stored.etag(), EntityTag::new(true, b"abc"));
+        assert!(remembered.replayed_by(&stored, 7, &[]));
+        assert!(
+            !remembered.replayed_by(&stored, 8, &[]),
+            "other request fields"
+        );
+        assert!(
+            !remembered.replayed_by(&stored, 7, &[1]),
+            "other surrogate tags"
+        );
+        let (status, headers, extensions) = response(&[
+            ("cache-control", "max-age=61"),
+            ("etag", "W/\"abc\""),
+            ("vary", "accept-encoding"),
+        ]);
+        let changed = remember(status, &headers, &extensions, &default_vary()).unwrap();
+        assert!(!changed.replayed_by(&stored, 7, &[]));
+    }
+
+    #[test]
     fn responses_that_must_not_be_replayed_are_not_stored() {
         let tag = ("etag", "\"abc\"");
         for (fields, why) in [
@@ -422,12 +510,12 @@ mod tests {
                 NotStored::NoTag,
             ),
         ] {
-            assert_eq!(try_remember(&fields).unwrap_err(), why, "{fields:?}");
+            assert_eq!(try_remember(&fields).err(), Some(why), "{fields:?}");
         }
         let huge = "x".repeat(MAX_HEADER_BYTES);
         assert_eq!(
-            try_remember(&[tag, ("cache-control", &huge)]).unwrap_err(),
-            NotStored::TooLarge
+            try_remember(&[tag, ("cache-control", &huge)]).err(),
+            Some(NotStored::TooLarge)
         );
     }
 
@@ -435,25 +523,16 @@ mod tests {
     fn only_200_and_a_304_made_from_a_200_are_stored() {
         let (_, headers, mut extensions) = response(&[("etag", "\"abc\"")]);
         let vary = default_vary();
-        let hashing = Hashing::default();
         for status in [
             StatusCode::CREATED,
             StatusCode::NOT_MODIFIED,
             StatusCode::NOT_FOUND,
         ] {
-            let got = remember(status, &headers, &extensions, &vary, &[], &hashing);
-            assert_eq!(got.unwrap_err(), NotStored::Status, "{status}");
+            let got = remember(status, &headers, &extensions, &vary);
+            assert_eq!(got.err(), Some(NotStored::Status), "{status}");
         }
         extensions.insert(FromOk);
-        assert!(remember(
-            StatusCode::NOT_MODIFIED,
-            &headers,
-            &extensions,
-            &vary,
-            &[],
-            &hashing
-        )
-        .is_ok());
+        assert!(remember(StatusCode::NOT_MODIFIED, &headers, &extensions, &vary).is_ok());
     }
 
     #[test]

@@ -136,15 +136,12 @@ impl Fill {
             return;
         }
         let shared = &*cache.shared;
-        let remembered = remember(
+        let remembered = match remember(
             response.status(),
             response.headers(),
             response.extensions(),
             &shared.config.vary,
-            &self.varying,
-            &shared.hashing,
-        );
-        let (variant, tags) = match remembered {
+        ) {
             Ok(remembered) => remembered,
             Err(_reason) => {
                 #[cfg(feature = "tracing")]
@@ -152,6 +149,8 @@ impl Fill {
                 return;
             }
         };
+        let fields = remembered.fields(&self.varying, &shared.hashing);
+        let tags = remembered.tag_keys(&shared.hashing);
         // The response confirms what is stored, and the entry is young:
         // storing it again would only reset its age. Skipping keeps a steady
         // stream of unconditional GETs from writing to the store on every
@@ -159,13 +158,14 @@ impl Fill {
         // old.
         let unchanged = self.base.as_ref().is_some_and(|base| {
             base.variants().iter().any(|stored| {
-                stored.replays_like(&variant, &tags)
+                remembered.replayed_by(stored, fields, &tags)
                     && stored.filled.elapsed() < shared.config.time_to_live / 2
             })
         });
         if unchanged {
             return;
         }
+        let variant = remembered.to_variant(fields);
         let stored = shared.store.fill(store::Fill {
             resource: self.resource,
             key: self.key,

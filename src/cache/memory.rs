@@ -179,10 +179,7 @@ mod tests {
     use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 
     use super::*;
-    use crate::cache::{
-        entry::remember,
-        key::{default_vary, Hashing},
-    };
+    use crate::cache::{entry::remember, key::default_vary};
 
     const RESOURCE: Key = 1;
     const KEY: Key = 2;
@@ -191,16 +188,14 @@ mod tests {
     fn variant() -> Variant {
         let mut headers = HeaderMap::new();
         headers.insert("etag", HeaderValue::from_static("\"a\""));
-        let (variant, _) = remember(
+        remember(
             StatusCode::OK,
             &headers,
             &Extensions::new(),
             &default_vary(),
-            &[],
-            &Hashing::default(),
         )
-        .unwrap();
-        variant
+        .unwrap()
+        .to_variant(0)
     }
 
     fn fill(store: &MemoryStore, lookup: &Lookup, tags: Vec<Key>) -> bool {
