@@ -1,0 +1,137 @@
+//! An axum app whose revalidations are answered by a validator cache, and
+//! whose writes invalidate it.
+//!
+//! ```text
+//! cargo run --example cache                   # listens on 127.0.0.1:3000
+//! cargo run --example cache -- 127.0.0.1:0    # any free port
+//! ```
+//!
+//! Routes:
+//! - `GET /notes/{id}`: the note, after 2 ms of "database" latency, with
+//!   `Cache-Control: no-cache` so that clients revalidate every time;
+//! - `PUT /notes/{id}`: replaces the note (the cache invalidates it);
+//! - `POST /notes/reset`: restores every note and invalidates them all from
+//!   app code, by their surrogate tag;
+//! - `GET /stats`: the cache's counters.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    extract::{Path, State},
+    http::{header, StatusCode},
+    response::IntoResponse,
+    routing::{get, post},
+    Extension, Router,
+};
+use tower_etag::{
+    cache::{CacheTags, ValidatorCache, ValidatorCacheLayer},
+    ETagLayer,
+};
+
+#[derive(Clone)]
+struct App {
+    notes: Arc<Mutex<HashMap<String, String>>>,
+    cache: ValidatorCache,
+}
+
+async fn show(State(app): State<App>, Path(id): Path<String>) -> impl IntoResponse {
+    // What a database query would cost.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let note = app.notes.lock().unwrap().get(&id).cloned();
+    match note {
+        Some(note) => (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, "no-cache")],
+            Extension(CacheTags::new(["notes"])),
+            note,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn replace(State(app): State<App>, Path(id): Path<String>, body: String) -> StatusCode {
+    let created = app.notes.lock().unwrap().insert(id, body).is_none();
+    // The cache invalidates /notes/{id} itself: this is a PUT that
+    // succeeded (RFC 9111 §4.4).
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
+
+async fn reset(State(app): State<App>) -> StatusCode {
+    *app.notes.lock().unwrap() = initial_notes();
+    // A write the cache cannot see by its URI: invalidate every note.
+    app.cache.invalidate_tag("notes").await;
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(app): State<App>) -> impl IntoResponse {
+    let stats = app.cache.stats();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(
+            r#"{{"hits":{},"misses":{},"fills":{},"invalidations":{},"entries":{}}}"#,
+            stats.hits, stats.misses, stats.fills, stats.invalidations, stats.entries
+        ),
+    )
+}
+
+fn initial_notes() -> HashMap<String, String> {
+    HashMap::from([
+        ("1".to_owned(), "Buy milk\n".to_owned()),
+        ("2".to_owned(), "Call Ada\n".to_owned()),
+    ])
+}
+
+fn app(cache: ValidatorCache) -> Router {
+    let state = App {
+        notes: Arc::new(Mutex::new(initial_notes())),
+        cache: cache.clone(),
+    };
+    Router::new()
+        .route("/notes/{id}", get(show).put(replace))
+        .route("/notes/reset", post(reset))
+        .route("/stats", get(stats))
+        .layer(ETagLayer::new())
+        // Outside the ETag layer, whose responses it remembers; an
+        // authentication layer would go after this one (outside it).
+        .layer(ValidatorCacheLayer::new(cache))
+        .with_state(state)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr: SocketAddr = std::env::args()
+        .nth(1)
+        .as_deref()
+        .unwrap_or("127.0.0.1:3000")
+        .parse()?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let cache = ValidatorCache::builder()
+        .time_to_live(Duration::from_secs(300))
+        .max_entries(10_000)
+        .build();
+
+    println!("tower-etag validator cache demo listening on http://{addr}");
+    println!();
+    println!("A 200 with an ETag, from the handler:");
+    println!("  curl -i http://{addr}/notes/1");
+    println!("Presenting the tag: a 304 from the cache, the handler does not run:");
+    println!("  curl -i -H 'If-None-Match: <the tag>' http://{addr}/notes/1");
+    println!("A write invalidates it; the same revalidation then gets the new note:");
+    println!("  curl -i -X PUT --data 'Buy oat milk' http://{addr}/notes/1");
+    println!("Counters:");
+    println!("  curl http://{addr}/stats");
+
+    axum::serve(listener, app(cache)).await?;
+    Ok(())
+}
