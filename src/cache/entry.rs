@@ -73,11 +73,11 @@ pub(crate) struct Variant {
     pub(crate) mask: u16,
     /// The digest of the request's values of those fields.
     pub(crate) fields: Key,
-    /// The remembered field values, back to back.
+    /// The remembered field lines in one allocation: their count, then for
+    /// each its name (an index into `REMEMBERED`) and where its value ends
+    /// (little-endian `u16`, relative to the values), then the values back
+    /// to back.
     block: Bytes,
-    /// Each remembered line: index into `REMEMBERED`, and where its value
-    /// ends in `block` (it starts where the previous one ends).
-    lines: Box<[(u8, u16)]>,
     /// The first `ETag` line's place in `block`, and its opaque part's, so
     /// that a hit compares without parsing.
     etag: Etag,
@@ -105,6 +105,20 @@ struct Etag {
 }
 
 impl Variant {
+    /// Each remembered line: its name's index and its value's range in
+    /// `block`.
+    fn lines(&self) -> impl Iterator<Item = (u8, usize, usize)> + '_ {
+        let count = usize::from(self.block[0]);
+        let base = 1 + 3 * count;
+        let mut start = base;
+        self.block[1..base].chunks_exact(3).map(move |entry| {
+            let end = base + usize::from(u16::from_le_bytes([entry[1], entry[2]]));
+            let line = (entry[0], start, end);
+            start = end;
+            line
+        })
+    }
+
     /// The remembered entity tag (the first `ETag` line).
     pub(crate) fn etag(&self) -> EntityTag<'_> {
         let (start, end) = self.etag.opaque;
@@ -127,11 +141,9 @@ impl Variant {
         let mut response = Response::new(body);
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         let headers = response.headers_mut();
-        headers.reserve(self.lines.len() + 1);
-        let mut start = 0;
-        for &(name, end) in self.lines.iter() {
-            let value = self.block.slice(start..usize::from(end));
-            start = usize::from(end);
+        headers.reserve(usize::from(self.block[0]) + 1);
+        for (name, start, end) in self.lines() {
+            let value = self.block.slice(start..end);
             // The bytes were a valid field value when stored; `Bytes` makes
             // this a reference count, not a copy.
             if let Ok(value) = HeaderValue::from_maybe_shared(value) {
@@ -346,31 +358,34 @@ impl Remembered<'_> {
     pub(crate) fn replayed_by(&self, stored: &Variant, fields: Key, tags: &[Key]) -> bool {
         if stored.mask != self.mask
             || stored.fields != fields
-            || stored.lines.len() != self.count
+            || usize::from(stored.block[0]) != self.count
             || !stored.tags.iter().map(|(tag, _)| tag).eq(tags)
         {
             return false;
         }
-        let mut start = 0;
         stored
-            .lines
-            .iter()
+            .lines()
             .zip(self.lines())
-            .all(|(&(name, end), (index, value))| {
-                let same =
-                    name == index && &stored.block[start..usize::from(end)] == value.as_bytes();
-                start = usize::from(end);
-                same
+            .all(|((name, start, end), (index, value))| {
+                name == index && &stored.block[start..end] == value.as_bytes()
             })
     }
 
     /// The variant to store.
     pub(crate) fn to_variant(&self, fields: Key) -> Variant {
-        let mut block = BytesMut::with_capacity(self.lines().map(|(_, v)| v.len()).sum());
-        let mut lines = Vec::with_capacity(self.count);
+        let table = 1 + 3 * self.count;
+        let values: usize = self.lines().map(|(_, v)| v.len()).sum();
+        let mut block = BytesMut::with_capacity(table + values);
+        block.put_u8(self.count as u8);
+        let mut end = 0;
+        for (index, value) in self.lines() {
+            end += value.len();
+            block.put_u8(index);
+            block.put_u16_le(end as u16);
+        }
         let mut etag = Etag::default();
         let (etag_line, weak, offset, len) = self.etag;
-        for (i, (index, value)) in self.lines().enumerate() {
+        for (i, (_, value)) in self.lines().enumerate() {
             let start = block.len();
             if i == etag_line {
                 let opaque = start + offset;
@@ -381,13 +396,11 @@ impl Remembered<'_> {
                 };
             }
             block.put_slice(value.as_bytes());
-            lines.push((index, block.len() as u16));
         }
         Variant {
             mask: self.mask,
             fields,
             block: block.freeze(),
-            lines: lines.into_boxed_slice(),
             etag,
             filled: Instant::now(),
             tags: Box::new([]),
