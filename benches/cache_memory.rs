@@ -55,7 +55,13 @@ fn rss_bytes() -> usize {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|kb| kb.trim().trim_end_matches(" kB").trim().parse::<usize>().ok())
+        .and_then(|kb| {
+            kb.trim()
+                .trim_end_matches(" kB")
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
@@ -89,7 +95,8 @@ fn main() {
             .time_to_live(Duration::from_secs(3600))
             .max_entries(entries)
             .build();
-        let mut service = ValidatorCacheLayer::new(cache.clone()).layer(ETagLayer::new().layer(handler));
+        let mut service =
+            ValidatorCacheLayer::new(cache.clone()).layer(ETagLayer::new().layer(handler));
         for i in 0..entries {
             let request = Request::builder()
                 .uri(format!("/items/{i}?view=full"))
@@ -104,7 +111,10 @@ fn main() {
         let stats = cache.stats();
         let heap = LIVE.load(Ordering::Relaxed) - heap_before;
         let rss = rss_bytes().saturating_sub(rss_before);
-        println!("entries stored:        {} (of {entries} fills)", stats.entries);
+        println!(
+            "entries stored:        {} (of {entries} fills)",
+            stats.entries
+        );
         println!(
             "live heap:             {:.1} MiB, {} bytes per entry",
             heap as f64 / (1 << 20) as f64,

@@ -203,13 +203,16 @@ impl Entry {
         Self(std::iter::once(variant).chain(kept).collect())
     }
 
-    /// This entry without the variants that `keep` refuses; `None` if none
-    /// is left.
-    pub(crate) fn retain(&self, keep: impl Fn(&Variant) -> bool) -> Option<Self> {
-        if self.0.iter().all(&keep) {
+    /// This entry without the variants that `keep` (given each one's
+    /// position, newest first) refuses; `None` if none is left.
+    pub(crate) fn retain(&self, keep: impl Fn(usize, &Variant) -> bool) -> Option<Self> {
+        if self.0.iter().enumerate().all(|(i, v)| keep(i, v)) {
             return Some(self.clone());
         }
-        let kept: Arc<[Variant]> = self.0.iter().filter(|v| keep(v)).cloned().collect();
+        let kept: Arc<[Variant]> = (self.0.iter().enumerate())
+            .filter(|(i, v)| keep(*i, v))
+            .map(|(_, v)| v.clone())
+            .collect();
         (!kept.is_empty()).then_some(Self(kept))
     }
 

@@ -86,9 +86,11 @@ impl MemoryStore {
         self.slot(key).store(fresh, Ordering::SeqCst);
     }
 
-    fn is_current(&self, variant: &Variant) -> bool {
+    fn is_current(&self, newest: bool, variant: &Variant) -> bool {
         // RFC 9111 §4.2: never past the time-to-live, on a monotonic clock.
-        variant.filled.elapsed() < self.time_to_live
+        // The newest variant was stored with the entry, whose age moka has
+        // just checked against the same time-to-live.
+        (newest || variant.filled.elapsed() < self.time_to_live)
             && variant
                 .tags
                 .iter()
@@ -114,7 +116,7 @@ impl Store for MemoryStore {
             .entries
             .get(key)
             .filter(|stored| stored.generation == generation)
-            .and_then(|stored| stored.entry.retain(|v| self.is_current(v)));
+            .and_then(|stored| stored.entry.retain(|i, v| self.is_current(i == 0, v)));
         Lookup {
             generation,
             tag_epoch,
