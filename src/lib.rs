@@ -148,6 +148,14 @@
 //! changed, use [`ETagLayer::weak`]. A response already carrying
 //! `Content-Encoding` when the layer sees it is hashed as it is.
 //!
+//! # Answering revalidations without the handler
+//!
+//! The layer saves sending a body, not computing it: a conditional `GET`
+//! still runs the handler. The [`cache`] module's
+//! [`ValidatorCacheLayer`](cache::ValidatorCacheLayer), placed outside this
+//! layer, remembers the tags of recent 200s and answers matching
+//! revalidations with 304 at once, invalidating on writes (RFC 9111 §4.4).
+//!
 //! # Observing outcomes
 //!
 //! [`ETagLayer::record_outcome`] inserts an [`Outcome`] (tagged, 304, 412, or

@@ -345,7 +345,7 @@ impl Remembered<'_> {
 
     /// The digest of the request fields this response varies on.
     pub(crate) fn fields(&self, varying: &[(u8, HeaderValue)], hashing: &Hashing) -> Key {
-        hashing.vary(self.mask, varying)
+        hashing.vary(self.mask, varying.iter().map(|(i, v)| (*i, v)))
     }
 
     /// The keys of the response's surrogate tags.

@@ -117,7 +117,9 @@ pub(crate) struct Fill {
 }
 
 impl Fill {
-    pub(crate) fn new(read: Read, lookup: Lookup) -> Self {
+    /// `varying`: the request's values of the fields responses may vary on
+    /// (reference-counted copies, kept until the response).
+    pub(crate) fn new(read: Read, lookup: Lookup, varying: Vec<(u8, http::HeaderValue)>) -> Self {
         Self {
             head: read.head,
             resource: read.resource,
@@ -125,7 +127,7 @@ impl Fill {
             generation: lookup.generation,
             tag_epoch: lookup.tag_epoch,
             base: lookup.entry,
-            varying: read.varying,
+            varying,
         }
     }
 

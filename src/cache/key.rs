@@ -5,7 +5,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use http::{header, request::Parts, HeaderName, HeaderValue};
+use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue};
 
 use super::handle::Config;
 
@@ -76,17 +76,35 @@ impl Hashing {
     /// named by its `Vary` match the original request's, an absent field
     /// matching only an absent one; the field's index is hashed with each
     /// value, so an absent field and an empty one differ.
-    pub(crate) fn vary(&self, mask: u16, varying: &[(u8, HeaderValue)]) -> Key {
+    pub(crate) fn vary<'a>(
+        &self,
+        mask: u16,
+        varying: impl IntoIterator<Item = (u8, &'a HeaderValue)>,
+    ) -> Key {
         let mut hasher = self.start(Domain::Vary);
         hasher.write_u16(mask);
-        for (index, value) in varying {
-            if mask & (1 << index) != 0 {
-                hasher.write_u8(*index);
-                write_item(&mut hasher, value.as_bytes());
+        if mask != 0 {
+            for (index, value) in varying {
+                if mask & (1 << index) != 0 {
+                    hasher.write_u8(index);
+                    write_item(&mut hasher, value.as_bytes());
+                }
             }
         }
         hasher.finish()
     }
+}
+
+/// The request's values of the fields responses may vary on, in the order
+/// of the request's fields, with their index in the configured list.
+pub(crate) fn varying<'a>(
+    headers: &'a HeaderMap,
+    fields: &'a [HeaderName],
+) -> impl Iterator<Item = (u8, &'a HeaderValue)> + 'a {
+    headers.iter().filter_map(|(name, value)| {
+        let index = fields.iter().position(|field| field == name)?;
+        Some((index as u8, value))
+    })
 }
 
 fn write_item(hasher: &mut impl Hasher, item: &[u8]) {
@@ -104,10 +122,6 @@ pub(crate) struct Read {
     pub(crate) may_hit: bool,
     pub(crate) resource: Key,
     pub(crate) entry: Key,
-    /// The request's values of the fields responses may vary on, by their
-    /// index in the configured list. These are reference-counted copies of
-    /// the request's own values, not kept past the response.
-    pub(crate) varying: Vec<(u8, HeaderValue)>,
 }
 
 impl Read {
@@ -124,7 +138,6 @@ impl Read {
         // RFC 9111 §3.5 (in spirit): one requester's entry never answers
         // another's, so the credentials join the key (hashed).
         let mut credentials = None;
-        let mut varying = Vec::new();
         for (name, value) in &parts.headers {
             match *name {
                 header::IF_NONE_MATCH => if_none_match = true,
@@ -142,9 +155,6 @@ impl Read {
                     write_item(credentials, value.as_bytes());
                 }
                 _ => {}
-            }
-            if let Some(index) = config.vary.iter().position(|field| field == name) {
-                varying.push((index as u8, value.clone()));
             }
         }
         let authority = match parts.uri.authority() {
@@ -170,7 +180,6 @@ impl Read {
             may_hit: if_none_match && !bypass,
             resource,
             entry: entry.finish(),
-            varying,
         })
     }
 }
@@ -222,13 +231,16 @@ mod tests {
     #[test]
     fn vary_digest_tells_absent_from_empty_and_ignores_unmasked_fields() {
         let hashing = Hashing::default();
-        let absent = hashing.vary(0b1, &[]);
-        let empty = hashing.vary(0b1, &[(0, value(""))]);
+        let vary = |mask, values: &[(u8, HeaderValue)]| {
+            hashing.vary(mask, values.iter().map(|(i, v)| (*i, v)))
+        };
+        let absent = vary(0b1, &[]);
+        let empty = vary(0b1, &[(0, value(""))]);
         assert_ne!(absent, empty);
-        let gzip = hashing.vary(0b1, &[(0, value("gzip")), (1, value("text/html"))]);
-        let gzip_json = hashing.vary(0b1, &[(0, value("gzip")), (1, value("application/json"))]);
+        let gzip = vary(0b1, &[(0, value("gzip")), (1, value("text/html"))]);
+        let gzip_json = vary(0b1, &[(0, value("gzip")), (1, value("application/json"))]);
         assert_eq!(gzip, gzip_json, "field 1 is not in the mask");
-        let both = hashing.vary(0b11, &[(0, value("gzip")), (1, value("text/html"))]);
+        let both = vary(0b11, &[(0, value("gzip")), (1, value("text/html"))]);
         assert_ne!(gzip, both);
     }
 

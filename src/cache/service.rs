@@ -13,7 +13,7 @@ use super::{
     body::ResponseBody,
     future::{After, Fill, ResponseFuture, Write},
     handle::Counters,
-    key::Read,
+    key::{varying, Read},
     ValidatorCache,
 };
 use crate::{
@@ -111,10 +111,10 @@ where
             if let Some(entry) = &lookup.entry {
                 // RFC 9111 §4.1: only the variant stored for this request's
                 // values of the fields it varies on.
-                let variant = entry
-                    .variants()
-                    .iter()
-                    .find(|v| v.fields == shared.hashing.vary(v.mask, &read.varying));
+                let variant = entry.variants().iter().find(|v| {
+                    let varying = varying(req.headers(), &shared.config.vary);
+                    v.fields == shared.hashing.vary(v.mask, varying)
+                });
                 // RFC 9110 §13.1.2: weak comparison, lists over several
                 // lines; `*` is left to the handler (it would match any
                 // representation, including one the handler has deleted).
@@ -144,7 +144,15 @@ where
             }
         }
         Counters::add(&shared.counters.misses, 1);
-        let fill = Fill::new(read, lookup);
+        // Only a HEAD's response is never stored.
+        let values = if read.head {
+            Vec::new()
+        } else {
+            varying(req.headers(), &shared.config.vary)
+                .map(|(index, value)| (index, value.clone()))
+                .collect()
+        };
+        let fill = Fill::new(read, lookup, values);
         ResponseFuture::inner(self.inner.call(req), After::Fill(fill, self.cache.clone()))
     }
 }
