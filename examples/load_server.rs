@@ -23,7 +23,8 @@
 //!
 //! `/etag-small` has a 512-byte cap, so `/etag-small/announced` is passed
 //! through unbuffered; `/etag-default` has the default 2 MiB cap. `/cached`
-//! is `/etag` with a validator cache outside it, `/etag-noop` with a layer
+//! is `/etag` with a validator cache outside it, `/cached-one` the same
+//! two layers in one `Router::layer` call, `/etag-noop` `/etag` with a layer
 //! that does nothing outside it.
 
 use std::{convert::Infallible, net::SocketAddr, sync::OnceLock, time::Duration};
@@ -139,6 +140,20 @@ fn app() -> Router {
                         .time_to_live(Duration::from_secs(3600))
                         .build(),
                 )),
+        )
+        // The same two layers in one `Router::layer` call: axum then boxes
+        // and clones one service per request instead of two.
+        .nest(
+            "/cached-one",
+            content_routes().layer(
+                tower::ServiceBuilder::new()
+                    .layer(ValidatorCacheLayer::new(
+                        ValidatorCache::builder()
+                            .time_to_live(Duration::from_secs(3600))
+                            .build(),
+                    ))
+                    .layer(ETagLayer::new().max_body_size(64 * 1024 * 1024)),
+            ),
         )
         // `/etag` with a second layer that does nothing: what the cache's
         // `Router::layer` costs before the cache does anything.
