@@ -105,9 +105,8 @@ where
     }
 }
 
-/// What a `GET` or `HEAD` that missed keeps until its response, to store it.
+/// What a `GET` that missed keeps until its response, to store it.
 pub(crate) struct Fill {
-    head: bool,
     resource: Key,
     key: Key,
     generation: u64,
@@ -121,7 +120,6 @@ impl Fill {
     /// (reference-counted copies, kept until the response).
     pub(crate) fn new(read: Read, lookup: Lookup, varying: Vec<(u8, http::HeaderValue)>) -> Self {
         Self {
-            head: read.head,
             resource: read.resource,
             key: read.entry,
             generation: lookup.generation,
@@ -132,11 +130,6 @@ impl Fill {
     }
 
     fn complete<B>(self, response: &Response<B>, cache: &ValidatorCache) {
-        // A HEAD response carries the GET's validators, but is not stored:
-        // only a GET's response is the representation a 304 stands for.
-        if self.head {
-            return;
-        }
         let shared = &*cache.shared;
         let remembered = match remember(
             response.status(),

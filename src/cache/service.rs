@@ -6,13 +6,14 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{Method, Request, Response};
+use http::{header, Method, Request, Response};
 use tower_service::Service;
 
 use super::{
     body::ResponseBody,
+    entry::{Entry, Variant},
     future::{After, Fill, ResponseFuture, Write},
-    handle::Counters,
+    handle::{Counters, Shared},
     key::{varying, Read},
     ValidatorCache,
 };
@@ -85,8 +86,8 @@ where
             }
             // RFC 9111 §4.4: any other method (unsafe, or of unknown safety)
             // invalidates the target. Bump it now, before the write runs, so
-            // that nothing is answered from the old entry meanwhile; again
-            // after a non-error response (in the future).
+            // that nothing is answered from the old entry meanwhile, and
+            // again after a non-error response (`Write::complete`).
             _ => {
                 let write = Write::new(&req);
                 shared
@@ -108,51 +109,56 @@ where
 
         let lookup = shared.store.lookup(&read.resource, &read.entry);
         if read.may_hit {
-            if let Some(entry) = &lookup.entry {
-                // RFC 9111 §4.1: only the variant stored for this request's
-                // values of the fields it varies on.
-                let variant = entry.variants().iter().find(|v| {
-                    let varying = varying(req.headers(), &shared.config.vary);
-                    v.fields == shared.hashing.vary(v.mask, varying)
-                });
-                // RFC 9110 §13.1.2: weak comparison, lists over several
-                // lines; `*` is left to the handler (it would match any
-                // representation, including one the handler has deleted).
-                let hit = variant.filter(|v| {
-                    let lines = req.headers().get_all(http::header::IF_NONE_MATCH);
-                    let mut iter = lines.iter();
-                    // The common case first: the client echoes the tag.
-                    if let (Some(only), None) = (iter.next(), iter.next()) {
-                        if only.as_bytes() == v.etag_value() {
-                            return true;
-                        }
-                    }
-                    let star = lines.iter().any(|l| l.as_bytes().trim_ascii() == b"*");
-                    !star && list_matches(lines, Some(v.etag()), Comparison::Weak) == Some(true)
-                });
-                if let Some(variant) = hit {
-                    Counters::add(&shared.counters.hits, 1);
-                    let mut response = variant.not_modified(ResponseBody::not_modified());
-                    record(
-                        response.status(),
-                        response.extensions_mut(),
-                        Outcome::NotModifiedFromCache,
-                        shared.config.record_outcome,
-                    );
-                    return ResponseFuture::ready(response);
-                }
+            let hit = lookup
+                .entry
+                .as_ref()
+                .and_then(|entry| answer(entry, &req, shared));
+            if let Some(variant) = hit {
+                Counters::add(&shared.counters.hits, 1);
+                let mut response = variant.not_modified(ResponseBody::not_modified());
+                record(
+                    response.status(),
+                    response.extensions_mut(),
+                    Outcome::NotModifiedFromCache,
+                    shared.config.record_outcome,
+                );
+                return ResponseFuture::ready(response);
             }
         }
         Counters::add(&shared.counters.misses, 1);
-        // Only a HEAD's response is never stored.
-        let values = if read.head {
-            Vec::new()
-        } else {
-            varying(req.headers(), &shared.config.vary)
-                .map(|(index, value)| (index, value.clone()))
-                .collect()
-        };
-        let fill = Fill::new(read, lookup, values);
+        // A HEAD response carries the GET's validators, but is not stored:
+        // only a GET's response is the representation a 304 stands for.
+        if read.head {
+            return ResponseFuture::inner(self.inner.call(req), After::Nothing);
+        }
+        let varying = varying(req.headers(), &shared.config.vary)
+            .map(|(index, value)| (index, value.clone()))
+            .collect();
+        let fill = Fill::new(read, lookup, varying);
         ResponseFuture::inner(self.inner.call(req), After::Fill(fill, self.cache.clone()))
     }
+}
+
+/// The stored variant that answers this request with a 304, if any.
+fn answer<'a, B>(entry: &'a Entry, req: &Request<B>, shared: &Shared) -> Option<&'a Variant> {
+    // RFC 9111 §4.1: only the variant stored for this request's values of
+    // the fields it varies on.
+    let variant = entry.variants().iter().find(|v| {
+        let varying = varying(req.headers(), &shared.config.vary);
+        v.fields == shared.hashing.vary(v.mask, varying)
+    })?;
+    let lines = req.headers().get_all(header::IF_NONE_MATCH);
+    // The common case first: the client echoes the tag it was given.
+    let mut iter = lines.iter();
+    if let (Some(only), None) = (iter.next(), iter.next()) {
+        if only.as_bytes() == variant.etag_value() {
+            return Some(variant);
+        }
+    }
+    // RFC 9110 §13.1.2: the weak comparison, over a list that may span
+    // several lines. `*` is left to the handler: it matches any current
+    // representation, and only the handler knows whether one still exists.
+    let star = lines.iter().any(|l| l.as_bytes().trim_ascii() == b"*");
+    let matches = list_matches(lines, Some(variant.etag()), Comparison::Weak) == Some(true);
+    (!star && matches).then_some(variant)
 }
