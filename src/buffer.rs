@@ -236,6 +236,16 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
     }
 }
 
+/// The tag the layer gives `bytes` (the whole body), as [`Buffer::tag`]
+/// does however the body arrives.
+pub(crate) fn tag_of(bytes: &[u8], key: Option<&[u8; 32]>, weak: bool) -> Tag {
+    let hash = match key {
+        None => blake3::hash(bytes),
+        Some(key) => blake3::keyed_hash(key, bytes),
+    };
+    Tag::new(hash_prefix(&hash), weak)
+}
+
 /// The part of the digest the tag carries.
 fn hash_prefix(hash: &blake3::Hash) -> &[u8; TAG_BYTES] {
     hash.as_bytes()[..TAG_BYTES]
@@ -348,6 +358,11 @@ impl Tag {
     pub(crate) fn to_header_value(&self) -> HeaderValue {
         HeaderValue::from_bytes(self.as_bytes())
             .expect("hex digits and quotes are valid header bytes")
+    }
+
+    /// The tag as the public type.
+    pub(crate) fn to_public(&self) -> crate::EntityTag {
+        crate::EntityTag::from_header_value(self.to_header_value(), self.weak)
     }
 }
 

@@ -58,7 +58,7 @@ impl<'a> EntityTag<'a> {
 
 /// RFC 9110 §8.8.3: `etagc = %x21 / %x23-7E / obs-text`. Note that this admits
 /// the comma, so a list cannot simply be split on commas.
-fn is_etagc(b: u8) -> bool {
+pub(crate) fn is_etagc(b: u8) -> bool {
     b == 0x21 || (0x23..=0x7E).contains(&b) || b >= 0x80
 }
 

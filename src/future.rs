@@ -201,6 +201,7 @@ where
     let head = Head::scan(&parts.headers);
     if let Some(etag) = head.etag {
         let validators = Validators {
+            exists: true,
             // An unparsable handler tag is kept on the response but matches
             // nothing (only `*`).
             etag: EntityTag::parse(etag.as_bytes()),
@@ -226,6 +227,7 @@ where
         // validator of the handler's own.
         Some(_) if head.last_modified.is_some() => {
             let validators = Validators {
+                exists: true,
                 etag: None,
                 last_modified: head.last_modified.and_then(parse_date),
             };
@@ -276,6 +278,7 @@ where
         // A handler's date still answers the request without the content.
         if let Some(last_modified) = last_modified {
             let validators = Validators {
+                exists: true,
                 etag: None,
                 last_modified,
             };
@@ -299,6 +302,7 @@ where
     let verdict = request.conditions.evaluate(
         &request.method(),
         &Validators {
+            exists: true,
             etag: Some(tag.entity_tag()),
             last_modified: last_modified.flatten(),
         },

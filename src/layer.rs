@@ -4,7 +4,11 @@ use std::{fmt, sync::Arc};
 
 use tower_layer::Layer;
 
-use crate::{buffer::Key, predicate::DefaultPredicate, ETag};
+use crate::{
+    buffer::{tag_of, Key},
+    predicate::DefaultPredicate,
+    ETag, EntityTag,
+};
 
 /// The default buffering cap: 2 MiB, the bound axum puts on request bodies.
 pub(crate) const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;
@@ -137,6 +141,26 @@ impl<P> ETagLayer<P> {
     pub fn keyed(mut self, key: [u8; 32]) -> Self {
         self.config.key = Some(Arc::new(key));
         self
+    }
+
+    /// The tag this layer gives a `200` whose body is `bytes`: strong or weak
+    /// and keyed as configured, the same however the body is chunked.
+    ///
+    /// A handler that writes a resource can compare a request's `If-Match`
+    /// with the tag its `GET` carries, or send the new representation's tag
+    /// with a `204` (see [`conditional`](crate::conditional)), as long as it
+    /// serializes the resource exactly as its `GET` does.
+    ///
+    /// ```
+    /// use tower_etag::ETagLayer;
+    ///
+    /// let layer = ETagLayer::new();
+    /// let tag = layer.tag_for(br#"{"title":"hello"}"#);
+    /// assert!(!tag.is_weak());
+    /// assert_eq!(tag.opaque().len(), 32);
+    /// ```
+    pub fn tag_for(&self, bytes: impl AsRef<[u8]>) -> EntityTag {
+        tag_of(bytes.as_ref(), self.config.key.as_deref(), self.config.weak).to_public()
     }
 
     /// Replaces the rule that decides which responses are buffered and

@@ -174,6 +174,7 @@
 mod body;
 mod buffer;
 pub mod cache;
+pub mod conditional;
 mod entity_tag;
 mod future;
 mod layer;
@@ -182,6 +183,7 @@ mod outcome;
 mod precondition;
 mod predicate;
 mod service;
+mod tag;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
@@ -189,6 +191,7 @@ pub use layer::ETagLayer;
 pub use outcome::{Outcome, SkipReason};
 pub use predicate::{DefaultPredicate, Predicate, SkipETag};
 pub use service::ETag;
+pub use tag::{EntityTag, InvalidEntityTag};
 
 // The README's examples are compiled and run as doctests.
 #[cfg(doctest)]

@@ -23,12 +23,26 @@ pub(crate) struct Conditions {
 }
 
 /// The validators of the selected representation (RFC 9110 §8.8).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Validators<'a> {
+    /// Whether the resource has a current representation at all. The layer
+    /// only evaluates responses that have one; a handler about to create a
+    /// resource evaluates against one that does not.
+    pub(crate) exists: bool,
     /// The current entity tag, if the response has a valid one.
     pub(crate) etag: Option<EntityTag<'a>>,
     /// The current `Last-Modified` date, if the response has a valid one.
     pub(crate) last_modified: Option<SystemTime>,
+}
+
+impl Default for Validators<'_> {
+    fn default() -> Self {
+        Self {
+            exists: true,
+            etag: None,
+            last_modified: None,
+        }
+    }
 }
 
 /// What the preconditions decide.
@@ -64,8 +78,13 @@ impl Conditions {
         conditions
     }
 
+    /// Whether the request carries a precondition that guards a write
+    /// against a lost update: `If-Match`, or a valid `If-Unmodified-Since`.
+    pub(crate) fn guards_writes(&self) -> bool {
+        !self.if_match.is_empty() || self.if_unmodified_since.is_some()
+    }
+
     /// Whether the request carries any precondition this module evaluates.
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.if_match.is_empty()
             && self.if_none_match.is_empty()
@@ -83,10 +102,22 @@ impl Conditions {
     pub(crate) fn evaluate(&self, method: &Method, current: &Validators<'_>) -> Verdict {
         let get_or_head = method == Method::GET || method == Method::HEAD;
 
-        // Step 1. RFC 9110 §13.1.1: If-Match uses the strong comparison; an
-        // invalid field is ignored.
+        // Step 1. RFC 9110 §13.1.1: If-Match uses the strong comparison, and
+        // is false, even `*`, when there is no current representation. An
+        // invalid field is ignored on GET and HEAD; on any other method it
+        // fails: a client that meant a conditional write must never get a
+        // blind one.
         if !self.if_match.is_empty() {
-            if list_matches(&self.if_match, current.etag, Comparison::Strong) == Some(false) {
+            let holds = if current.exists {
+                list_matches(&self.if_match, current.etag, Comparison::Strong)
+            } else {
+                Some(false)
+            };
+            let fails = match holds {
+                Some(holds) => !holds,
+                None => !get_or_head,
+            };
+            if fails {
                 return Verdict::PreconditionFailed;
             }
         }
@@ -101,8 +132,10 @@ impl Conditions {
             }
         }
 
-        // Step 3. RFC 9110 §13.1.2: If-None-Match uses the weak comparison.
-        if !self.if_none_match.is_empty() {
+        // Step 3. RFC 9110 §13.1.2: If-None-Match uses the weak comparison;
+        // without a current representation nothing matches, not even `*`
+        // (so `If-None-Match: *` on a PUT creates only if absent).
+        if !self.if_none_match.is_empty() && current.exists {
             if list_matches(&self.if_none_match, current.etag, Comparison::Weak) == Some(true) {
                 return if get_or_head {
                     Verdict::NotModified
@@ -191,6 +224,7 @@ mod tests {
 
     fn eval_with(method: Method, fields: &[(&str, &str)], etag: Option<&str>, lm: bool) -> Verdict {
         let validators = Validators {
+            exists: true,
             etag: etag.map(|t| EntityTag::parse(t.as_bytes()).unwrap()),
             last_modified: lm.then(|| at(LAST_MODIFIED)),
         };
@@ -428,5 +462,39 @@ mod tests {
     fn invalid_if_match_is_ignored() {
         assert_eq!(eval(&[("if-match", "abc")]), Proceed);
         assert_eq!(eval(&[("if-none-match", "abc")]), Proceed);
+    }
+
+    #[test]
+    fn a_missing_resource_fails_if_match_and_passes_if_none_match_star() {
+        let missing = Validators {
+            exists: false,
+            etag: None,
+            last_modified: None,
+        };
+        let put = |fields: &[(&str, &str)]| conditions(fields).evaluate(&Method::PUT, &missing);
+        assert_eq!(put(&[("if-match", "*")]), PreconditionFailed);
+        assert_eq!(put(&[("if-match", TAG)]), PreconditionFailed);
+        assert_eq!(put(&[("if-none-match", "*")]), Proceed);
+        assert_eq!(put(&[("if-none-match", TAG)]), Proceed);
+        assert_eq!(put(&[]), Proceed);
+    }
+
+    #[test]
+    fn an_invalid_if_match_fails_a_write_but_is_ignored_on_get() {
+        for bad in ["garbage", "w/\"abc\"", ",", "\"abc"] {
+            let on = |method| eval_with(method, &[("if-match", bad)], Some(TAG), true);
+            assert_eq!(on(Method::PUT), PreconditionFailed, "{bad}");
+            assert_eq!(on(Method::DELETE), PreconditionFailed, "{bad}");
+            assert_eq!(on(Method::GET), Proceed, "{bad}");
+        }
+    }
+
+    #[test]
+    fn writes_are_guarded_by_if_match_or_a_valid_if_unmodified_since() {
+        assert!(conditions(&[("if-match", "*")]).guards_writes());
+        assert!(conditions(&[("if-unmodified-since", &date(LAST_MODIFIED))]).guards_writes());
+        assert!(!conditions(&[("if-unmodified-since", "garbage")]).guards_writes());
+        assert!(!conditions(&[("if-none-match", "*")]).guards_writes());
+        assert!(!conditions(&[]).guards_writes());
     }
 }
