@@ -113,7 +113,12 @@ impl Received {
 
 /// Sends one request over a new HTTP/1.1 connection with hyper's client and
 /// reads the whole response, trailers included.
-pub async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Result<Received, BoxError> {
+pub async fn send<B>(addr: SocketAddr, request: Request<B>) -> Result<Received, BoxError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     receive(send_head(addr, request).await?).await
 }
 
@@ -131,10 +136,15 @@ pub async fn receive(response: Response<Incoming>) -> Result<Received, BoxError>
 }
 
 /// Sends one request and returns as soon as the response head arrives.
-pub async fn send_head(
+pub async fn send_head<B>(
     addr: SocketAddr,
-    mut request: Request<Empty<Bytes>>,
-) -> Result<Response<Incoming>, BoxError> {
+    mut request: Request<B>,
+) -> Result<Response<Incoming>, BoxError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
