@@ -300,6 +300,16 @@ mod tests {
     }
 
     #[test]
+    fn public_types_are_send_sync_and_debug() {
+        fn check<T: Send + Sync + fmt::Debug>() {}
+        check::<Preconditions>();
+        check::<Rejection>();
+        check::<Current<'static>>();
+        check::<EntityTag>();
+        check::<crate::InvalidEntityTag>();
+    }
+
+    #[test]
     fn writes_follow_rfc_9110_for_existing_and_missing_resources() {
         let v1 = EntityTag::strong("v1").unwrap();
         let weak = EntityTag::weak("v1").unwrap();

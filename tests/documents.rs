@@ -280,3 +280,34 @@ async fn tag_for_matches_the_minted_tag_in_every_configuration() {
         );
     }
 }
+
+/// With the `axum` feature: `Preconditions` as an extractor and `Rejection`
+/// as a response, in a handler of a few lines.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn preconditions_extract_and_reject_in_axum() {
+    use axum::{http::HeaderMap, response::IntoResponse, routing::put, Router};
+    use tower_etag::{
+        conditional::{Current, Preconditions},
+        EntityTag,
+    };
+
+    async fn update(preconditions: Preconditions) -> axum::response::Response {
+        let current = EntityTag::strong("v2").unwrap();
+        match preconditions.check(Current::tagged(&current)) {
+            Ok(()) => {
+                let mut headers = HeaderMap::new();
+                headers.insert("etag", EntityTag::strong("v3").unwrap().into());
+                (StatusCode::NO_CONTENT, headers).into_response()
+            }
+            Err(rejection) => rejection.into_response(),
+        }
+    }
+    let addr = serve_axum(Router::new().route("/", put(update))).await;
+    let got = call(addr, "PUT", "/", &[("if-match", "\"v1\"")], "").await;
+    assert_eq!(got.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(got.etag(), Some("\"v2\""));
+    let got = call(addr, "PUT", "/", &[("if-match", "\"v2\"")], "").await;
+    assert_eq!(got.status, StatusCode::NO_CONTENT);
+    assert_eq!(got.etag(), Some("\"v3\""));
+}

@@ -7,6 +7,11 @@
 //! date forms) and then written out as header lines with random optional
 //! whitespace and empty list elements. The model decides from the structure
 //! (never by parsing the text); the layer sees only the text.
+//!
+//! A second property checks `conditional::Preconditions` the same way for
+//! every method (`GET`, `HEAD`, `PUT`, `PATCH`, `DELETE`, `POST`) and for
+//! resources that exist or not, against the model extended with the rules
+//! for writes.
 
 use std::{
     convert::Infallible,
@@ -543,4 +548,113 @@ fn date_forms_round_trip() {
         format_date(0, DateForm::Asctime),
         "Mon Jan  1 00:00:00 2024"
     );
+}
+
+/// The model for `conditional::Preconditions`, for any method and for a
+/// resource that may not exist: the same steps, with RFC 9110's rules for
+/// writes (§13.1.1: `If-Match` false without a current representation, even
+/// `*`; §13.1.2: `If-None-Match` true → 412 for methods other than
+/// `GET`/`HEAD`) and the crate's fail-safe rule that an invalid `If-Match` on
+/// a write is false.
+fn write_model(case: &Case, method: &Method, exists: bool) -> StatusCode {
+    let read = method == Method::GET || method == Method::HEAD;
+    let current_tag = match (&case.etag, exists) {
+        (_, false) | (HandlerTag::Unparsable, _) => None,
+        (HandlerTag::Valid(tag), true) => Some(tag.clone()),
+        (HandlerTag::None, true) => Some(Tag {
+            weak: false,
+            opaque: body_opaque().into_bytes(),
+        }),
+    };
+    let last_modified = match (case.last_modified.clone(), exists) {
+        (HandlerDate::Valid(offset), true) => Some(instant(offset)),
+        _ => None,
+    };
+    // Step 1.
+    if !matches!(case.if_match, TagField::Absent) {
+        let holds = match case.if_match.meaning() {
+            _ if !exists => false,
+            Some(Tags::Star) => true,
+            Some(Tags::List(tags)) => current_tag
+                .as_ref()
+                .is_some_and(|current| tags.iter().any(|t| t.strong_eq(current))),
+            None => read,
+        };
+        if !holds {
+            return StatusCode::PRECONDITION_FAILED;
+        }
+    }
+    // Step 2.
+    if matches!(case.if_match, TagField::Absent) {
+        if let (Some(date), Some(lm)) = (case.if_unmodified_since.meaning(), last_modified) {
+            if lm > date {
+                return StatusCode::PRECONDITION_FAILED;
+            }
+        }
+    }
+    // Step 3: nothing matches a resource that does not exist.
+    if exists {
+        let matches = match case.if_none_match.meaning() {
+            Some(Tags::Star) => true,
+            Some(Tags::List(tags)) => current_tag
+                .as_ref()
+                .is_some_and(|current| tags.iter().any(|t| t.weak_eq(current))),
+            None => false,
+        };
+        if matches {
+            return if read {
+                StatusCode::NOT_MODIFIED
+            } else {
+                StatusCode::PRECONDITION_FAILED
+            };
+        }
+    }
+    // Step 4.
+    if read && matches!(case.if_none_match, TagField::Absent) {
+        if let (Some(date), Some(lm)) = (case.if_modified_since.meaning(), last_modified) {
+            if lm <= date {
+                return StatusCode::NOT_MODIFIED;
+            }
+        }
+    }
+    StatusCode::OK
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 20_000,
+        failure_persistence: None,
+        rng_algorithm: RngAlgorithm::XorShift,
+        ..Config::default()
+    })]
+
+    #[test]
+    fn preconditions_agree_with_the_rfc_model_for_every_method(
+        case in case(),
+        method in prop::sample::select(vec![
+            Method::GET, Method::HEAD, Method::PUT, Method::PATCH, Method::DELETE, Method::POST,
+        ]),
+        exists in prop::bool::weighted(0.8),
+    ) {
+        use tower_etag::{conditional::{Current, Preconditions}, EntityTag};
+
+        let (mut parts, ()) = build_request(&case).into_parts();
+        parts.method = method.clone();
+        let Handler(etag, last_modified) = handler_fields(&case);
+        let etag = match etag {
+            Some(value) => EntityTag::try_from(&value).ok(),
+            // Without a tag of the handler's own, the one the layer mints.
+            None => Some(ETagLayer::new().tag_for(BODY)),
+        };
+        let last_modified = last_modified.and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        let current = if exists {
+            Current::Exists { etag: etag.as_ref(), last_modified }
+        } else {
+            Current::Missing
+        };
+        let got = Preconditions::from_parts(&parts)
+            .check(current)
+            .map_or_else(|rejection| rejection.status(), |()| StatusCode::OK);
+        prop_assert_eq!(got, write_model(&case, &method, exists), "{:?} {} exists={}", case, method, exists);
+    }
 }
