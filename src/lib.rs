@@ -96,7 +96,10 @@
 //! Requests with other methods, conditional or not, are passed to the inner
 //! service unchanged: `If-Match` on a `PUT` is the handler's to evaluate,
 //! since only it knows the current state of the resource it is about to
-//! change.
+//! change. The [`conditional`] module gives it the means: the request's
+//! preconditions as a value to check inside its transaction, 412 and 428
+//! responses, and, through [`ETagLayer::tag_for`], the tag the layer gives
+//! the resource's `GET`.
 //!
 //! # Configuration
 //!
@@ -164,8 +167,10 @@
 //!
 //! # Feature flags
 //!
-//! - `tracing` (off by default): logs each [`Outcome`] at `debug` level under
-//!   the target `tower_etag`.
+//! | Name | Description | Default |
+//! |---|---|---|
+//! | `tracing` | Logs each [`Outcome`] at `debug` level under the target `tower_etag`, and the validator cache's fills and invalidations under `tower_etag::cache`. | off |
+//! | `axum` | [`conditional::Preconditions`] as an axum extractor and [`conditional::Rejection`] as an axum response. | off |
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![warn(clippy::all, rust_2018_idioms, missing_debug_implementations)]
