@@ -91,42 +91,25 @@ async fn show(State(docs): State<Documents>, Path(id): Path<String>) -> Response
     }
 }
 
-async fn replace(
+/// `PUT`, `PATCH` and `DELETE`.
+async fn change(
     State(docs): State<Documents>,
     Path(id): Path<String>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if json_object(&body).is_none() {
-        return bad_request();
-    }
-    let preconditions = Preconditions::new(&method, &headers);
-    write(docs, id, preconditions, Edit::Replace(body)).await
-}
-
-async fn merge(
-    State(docs): State<Documents>,
-    Path(id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(patch) = json_object(&body) else {
-        return bad_request();
+    let edit = match method {
+        Method::DELETE => Edit::Delete,
+        Method::PATCH => match json_object(&body) {
+            Some(patch) => Edit::Merge(patch),
+            None => return bad_request(),
+        },
+        _ if json_object(&body).is_some() => Edit::Replace(body),
+        _ => return bad_request(),
     };
     let preconditions = Preconditions::new(&method, &headers);
-    write(docs, id, preconditions, Edit::Merge(patch)).await
-}
-
-async fn remove(
-    State(docs): State<Documents>,
-    Path(id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    let preconditions = Preconditions::new(&method, &headers);
-    write(docs, id, preconditions, Edit::Delete).await
+    write(docs, id, preconditions, edit).await
 }
 
 /// One write: read the current document, check the preconditions against
@@ -226,7 +209,7 @@ pub fn app(docs: Documents, cache: ValidatorCache) -> Router {
     Router::new()
         .route(
             "/documents/{id}",
-            get(show).put(replace).patch(merge).delete(remove),
+            get(show).put(change).patch(change).delete(change),
         )
         .layer(etag)
         .layer(ValidatorCacheLayer::new(cache))

@@ -342,75 +342,11 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// The model: RFC 9110 §13.2.2, step by step, for a `GET` or `HEAD` whose
-/// response would be 200.
+/// The model for the layer: a `GET` or `HEAD` whose response would be 200,
+/// so its resource exists (see [`write_model`] for the steps).
 fn model(case: &Case) -> StatusCode {
-    // The current validators. Without an entity tag of the handler's own
-    // the layer tags the body (strong), beside the handler's Last-Modified
-    // if any (RFC 9110 §8.8.1); with one, it evaluates against that.
-    let current_tag = match &case.etag {
-        HandlerTag::Valid(tag) => Some(tag.clone()),
-        HandlerTag::Unparsable => None,
-        HandlerTag::None => Some(Tag {
-            weak: false,
-            opaque: body_opaque().into_bytes(),
-        }),
-    };
-    let last_modified = match case.last_modified {
-        HandlerDate::Valid(offset) => Some(instant(offset)),
-        _ => None,
-    };
-
-    // Step 1: If-Match: `*` is true (the representation exists); a list is
-    // true if any member matches by the strong comparison. False → 412.
-    let if_match = case.if_match.meaning();
-    if let Some(tags) = &if_match {
-        let holds = match tags {
-            Tags::Star => true,
-            Tags::List(tags) => current_tag
-                .as_ref()
-                .is_some_and(|current| tags.iter().any(|t| t.strong_eq(current))),
-        };
-        if !holds {
-            return StatusCode::PRECONDITION_FAILED;
-        }
-    }
-    // Step 2: §13.1.4 "MUST ignore If-Unmodified-Since if the request
-    // contains an If-Match header field" (valid or not); needs a valid date
-    // and a Last-Modified. Modified after the date → 412.
-    if matches!(case.if_match, TagField::Absent) {
-        if let (Some(date), Some(lm)) = (case.if_unmodified_since.meaning(), last_modified) {
-            if lm > date {
-                return StatusCode::PRECONDITION_FAILED;
-            }
-        }
-    }
-    // Step 3: If-None-Match: `*` or any member matching by the weak
-    // comparison → 304 for GET and HEAD.
-    let if_none_match = case.if_none_match.meaning();
-    if let Some(tags) = &if_none_match {
-        let matches = match tags {
-            Tags::Star => true,
-            Tags::List(tags) => current_tag
-                .as_ref()
-                .is_some_and(|current| tags.iter().any(|t| t.weak_eq(current))),
-        };
-        if matches {
-            return StatusCode::NOT_MODIFIED;
-        }
-    }
-    // Step 4: §13.1.3 "MUST ignore If-Modified-Since if the request contains
-    // an If-None-Match header field" (valid or not): not modified since the
-    // date → 304.
-    if matches!(case.if_none_match, TagField::Absent) {
-        if let (Some(date), Some(lm)) = (case.if_modified_since.meaning(), last_modified) {
-            if lm <= date {
-                return StatusCode::NOT_MODIFIED;
-            }
-        }
-    }
-    // Step 5: perform the request.
-    StatusCode::OK
+    let method = if case.head { Method::HEAD } else { Method::GET };
+    write_model(case, &method, true)
 }
 
 /// How many header values the properties have generated, for the record.
@@ -550,12 +486,16 @@ fn date_forms_round_trip() {
     );
 }
 
-/// The model for `conditional::Preconditions`, for any method and for a
-/// resource that may not exist: the same steps, with RFC 9110's rules for
-/// writes (§13.1.1: `If-Match` false without a current representation, even
-/// `*`; §13.1.2: `If-None-Match` true → 412 for methods other than
-/// `GET`/`HEAD`) and the crate's fail-safe rule that an invalid `If-Match` on
-/// a write is false.
+/// The model: RFC 9110 §13.2.2, step by step, for any method and for a
+/// resource that may not exist. Without an entity tag of the handler's own
+/// the current tag is the layer's (strong), beside the handler's
+/// Last-Modified if any (RFC 9110 §8.8.1). For writes: §13.1.1, `If-Match`
+/// is false without a current representation, even `*`; §13.1.2, a true
+/// `If-None-Match` is 412 for methods other than `GET`/`HEAD`; and the
+/// crate's fail-safe rule, an invalid `If-Match` on a write is false.
+/// Invalid fields are otherwise ignored, and §13.1.3 / §13.1.4: "MUST
+/// ignore" the date conditions when the request contains If-None-Match /
+/// If-Match, valid or not.
 fn write_model(case: &Case, method: &Method, exists: bool) -> StatusCode {
     let read = method == Method::GET || method == Method::HEAD;
     let current_tag = match (&case.etag, exists) {
