@@ -10,7 +10,7 @@ use std::{
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::key::{has_directive, Hashing, Key};
+use super::key::{has_directive, kept, Hashing, Key};
 use crate::{entity_tag::EntityTag, not_modified::FromOk};
 
 /// The fields a 304 must carry if the 200 had them (RFC 9110 §15.4.5:
@@ -345,7 +345,7 @@ impl Remembered<'_> {
 
     /// The digest of the request fields this response varies on.
     pub(crate) fn fields(&self, varying: &[(u8, HeaderValue)], hashing: &Hashing) -> Key {
-        hashing.vary(self.mask, varying.iter().map(|(i, v)| (*i, v)))
+        hashing.vary(self.mask, |index| kept(varying, index))
     }
 
     /// The keys of the response's surrogate tags.

@@ -76,16 +76,19 @@ impl Hashing {
     /// named by its `Vary` match the original request's, an absent field
     /// matching only an absent one; the field's index is hashed with each
     /// value, so an absent field and an empty one differ.
-    pub(crate) fn vary<'a>(
-        &self,
-        mask: u16,
-        varying: impl IntoIterator<Item = (u8, &'a HeaderValue)>,
-    ) -> Key {
+    ///
+    /// `values_of(index)` gives the request's lines of the configured field
+    /// `index`. Fields are taken in the configured order, so the order in
+    /// which a client sends them does not matter.
+    pub(crate) fn vary<'a, I>(&self, mask: u16, values_of: impl Fn(u8) -> I) -> Key
+    where
+        I: Iterator<Item = &'a HeaderValue>,
+    {
         let mut hasher = self.start(Domain::Vary);
         hasher.write_u16(mask);
-        if mask != 0 {
-            for (index, value) in varying {
-                if mask & (1 << index) != 0 {
+        for index in 0..16u8 {
+            if mask & (1 << index) != 0 {
+                for value in values_of(index) {
                     hasher.write_u8(index);
                     write_item(&mut hasher, value.as_bytes());
                 }
@@ -95,8 +98,8 @@ impl Hashing {
     }
 }
 
-/// The request's values of the fields responses may vary on, in the order
-/// of the request's fields, with their index in the configured list.
+/// The request's values of the fields responses may vary on, with their
+/// index in the configured list.
 pub(crate) fn varying<'a>(
     headers: &'a HeaderMap,
     fields: &'a [HeaderName],
@@ -105,6 +108,17 @@ pub(crate) fn varying<'a>(
         let index = fields.iter().position(|field| field == name)?;
         Some((index as u8, value))
     })
+}
+
+/// The lines of configured field `index` among values kept by [`varying`].
+pub(crate) fn kept(
+    varying: &[(u8, HeaderValue)],
+    index: u8,
+) -> impl Iterator<Item = &HeaderValue> + '_ {
+    varying
+        .iter()
+        .filter(move |(i, _)| *i == index)
+        .map(|(_, v)| v)
 }
 
 fn write_item(hasher: &mut impl Hasher, item: &[u8]) {
@@ -231,9 +245,7 @@ mod tests {
     #[test]
     fn vary_digest_tells_absent_from_empty_and_ignores_unmasked_fields() {
         let hashing = Hashing::default();
-        let vary = |mask, values: &[(u8, HeaderValue)]| {
-            hashing.vary(mask, values.iter().map(|(i, v)| (*i, v)))
-        };
+        let vary = |mask, values: &[(u8, HeaderValue)]| hashing.vary(mask, |i| kept(values, i));
         let absent = vary(0b1, &[]);
         let empty = vary(0b1, &[(0, value(""))]);
         assert_ne!(absent, empty);
@@ -242,6 +254,11 @@ mod tests {
         assert_eq!(gzip, gzip_json, "field 1 is not in the mask");
         let both = vary(0b11, &[(0, value("gzip")), (1, value("text/html"))]);
         assert_ne!(gzip, both);
+        let reordered = vary(0b11, &[(1, value("text/html")), (0, value("gzip"))]);
+        assert_eq!(
+            both, reordered,
+            "the order fields are sent in does not matter"
+        );
     }
 
     #[test]

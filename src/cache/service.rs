@@ -143,9 +143,12 @@ where
 fn answer<'a, B>(entry: &'a Entry, req: &Request<B>, shared: &Shared) -> Option<&'a Variant> {
     // RFC 9111 §4.1: only the variant stored for this request's values of
     // the fields it varies on.
+    let fields = &shared.config.vary;
     let variant = entry.variants().iter().find(|v| {
-        let varying = varying(req.headers(), &shared.config.vary);
-        v.fields == shared.hashing.vary(v.mask, varying)
+        let digest = shared.hashing.vary(v.mask, |index| {
+            req.headers().get_all(&fields[usize::from(index)]).iter()
+        });
+        v.fields == digest
     })?;
     let lines = req.headers().get_all(header::IF_NONE_MATCH);
     // The common case first: the client echoes the tag it was given.
