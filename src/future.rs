@@ -239,7 +239,8 @@ where
     }
 }
 
-/// Given the verdict against the validators the handler set itself, answers 304 / 412 or sends the response on untagged.
+/// Given the verdict against the validators the handler set itself, answers
+/// 304 / 412 or sends the response on untagged.
 fn own_validators<B, P>(
     mut parts: Parts,
     body: B,

@@ -149,7 +149,9 @@ impl<P> ETagLayer<P> {
     /// A handler that writes a resource can compare a request's `If-Match`
     /// with the tag its `GET` carries, or send the new representation's tag
     /// with a `204` (see [`conditional`](crate::conditional)), as long as it
-    /// serializes the resource exactly as its `GET` does.
+    /// serializes the resource exactly as its `GET` does. With
+    /// [`weak`](Self::weak) tags no `If-Match` can hold (it uses the strong
+    /// comparison), so resources written conditionally want strong tags.
     ///
     /// ```
     /// use tower_etag::ETagLayer;
