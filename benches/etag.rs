@@ -8,6 +8,9 @@
 //! cargo bench --bench etag -- '1KiB'       # one size
 //! ```
 
+// `criterion_group!` defines an undocumented `pub fn` in this binary.
+#![allow(missing_docs, unreachable_pub)]
+
 use std::{convert::Infallible, hint::black_box, time::Duration};
 
 use axum::{

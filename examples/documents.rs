@@ -45,7 +45,7 @@ use tower_etag::{
 };
 
 #[derive(Clone)]
-pub struct Documents {
+pub(crate) struct Documents {
     db: Arc<Mutex<Connection>>,
     /// The layer the `GET`s go through: its configuration decides the tags.
     etag: ETagLayer,
@@ -54,7 +54,7 @@ pub struct Documents {
 
 impl Documents {
     /// Documents in an SQLite database in memory.
-    pub fn in_memory(require_precondition: bool) -> rusqlite::Result<Self> {
+    pub(crate) fn in_memory(require_precondition: bool) -> rusqlite::Result<Self> {
         let db = Connection::open_in_memory()?;
         db.execute(
             "CREATE TABLE documents (id TEXT PRIMARY KEY, body BLOB NOT NULL)",
@@ -204,7 +204,7 @@ async fn blocking<T: Send + 'static>(
         .expect("the SQLite task does not panic")
 }
 
-pub fn app(docs: Documents, cache: ValidatorCache) -> Router {
+pub(crate) fn app(docs: Documents, cache: ValidatorCache) -> Router {
     let etag = docs.etag.clone();
     Router::new()
         .route(

@@ -24,7 +24,7 @@ use tower::ServiceBuilder;
 use tower_etag::ETagLayer;
 
 /// The page served at `/`.
-pub const PAGE: &str = "Hello from hyper and tower-etag\n";
+pub(crate) const PAGE: &str = "Hello from hyper and tower-etag\n";
 
 const VERSION: &str = concat!(r#"{"version":""#, env!("CARGO_PKG_VERSION"), r#""}"#);
 
@@ -54,7 +54,7 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 
 /// Accepts connections on `listener` and serves each with the layered
 /// service until the task is dropped.
-pub async fn serve(listener: TcpListener) {
+pub(crate) async fn serve(listener: TcpListener) {
     let service = ServiceBuilder::new()
         .layer(ETagLayer::new())
         .service_fn(handle);

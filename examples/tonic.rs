@@ -24,14 +24,14 @@ use tonic_health::{server::health_reporter, ServingStatus};
 use tower_etag::ETagLayer;
 
 /// The page served at `/`.
-pub const PAGE: &str =
+pub(crate) const PAGE: &str =
     "<!doctype html><title>status</title><p>grpc.health.v1.Health is served here too.\n";
 
 /// The name under which the example reports itself to the health service.
-pub const SERVICE: &str = "tower_etag.example.Status";
+pub(crate) const SERVICE: &str = "tower_etag.example.Status";
 
 /// The gRPC health service and the `GET /` route, without the layer.
-pub async fn routes() -> Routes {
+pub(crate) async fn routes() -> Routes {
     let (reporter, health) = health_reporter();
     reporter
         .set_service_status(SERVICE, ServingStatus::Serving)
@@ -43,7 +43,7 @@ pub async fn routes() -> Routes {
 }
 
 /// Serves [`routes`] behind the layer on `listener`.
-pub async fn serve(listener: TcpListener) -> Result<(), tonic::transport::Error> {
+pub(crate) async fn serve(listener: TcpListener) -> Result<(), tonic::transport::Error> {
     Server::builder()
         // gRPC needs HTTP/2; browsers and curl ask for `/` over HTTP/1.1.
         .accept_http1(true)

@@ -90,7 +90,7 @@ impl<F, B: Body, P> ResponseFuture<F, B, P> {
     pub(crate) fn new(future: F, request: RequestInfo<P>) -> Self {
         Self {
             state: State::Inner { future },
-            record_outcome: request.config.record_outcome,
+            record_outcome: request.config.settings.record_outcome,
             request: Some(request),
         }
     }
@@ -146,7 +146,10 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         Next::Buffer(parts, body) => {
-                            let key = this.request.as_ref().and_then(|r| r.config.key.clone());
+                            let key = this
+                                .request
+                                .as_ref()
+                                .and_then(|r| r.config.settings.key.clone());
                             this.state.set(State::Buffering {
                                 buffer: Some(Box::pin(Buffer::new(body, key))),
                                 parts: Some(parts),
@@ -157,8 +160,9 @@ where
                 StateProj::Buffering { buffer, parts } => {
                     let request = this.request.as_ref().expect("only GET and HEAD buffer");
                     let filling = buffer.as_mut().expect("taken only when done");
-                    let filled =
-                        ready!(filling.as_mut().poll_fill(cx, request.config.max_body_size));
+                    let filled = ready!(filling
+                        .as_mut()
+                        .poll_fill(cx, request.config.settings.max_body_size));
                     let buffer = buffer.take().expect("taken only when done");
                     let parts = parts.take().expect("taken only when done");
                     this.state.set(State::Done);
@@ -213,7 +217,7 @@ where
 
     let skip = if parts.status != StatusCode::OK {
         Some(SkipReason::Status)
-    } else if exceeds(head.content_length, &body, config.max_body_size) {
+    } else if exceeds(head.content_length, &body, config.settings.max_body_size) {
         Some(SkipReason::TooLarge)
     } else if !config.predicate.should_tag(&parts) {
         Some(SkipReason::Predicate)
@@ -250,7 +254,7 @@ fn own_validators<B, P>(
 where
     B: Body<Data = Bytes>,
 {
-    match short_circuit(verdict, &mut parts, request.config.record_outcome) {
+    match short_circuit(verdict, &mut parts, request.config.settings.record_outcome) {
         // The inner body is dropped unread: a 304 or 412 has no content.
         Some(empty) => Response::from_parts(parts, empty),
         None => skipped(parts, body, SkipReason::OwnValidator, request),
@@ -267,7 +271,7 @@ fn on_filled<B, P>(
 where
     B: Body<Data = Bytes>,
 {
-    let record_outcome = request.config.record_outcome;
+    let record_outcome = request.config.settings.record_outcome;
     let skip = match filled {
         Filled::Complete => None,
         Filled::Overflowed => Some(SkipReason::TooLarge),
@@ -299,7 +303,7 @@ where
         return Response::from_parts(parts, body);
     }
 
-    let tag = buffer.tag(request.config.weak);
+    let tag = buffer.tag(request.config.settings.weak);
     let verdict = request.conditions.evaluate(
         &request.method(),
         &Validators {
@@ -363,7 +367,7 @@ fn skipped<B: Body, P>(
     record_parts(
         &mut parts,
         Outcome::Skipped(reason),
-        request.config.record_outcome,
+        request.config.settings.record_outcome,
     );
     passthrough(parts, body, request.head)
 }

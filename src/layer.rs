@@ -13,38 +13,56 @@ use crate::{
 /// The default buffering cap: 2 MiB, the bound axum puts on request bodies.
 pub(crate) const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;
 
-/// What a layer and the services it builds share.
+/// What a layer and the services it builds share: every option in
+/// [`Settings`], once, and the predicate.
 #[derive(Clone)]
 pub(crate) struct Config<P> {
+    pub(crate) settings: Settings,
+    pub(crate) predicate: P,
+}
+
+/// The layer's options other than the predicate (whose type changes when it
+/// is replaced). A new option is added here and nowhere else.
+#[derive(Clone)]
+pub(crate) struct Settings {
     pub(crate) max_body_size: usize,
     pub(crate) weak: bool,
     pub(crate) record_outcome: bool,
     pub(crate) key: Option<Key>,
-    pub(crate) predicate: P,
 }
 
 impl Default for Config<DefaultPredicate> {
     fn default() -> Self {
         Self {
-            max_body_size: DEFAULT_MAX_BODY_SIZE,
-            weak: false,
-            record_outcome: false,
-            key: None,
+            settings: Settings {
+                max_body_size: DEFAULT_MAX_BODY_SIZE,
+                weak: false,
+                record_outcome: false,
+                key: None,
+            },
             predicate: DefaultPredicate::new(),
         }
     }
 }
 
+impl<P> Config<P> {
+    /// The fields of both `Debug` outputs (the layer's and the service's).
+    fn debug_fields(&self, f: &mut fmt::DebugStruct<'_, '_>) {
+        let settings = &self.settings;
+        f.field("max_body_size", &settings.max_body_size)
+            .field("weak", &settings.weak)
+            .field("record_outcome", &settings.record_outcome)
+            // Never the key itself.
+            .field("keyed", &settings.key.is_some())
+            .field("predicate", &std::any::type_name::<P>());
+    }
+}
+
 impl<P> fmt::Debug for Config<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("max_body_size", &self.max_body_size)
-            .field("weak", &self.weak)
-            .field("record_outcome", &self.record_outcome)
-            // Never the key itself.
-            .field("keyed", &self.key.is_some())
-            .field("predicate", &std::any::type_name::<P>())
-            .finish()
+        let mut debug = f.debug_struct("Config");
+        self.debug_fields(&mut debug);
+        debug.finish()
     }
 }
 
@@ -62,6 +80,7 @@ impl<P> fmt::Debug for Config<P> {
 /// # let _ = layer;
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct ETagLayer<P = DefaultPredicate> {
     pub(crate) config: Config<P>,
 }
@@ -91,7 +110,7 @@ impl<P> ETagLayer<P> {
     /// read, then the rest of the stream. Memory held per response is thus
     /// bounded by the cap plus one chunk.
     pub fn max_body_size(mut self, bytes: usize) -> Self {
-        self.config.max_body_size = bytes;
+        self.config.settings.max_body_size = bytes;
         self
     }
 
@@ -102,7 +121,7 @@ impl<P> ETagLayer<P> {
     /// needed (`If-Match`, `If-Range`), which is useful when something after
     /// this layer, such as a proxy that compresses, may change the bytes.
     pub fn weak(mut self, weak: bool) -> Self {
-        self.config.weak = weak;
+        self.config.settings.weak = weak;
         self
     }
 
@@ -113,7 +132,7 @@ impl<P> ETagLayer<P> {
     /// Off by default because inserting an extension allocates. With the
     /// `tracing` feature the outcome is logged at `debug` level either way.
     pub fn record_outcome(mut self, record: bool) -> Self {
-        self.config.record_outcome = record;
+        self.config.settings.record_outcome = record;
         self
     }
 
@@ -139,7 +158,7 @@ impl<P> ETagLayer<P> {
     /// assert!(format!("{layer:?}").contains("keyed: true"));
     /// ```
     pub fn keyed(mut self, key: [u8; 32]) -> Self {
-        self.config.key = Some(Arc::new(key));
+        self.config.settings.key = Some(Arc::new(key));
         self
     }
 
@@ -162,7 +181,12 @@ impl<P> ETagLayer<P> {
     /// assert_eq!(tag.opaque().len(), 32);
     /// ```
     pub fn tag_for(&self, bytes: impl AsRef<[u8]>) -> EntityTag {
-        tag_of(bytes.as_ref(), self.config.key.as_deref(), self.config.weak).to_public()
+        tag_of(
+            bytes.as_ref(),
+            self.config.settings.key.as_deref(),
+            self.config.settings.weak,
+        )
+        .to_public()
     }
 
     /// Replaces the rule that decides which responses are buffered and
@@ -173,10 +197,7 @@ impl<P> ETagLayer<P> {
     pub fn predicate<Q>(self, predicate: Q) -> ETagLayer<Q> {
         ETagLayer {
             config: Config {
-                max_body_size: self.config.max_body_size,
-                weak: self.config.weak,
-                record_outcome: self.config.record_outcome,
-                key: self.config.key,
+                settings: self.config.settings,
                 predicate,
             },
         }
@@ -185,14 +206,9 @@ impl<P> ETagLayer<P> {
 
 impl<P> fmt::Debug for ETagLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ETagLayer")
-            .field("max_body_size", &self.config.max_body_size)
-            .field("weak", &self.config.weak)
-            .field("record_outcome", &self.config.record_outcome)
-            // Never the key itself.
-            .field("keyed", &self.config.key.is_some())
-            .field("predicate", &std::any::type_name::<P>())
-            .finish()
+        let mut debug = f.debug_struct("ETagLayer");
+        self.config.debug_fields(&mut debug);
+        debug.finish()
     }
 }
 

@@ -114,11 +114,10 @@
 //!             // Tag bodies up to 256 KiB.
 //!             .max_body_size(256 * 1024)
 //!             // Keep the default rule, and never tag JSON.
-//!             .predicate(|response: &http::response::Parts| {
-//!                 DefaultPredicate::new().should_tag(response)
-//!                     && response.headers.get("content-type")
-//!                         .map_or(true, |v| v != "application/json")
-//!             }),
+//!             .predicate(DefaultPredicate::new().and(|response: &http::response::Parts| {
+//!                 response.headers.get("content-type")
+//!                     .is_none_or(|v| v != "application/json")
+//!             })),
 //!     );
 //! # let _ = app;
 //! ```
@@ -172,8 +171,8 @@
 //! | `tracing` | Logs each [`Outcome`] at `debug` level under the target `tower_etag`, and the validator cache's fills and invalidations under `tower_etag::cache`. | off |
 //! | `axum` | [`conditional::Preconditions`] as an axum extractor and [`conditional::Rejection`] as an axum response. | off |
 
-#![deny(missing_docs, unreachable_pub, unsafe_code)]
-#![warn(clippy::all, rust_2018_idioms, missing_debug_implementations)]
+// Lints: the `[lints]` table in Cargo.toml, so that they reach the tests,
+// examples and benches too.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
@@ -194,9 +193,29 @@ pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::ETagLayer;
 pub use outcome::{Outcome, SkipReason};
-pub use predicate::{DefaultPredicate, Predicate, SkipETag};
+pub use predicate::{And, DefaultPredicate, Or, Predicate, SkipETag};
 pub use service::ETag;
 pub use tag::{EntityTag, InvalidEntityTag};
+
+// Compile-time assertions: the public services, futures and bodies are
+// `Send + Sync` when their inner types are (axum's `Router::layer` needs
+// `Send` futures; `Sync` bodies and futures can be shared across threads).
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    type Inner = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>;
+    send_sync::<ETagLayer>();
+    send_sync::<ETag<()>>();
+    send_sync::<ResponseFuture<Inner, String, DefaultPredicate>>();
+    send_sync::<ResponseBody<String>>();
+    send_sync::<cache::ValidatorCache>();
+    send_sync::<cache::ValidatorCacheLayer>();
+    send_sync::<cache::ValidatorCacheService<()>>();
+    send_sync::<cache::ResponseFuture<Inner, String>>();
+    send_sync::<cache::ResponseBody<String>>();
+    send_sync::<conditional::Preconditions>();
+    send_sync::<conditional::Rejection>();
+    send_sync::<EntityTag>();
+};
 
 // The README's examples are compiled and run as doctests.
 #[cfg(doctest)]

@@ -10,27 +10,46 @@ use http::{header, response::Parts, HeaderValue};
 /// not already exceed the buffering cap. Those rules cannot be turned off; a
 /// predicate narrows further.
 ///
-/// It is implemented by [`DefaultPredicate`] and by any
-/// `Fn(&http::response::Parts) -> bool + Clone`, so a closure can replace the
-/// default rule or extend it:
+/// It is implemented by [`DefaultPredicate`], by any
+/// `Fn(&http::response::Parts) -> bool + Clone`, and by `Option<P>` (`None`
+/// tags everything), and predicates combine with [`and`](Predicate::and) and
+/// [`or`](Predicate::or), so a closure can extend the default rule:
 ///
 /// ```
 /// use tower_etag::{DefaultPredicate, ETagLayer, Predicate};
 ///
 /// // Keep the default rule, and also leave images alone.
-/// let layer = ETagLayer::new().predicate(|response: &http::response::Parts| {
-///     DefaultPredicate::new().should_tag(response)
-///         && !response
-///             .headers
-///             .get(http::header::CONTENT_TYPE)
-///             .is_some_and(|v| v.as_bytes().starts_with(b"image/"))
-/// });
+/// let not_images = |response: &http::response::Parts| {
+///     !response
+///         .headers
+///         .get(http::header::CONTENT_TYPE)
+///         .is_some_and(|v| v.as_bytes().starts_with(b"image/"))
+/// };
+/// let layer = ETagLayer::new().predicate(DefaultPredicate::new().and(not_images));
 /// # let _ = layer;
 /// ```
 pub trait Predicate: Clone {
     /// Returns `true` if the response whose head is `response` should be
     /// buffered and tagged.
     fn should_tag(&self, response: &Parts) -> bool;
+
+    /// A predicate that holds when both this one and `other` hold (`other`
+    /// is asked only if this one holds).
+    fn and<Q: Predicate>(self, other: Q) -> And<Self, Q> {
+        And {
+            first: self,
+            second: other,
+        }
+    }
+
+    /// A predicate that holds when this one or `other` holds (`other` is
+    /// asked only if this one does not).
+    fn or<Q: Predicate>(self, other: Q) -> Or<Self, Q> {
+        Or {
+            first: self,
+            second: other,
+        }
+    }
 }
 
 impl<F> Predicate for F
@@ -39,6 +58,41 @@ where
 {
     fn should_tag(&self, response: &Parts) -> bool {
         self(response)
+    }
+}
+
+impl<P: Predicate> Predicate for Option<P> {
+    /// `None` tags every response the layer may tag.
+    fn should_tag(&self, response: &Parts) -> bool {
+        self.as_ref().is_none_or(|inner| inner.should_tag(response))
+    }
+}
+
+/// Two predicates that must both hold; made by [`Predicate::and`].
+#[derive(Clone, Copy, Debug)]
+#[must_use]
+pub struct And<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A: Predicate, B: Predicate> Predicate for And<A, B> {
+    fn should_tag(&self, response: &Parts) -> bool {
+        self.first.should_tag(response) && self.second.should_tag(response)
+    }
+}
+
+/// Two predicates of which one must hold; made by [`Predicate::or`].
+#[derive(Clone, Copy, Debug)]
+#[must_use]
+pub struct Or<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A: Predicate, B: Predicate> Predicate for Or<A, B> {
+    fn should_tag(&self, response: &Parts) -> bool {
+        self.first.should_tag(response) || self.second.should_tag(response)
     }
 }
 
@@ -152,6 +206,46 @@ mod tests {
 
     fn tags(headers: &[(&str, &str)]) -> bool {
         DefaultPredicate::new().should_tag(&parts(headers))
+    }
+
+    #[test]
+    fn predicates_combine() {
+        let json = |r: &Parts| {
+            r.headers
+                .get("content-type")
+                .is_some_and(|v| v == "application/json")
+        };
+        let small = |r: &Parts| r.headers.get("content-length").is_some_and(|v| v == "1");
+        let both = DefaultPredicate::new().and(json).and(small);
+        let either = json.or(small);
+        let cases = [
+            (
+                &[
+                    ("content-type", "application/json"),
+                    ("content-length", "1"),
+                ][..],
+                true,
+                true,
+            ),
+            (&[("content-type", "application/json")][..], false, true),
+            (&[("content-length", "1")][..], false, true),
+            (&[("content-type", "text/html")][..], false, false),
+            (
+                &[
+                    ("content-type", "application/json"),
+                    ("content-length", "1"),
+                    ("cache-control", "no-store"),
+                ][..],
+                false,
+                true,
+            ),
+        ];
+        for (headers, and, or) in cases {
+            assert_eq!(both.should_tag(&parts(headers)), and, "{headers:?}");
+            assert_eq!(either.should_tag(&parts(headers)), or, "{headers:?}");
+        }
+        assert!(None::<DefaultPredicate>.should_tag(&parts(&[("cache-control", "no-store")])));
+        assert!(!Some(DefaultPredicate::new()).should_tag(&parts(&[("cache-control", "no-store")])));
     }
 
     #[test]

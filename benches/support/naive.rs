@@ -11,7 +11,7 @@ use axum::{
 };
 use http_body_util::BodyExt;
 
-pub async fn naive_etag(req: Request, next: Next) -> Response {
+pub(crate) async fn naive_etag(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let (mut parts, body) = response.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
