@@ -305,11 +305,11 @@ mod tests {
 
     #[test]
     fn entries_past_the_time_to_live_are_not_returned() {
-        let store = MemoryStore::new(Duration::from_millis(50), 100);
+        let store = MemoryStore::new(Duration::from_millis(300), 100);
         let lookup = store.lookup(&RESOURCE, &KEY);
         assert!(fill(&store, &lookup, vec![]));
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(400));
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
     }
 
