@@ -138,6 +138,10 @@ fn router(app: App, cache: ValidatorCache) -> Router {
             }),
         )
         .route(
+            "/hang",
+            routing::get(|| async { "hang" }).put(std::future::pending::<StatusCode>),
+        )
+        .route(
             "/missing",
             routing::get(|| async { (StatusCode::NOT_FOUND, "missing") }),
         )
@@ -766,4 +770,36 @@ fn public_types_are_send_sync_and_debug() {
     debug::<tower_etag::cache::ValidatorCacheBuilder>();
     debug::<tower_etag::cache::CacheStats>();
     debug::<CacheTags>();
+}
+
+#[tokio::test]
+async fn a_write_that_never_answers_does_not_block_fills_once_dropped() {
+    use tower::ServiceExt;
+
+    let cache = cache();
+    let app = App::default();
+    let router = router(app.clone(), cache.clone());
+    let request = |method: &str, headers: &[(&str, &str)]| {
+        let mut request = http::Request::builder().method(method).uri("/hang");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(axum::body::Body::empty()).unwrap()
+    };
+    // A PUT whose handler never answers; the client gives up.
+    let put = router.clone().oneshot(request("PUT", &[]));
+    assert!(tokio::time::timeout(Duration::from_millis(50), put)
+        .await
+        .is_err());
+    // Fills of the resource are allowed again: a GET is stored and hits.
+    let got = router.clone().oneshot(request("GET", &[])).await.unwrap();
+    let tag = got.headers()["etag"].to_str().unwrap().to_owned();
+    let before = app.calls();
+    let got = router
+        .clone()
+        .oneshot(request("GET", &[("if-none-match", &tag)]))
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(app.calls(), before, "answered from the cache");
 }

@@ -45,7 +45,7 @@ pin_project! {
 pub(crate) enum After {
     Nothing,
     Fill(Fill, ValidatorCache),
-    Write(Write, ValidatorCache),
+    Write(Write),
 }
 
 impl<F, B> ResponseFuture<F, B> {
@@ -95,7 +95,7 @@ where
                 if let Ok(response) = &result {
                     match after.take() {
                         Some(After::Fill(fill, cache)) => fill.complete(response, &cache),
-                        Some(After::Write(write, cache)) => write.complete(response, &cache),
+                        Some(After::Write(write)) => write.complete(response),
                         Some(After::Nothing) | None => {}
                     }
                 }
@@ -178,14 +178,21 @@ impl Fill {
     }
 }
 
-/// What a write keeps until its response, to invalidate what it changed.
+/// A write under way: what it keeps until its response, to invalidate what
+/// it changed, and to end the write in the store however the request ends.
 pub(crate) struct Write {
+    cache: ValidatorCache,
+    resource: Key,
     path: PathAndQuery,
     authority: Option<Bytes>,
+    ended: bool,
 }
 
 impl Write {
-    pub(crate) fn new<B>(request: &Request<B>) -> Self {
+    /// Begins a write to the request's target: RFC 9111 §4.4 invalidates
+    /// it now, before the write runs, and no fill of it is stored until the
+    /// write has ended.
+    pub(crate) fn begin<B>(request: &Request<B>, cache: ValidatorCache) -> Self {
         let uri = request.uri();
         let authority = match uri.authority() {
             Some(authority) => Some(Bytes::copy_from_slice(authority.as_str().as_bytes())),
@@ -194,42 +201,58 @@ impl Write {
                 .get(header::HOST)
                 .map(|host| Bytes::copy_from_slice(host.as_bytes())),
         };
+        let path = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let shared = &*cache.shared;
+        let resource = shared.hashing.resource(path.as_str());
+        shared.store.begin_write(&resource);
+        Counters::add(&shared.counters.invalidations, 1);
         Self {
-            path: uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            cache,
+            resource,
+            path,
             authority,
+            ended: false,
         }
     }
 
-    pub(crate) fn path(&self) -> &str {
-        self.path.as_str()
-    }
-
-    fn complete<B>(self, response: &Response<B>, cache: &ValidatorCache) {
+    fn complete<B>(mut self, response: &Response<B>) {
+        self.ended = true;
+        let shared = &*self.cache.shared;
         // RFC 9111 §4.4: only a non-error status (2xx, 3xx) invalidates; the
-        // arrival bump stands either way.
+        // arrival's invalidation stands either way.
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
+            shared.store.end_write(&self.resource, &[], false);
             return;
         }
-        let hashing = &cache.shared.hashing;
-        let mut keys = vec![hashing.resource(self.path())];
         // RFC 9111 §4.4: Location and Content-Location too, when they name
         // the same origin, relative references resolved against the target.
+        let path = self.path.as_str();
+        let mut others = Vec::new();
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             for value in response.headers().get_all(name) {
-                if let Some(path) =
-                    same_authority_path(value.as_bytes(), self.path(), self.authority.as_deref())
+                if let Some(other) =
+                    same_authority_path(value.as_bytes(), path, self.authority.as_deref())
                 {
-                    keys.push(hashing.resource(&path));
+                    others.push(shared.hashing.resource(&other));
                 }
             }
         }
-        let shared = &*cache.shared;
-        shared.store.invalidate(&keys, false);
-        Counters::add(&shared.counters.invalidations, keys.len() as u64);
-        super::handle::trace_invalidation(self.path());
+        shared.store.end_write(&self.resource, &others, true);
+        Counters::add(&shared.counters.invalidations, 1 + others.len() as u64);
+        super::handle::trace_invalidation(path);
+    }
+}
+
+impl Drop for Write {
+    /// The request ended without a response (the inner service failed, or
+    /// the client left): whether it wrote is unknown, so invalidate.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.cache.shared.store.end_write(&self.resource, &[], true);
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::{
     fmt,
     hash::{BuildHasher, Hasher},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -70,6 +70,9 @@ pub(crate) struct MemoryStore {
     /// at most half an entry (and 8 bytes a slot: 2 MiB for 100,000
     /// entries).
     generations: Box<[AtomicU64]>,
+    /// Writes under way, per generation slot: fills of a slot with a write
+    /// under way are refused.
+    writing: Box<[AtomicU32]>,
     /// The source of fresh generations: every generation this store ever
     /// issues is larger than the ones before, so no slot ever returns to a
     /// value a stored entry was filled at.
@@ -98,18 +101,28 @@ impl MemoryStore {
             .clamp(4096, 1 << 22)
             .next_power_of_two();
         let generations = (0..slots).map(|_| AtomicU64::new(0)).collect();
+        let writing = (0..slots).map(|_| AtomicU32::new(0)).collect();
         Self {
             entries,
             generations,
+            writing,
             next: AtomicU64::new(1),
             tag_epoch: AtomicU64::new(0),
             time_to_live,
         }
     }
 
-    fn slot(&self, key: &Key) -> &AtomicU64 {
+    fn index(&self, key: &Key) -> usize {
         // The length is a power of two.
-        &self.generations[(*key as usize) & (self.generations.len() - 1)]
+        (*key as usize) & (self.generations.len() - 1)
+    }
+
+    fn slot(&self, key: &Key) -> &AtomicU64 {
+        &self.generations[self.index(key)]
+    }
+
+    fn writing(&self, key: &Key) -> &AtomicU32 {
+        &self.writing[self.index(key)]
     }
 
     fn generation(&self, key: &Key) -> u64 {
@@ -171,7 +184,13 @@ impl Store for MemoryStore {
         if !tags.is_empty() && self.tag_epoch.load(Ordering::SeqCst) != fill.tag_epoch {
             return false;
         }
-        // The check and the insert are not one atomic step, and need not
+        // No fill while a write is under way; the generation is read after
+        // that check: a write that ended since the request arrived has moved
+        // it on before it let fills happen again (see `end_write`).
+        if self.writing(&fill.resource).load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        // The checks and the insert are not one atomic step, and need not
         // be: an invalidation between them leaves an entry whose generation
         // no lookup will match.
         if self.generation(&fill.resource) != fill.generation {
@@ -195,6 +214,21 @@ impl Store for MemoryStore {
         if tags {
             self.tag_epoch.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    fn begin_write(&self, resource: &Key) {
+        self.writing(resource).fetch_add(1, Ordering::SeqCst);
+        self.bump(resource);
+    }
+
+    fn end_write(&self, resource: &Key, others: &[Key], invalidate: bool) {
+        if invalidate {
+            self.bump(resource);
+            for key in others {
+                self.bump(key);
+            }
+        }
+        self.writing(resource).fetch_sub(1, Ordering::SeqCst);
     }
 
     fn clear(&self) {
@@ -273,6 +307,29 @@ mod tests {
         store.invalidate(&[RESOURCE], false);
         assert!(!fill(&store, &lookup, vec![]));
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
+    }
+
+    #[test]
+    fn no_fill_is_stored_while_a_write_is_under_way() {
+        let store = store();
+        store.begin_write(&RESOURCE);
+        // A GET that arrives while the write runs and reads the old data.
+        let during = store.lookup(&RESOURCE, &KEY);
+        assert!(!fill(&store, &during, vec![]), "refused during the write");
+        store.end_write(&RESOURCE, &[], true);
+        assert!(
+            !fill(&store, &during, vec![]),
+            "and after it: the generation moved"
+        );
+        let after = store.lookup(&RESOURCE, &KEY);
+        assert!(fill(&store, &after, vec![]));
+        // A write that failed lets fills happen again without invalidating.
+        store.begin_write(&RESOURCE);
+        let during = store.lookup(&RESOURCE, &KEY);
+        assert!(during.entry.is_none(), "the arrival invalidated");
+        store.end_write(&RESOURCE, &[], false);
+        assert!(fill(&store, &during, vec![]));
+        assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
     }
 
     #[test]

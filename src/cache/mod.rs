@@ -67,9 +67,11 @@
 //!
 //! - RFC 9111 §4.4: a request with any method but `GET`, `HEAD`, `OPTIONS`
 //!   and `TRACE` invalidates its target when it arrives (nothing is answered
-//!   from the old entry while the write runs), and again, with the
-//!   same-authority `Location` and `Content-Location` (relative references
-//!   resolved), when it is answered with 2xx or 3xx. Every `Vary` variant
+//!   from the old entry while the write runs), stores nothing for it until
+//!   the write ends (a `GET` that reads the old data meanwhile cannot leave
+//!   it behind), and invalidates it again, with the same-authority
+//!   `Location` and `Content-Location` (relative references resolved), when
+//!   it is answered with 2xx or 3xx, or never answered. Every `Vary` variant
 //!   and every requester's entry goes.
 //! - From app code: [`ValidatorCache::invalidate`],
 //!   [`ValidatorCache::invalidate_tag`] (with [`CacheTags`] on responses),

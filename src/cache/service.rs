@@ -85,17 +85,14 @@ where
                 return ResponseFuture::inner(self.inner.call(req), After::Nothing)
             }
             // RFC 9111 §4.4: any other method (unsafe, or of unknown safety)
-            // invalidates the target. Bump it now, before the write runs, so
-            // that nothing is answered from the old entry meanwhile, and
-            // again after a non-error response (`Write::complete`).
+            // invalidates the target: now, before the write runs, so that
+            // nothing is answered from the old entry meanwhile, and again
+            // after a non-error response. Nothing is stored for the target
+            // in between (`Write`).
             _ => {
-                let write = Write::new(&req);
-                shared
-                    .store
-                    .invalidate(&[shared.hashing.resource(write.path())], false);
-                Counters::add(&shared.counters.invalidations, 1);
+                let write = Write::begin(&req, self.cache.clone());
                 let future = self.inner.call(req);
-                return ResponseFuture::inner(future, After::Write(write, self.cache.clone()));
+                return ResponseFuture::inner(future, After::Write(write));
             }
         }
 

@@ -62,15 +62,28 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// under `key`.
     fn lookup(&self, resource: &Key, key: &Key) -> Lookup;
 
-    /// Stores `fill.entry` under `fill.key` only if the resource still has
-    /// `fill.generation` and, when the response has surrogate tags, no tag
-    /// was invalidated since `fill.tag_epoch`. Returns whether it stored.
+    /// Stores the fill under `fill.key` only if the resource still has
+    /// `fill.generation`, no write to it is under way, and, when the
+    /// response has surrogate tags, no tag was invalidated since
+    /// `fill.tag_epoch`. Returns whether it stored.
     fn fill(&self, fill: Fill) -> bool;
 
     /// Moves the generations of `keys` (resources or tags) to fresh values,
     /// so that nothing stored under them is used again. With `tags`, also
     /// bumps the tag epoch.
     fn invalidate(&self, keys: &[Key], tags: bool);
+
+    /// A write to `resource` begins: invalidates it, and refuses every fill
+    /// of it until the write ends, so that a `GET` that reads the old data
+    /// while the write runs cannot store it (it would otherwise be valid
+    /// from its fill to the end of the write, after the write committed).
+    fn begin_write(&self, resource: &Key);
+
+    /// The write that [`begin_write`](Store::begin_write) announced has
+    /// ended: invalidates `resource` and `others` first when `invalidate`
+    /// (a non-error response, or an unknown outcome), then lets fills of
+    /// `resource` happen again.
+    fn end_write(&self, resource: &Key, others: &[Key], invalidate: bool);
 
     /// Forgets every entry and generation.
     fn clear(&self);
