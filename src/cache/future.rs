@@ -92,12 +92,14 @@ where
                 .expect("ResponseFuture polled after completion"))),
             KindProj::Inner { future, after } => {
                 let result = ready!(future.poll(cx));
-                if let Ok(response) = &result {
-                    match after.take() {
-                        Some(After::Fill(fill, cache)) => fill.complete(response, &cache),
-                        Some(After::Write(write)) => write.complete(response),
-                        Some(After::Nothing) | None => {}
+                match (after.take(), &result) {
+                    (Some(After::Fill(fill, cache)), Ok(response)) => {
+                        fill.complete(response, &cache)
                     }
+                    (Some(After::Write(write)), Ok(response)) => write.complete(response),
+                    // An error: nothing to store, and a write's outcome is
+                    // unknown; its guard, dropped here, ends it.
+                    _ => {}
                 }
                 Poll::Ready(result.map(|response| response.map(ResponseBody::inner)))
             }
