@@ -179,6 +179,7 @@ mod body;
 mod buffer;
 pub mod cache;
 pub mod conditional;
+mod directives;
 mod entity_tag;
 mod future;
 mod layer;

@@ -2,6 +2,8 @@
 
 use http::{header, response::Parts, HeaderValue};
 
+use crate::directives::has_directive;
+
 /// Decides whether a response may be buffered and tagged.
 ///
 /// The layer asks only about responses it could tag at all: a `200 OK` to a
@@ -178,11 +180,7 @@ impl Predicate for DefaultPredicate {
 pub struct SkipETag;
 
 fn has_no_store(value: &HeaderValue) -> bool {
-    // RFC 9111 §5.2: directives are a comma-separated list, case-insensitive.
-    value.as_bytes().split(|&b| b == b',').any(|directive| {
-        let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
-        name.trim_ascii().eq_ignore_ascii_case(b"no-store")
-    })
+    has_directive(value, &["no-store"])
 }
 
 fn starts_with_ignore_case(value: &HeaderValue, prefix: &[u8]) -> bool {

@@ -10,8 +10,8 @@ use std::{
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::key::{has_directive, kept, Hashing, Key};
-use crate::{entity_tag::EntityTag, not_modified::FromOk};
+use super::key::{kept, Hashing, Key};
+use crate::{directives::has_directive, entity_tag::EntityTag, not_modified::FromOk};
 
 /// The fields a 304 must carry if the 200 had them (RFC 9110 §15.4.5:
 /// Cache-Control, Content-Location, Date, ETag, Expires, Vary), and
@@ -283,11 +283,7 @@ pub(crate) fn remember<'a>(
         match *name {
             // RFC 9111 §5.2.2.5, §5.2.2.7: a shared store must not keep
             // these; this one answers on the origin's behalf, so neither.
-            header::CACHE_CONTROL
-                if has_directive(value, |d| {
-                    d.eq_ignore_ascii_case(b"no-store") || d.eq_ignore_ascii_case(b"private")
-                }) =>
-            {
+            header::CACHE_CONTROL if has_directive(value, &["no-store", "private"]) => {
                 return Err(NotStored::CacheControl)
             }
             header::SET_COOKIE => return Err(NotStored::SetCookie),

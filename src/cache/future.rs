@@ -18,7 +18,7 @@ use super::{
     entry::{remember, Entry},
     handle::Counters,
     invalidation::same_authority_path,
-    key::{Key, Read},
+    key::{authority, Key, Read},
     store::{self, Lookup},
     ValidatorCache,
 };
@@ -196,13 +196,8 @@ impl Write {
     /// write has ended.
     pub(crate) fn begin<B>(request: &Request<B>, cache: ValidatorCache) -> Self {
         let uri = request.uri();
-        let authority = match uri.authority() {
-            Some(authority) => Some(Bytes::copy_from_slice(authority.as_str().as_bytes())),
-            None => request
-                .headers()
-                .get(header::HOST)
-                .map(|host| Bytes::copy_from_slice(host.as_bytes())),
-        };
+        let authority =
+            authority(uri, request.headers().get(header::HOST)).map(Bytes::copy_from_slice);
         let path = uri
             .path_and_query()
             .cloned()

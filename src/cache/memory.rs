@@ -130,8 +130,13 @@ impl MemoryStore {
     }
 
     fn bump(&self, key: &Key) {
+        self.renew(self.slot(key));
+    }
+
+    /// Moves a slot to a fresh generation.
+    fn renew(&self, slot: &AtomicU64) {
         let fresh = self.next.fetch_add(1, Ordering::SeqCst);
-        self.slot(key).store(fresh, Ordering::SeqCst);
+        slot.store(fresh, Ordering::SeqCst);
     }
 
     fn is_current(&self, newest: bool, variant: &Variant) -> bool {
@@ -235,8 +240,7 @@ impl Store for MemoryStore {
         // Every slot moves on, so fills in flight store nothing; moka never
         // returns entries inserted before `invalidate_all`.
         for slot in self.generations.iter() {
-            let fresh = self.next.fetch_add(1, Ordering::SeqCst);
-            slot.store(fresh, Ordering::SeqCst);
+            self.renew(slot);
         }
         self.entries.invalidate_all();
     }
