@@ -131,7 +131,9 @@ impl Preconditions {
         self
     }
 
-    /// Whether the request carries any of the four preconditions.
+    /// Whether the request carries any of the four preconditions (an
+    /// `If-Modified-Since` or `If-Unmodified-Since` that is not a valid
+    /// HTTP-date counts as absent, as RFC 9110 ignores it).
     pub fn is_conditional(&self) -> bool {
         !self.conditions.is_empty()
     }
@@ -385,6 +387,12 @@ mod tests {
         }
         let get = preconditions(Method::GET, &[]).require(true);
         assert_eq!(status(get.check(Current::tagged(&v1))), StatusCode::OK);
+        assert!(!get.is_conditional());
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        assert!(preconditions(Method::GET, &[("if-modified-since", date)]).is_conditional());
+        assert!(preconditions(Method::PUT, &[("if-match", "x")]).is_conditional());
+        // RFC 9110 ignores an invalid date: as if absent.
+        assert!(!preconditions(Method::GET, &[("if-modified-since", "x")]).is_conditional());
     }
 
     #[test]

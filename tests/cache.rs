@@ -803,3 +803,30 @@ async fn a_write_that_never_answers_does_not_block_fills_once_dropped() {
     assert_eq!(got.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(app.calls(), before, "answered from the cache");
 }
+
+#[tokio::test]
+async fn vary_on_sets_the_fields_responses_may_vary_on() {
+    // By default a response varying on User-Agent is not stored; with
+    // User-Agent configured it is, keyed by its value.
+    let cache = ValidatorCache::builder()
+        .vary_on([header::USER_AGENT])
+        .build();
+    let (addr, app) = start(cache).await;
+    let curl = [("user-agent", "curl/8")];
+    let tag = fill(addr, "/vary-ua", &curl).await;
+    assert!(!reaches_handler(addr, &app, "/vary-ua", &tag, &curl).await);
+    let other = [("user-agent", "wget/1")];
+    assert!(reaches_handler(addr, &app, "/vary-ua", &tag, &other).await);
+    // Accept-Encoding is no longer one of the fields: /notes/{id} varies on
+    // it, so it is not stored.
+    let tag = fill(addr, "/notes/20", &[]).await;
+    assert!(reaches_handler(addr, &app, "/notes/20", &tag, &[]).await);
+}
+
+#[test]
+fn the_service_gives_access_to_the_inner_one() {
+    let mut service = tower_etag::cache::ValidatorCacheService::new(7_u32, cache());
+    assert_eq!(*service.get_ref(), 7);
+    *service.get_mut() = 8;
+    assert_eq!(service.into_inner(), 8);
+}
