@@ -211,7 +211,23 @@ const _: fn() = || {
     send_sync::<cache::ValidatorCache>();
     send_sync::<cache::ValidatorCacheLayer>();
     send_sync::<cache::ValidatorCacheService<()>>();
-    send_sync::<cache::ResponseFuture<Inner, String>>();
+    #[derive(Clone)]
+    struct Handler;
+    impl tower_service::Service<http::Request<String>> for Handler {
+        type Response = http::Response<String>;
+        type Error = std::convert::Infallible;
+        type Future = Inner;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<String>) -> Inner {
+            std::future::ready(Ok(http::Response::default()))
+        }
+    }
+    send_sync::<cache::ResponseFuture<Handler, String>>();
     send_sync::<cache::ResponseBody<String>>();
     send_sync::<conditional::Preconditions>();
     send_sync::<conditional::Rejection>();

@@ -82,6 +82,10 @@ pub(crate) struct Variant {
     /// that a hit compares without parsing.
     etag: Etag,
     pub(crate) filled: Instant,
+    /// When it was stored, in microseconds on a shared store's clock (0 in
+    /// memory).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) filled_at: u64,
     /// Surrogate tags and their generations at fill time.
     pub(crate) tags: Box<[(Key, u64)]>,
 }
@@ -219,6 +223,122 @@ impl Entry {
     /// How many responses this entry holds, for the cache's bound.
     pub(crate) fn weight(&self) -> u32 {
         self.0.len() as u32
+    }
+}
+
+/// The version of [`Entry::encode`]'s format; an entry in another is a miss.
+#[cfg(feature = "redis")]
+const FORMAT: u8 = 1;
+
+#[cfg(feature = "redis")]
+impl Entry {
+    /// The entry as a shared store keeps it: the format version, the
+    /// resource's generation at fill time, then each variant: its request
+    /// field digest, fill time, surrogate tags with their generations, and
+    /// remembered field lines (name index, length, value). Integers are
+    /// little-endian.
+    pub(crate) fn encode(&self, generation: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            10 + self.0.iter().map(|v| 18 + 16 * v.tags.len() + v.block.len()).sum::<usize>(),
+        );
+        out.put_u8(FORMAT);
+        out.put_u64_le(generation);
+        out.put_u8(self.0.len() as u8);
+        for variant in self.variants() {
+            out.put_u64_le(variant.fields);
+            out.put_u64_le(variant.filled_at);
+            out.put_u8(variant.tags.len() as u8);
+            for (tag, generation) in variant.tags.iter() {
+                out.put_u64_le(*tag);
+                out.put_u64_le(*generation);
+            }
+            out.put_u8(variant.block[0]);
+            for (name, start, end) in variant.lines() {
+                out.put_u8(name);
+                out.put_u16_le((end - start) as u16);
+                out.put_slice(&variant.block[start..end]);
+            }
+        }
+        out
+    }
+
+    /// Reads what [`encode`](Entry::encode) wrote: the generation and the
+    /// variants younger than `time_to_live` at `now` (microseconds on the
+    /// store's clock). `None` for anything malformed, so that a damaged or
+    /// foreign value is a miss; every variant is checked as a fresh
+    /// response would be before it is used.
+    pub(crate) fn decode(
+        mut bytes: &[u8],
+        vary: &[HeaderName],
+        now: u64,
+        time_to_live: std::time::Duration,
+    ) -> Option<(u64, Option<Entry>)> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = bytes.split_at_checked(n)?;
+            *bytes = rest;
+            Some(head)
+        }
+        fn u8_(bytes: &mut &[u8]) -> Option<u8> {
+            Some(take(bytes, 1)?[0])
+        }
+        fn u16_(bytes: &mut &[u8]) -> Option<u16> {
+            Some(u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?))
+        }
+        fn u64_(bytes: &mut &[u8]) -> Option<u64> {
+            Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
+        }
+        if u8_(&mut bytes)? != FORMAT {
+            return None;
+        }
+        let generation = u64_(&mut bytes)?;
+        let count = usize::from(u8_(&mut bytes)?);
+        if count > MAX_VARIANTS {
+            return None;
+        }
+        let mut variants = Vec::with_capacity(count);
+        let ttl = u64::try_from(time_to_live.as_micros()).unwrap_or(u64::MAX);
+        for _ in 0..count {
+            let fields = u64_(&mut bytes)?;
+            let filled_at = u64_(&mut bytes)?;
+            let tag_count = usize::from(u8_(&mut bytes)?);
+            if tag_count > MAX_TAGS {
+                return None;
+            }
+            let mut tags = Vec::with_capacity(tag_count);
+            for _ in 0..tag_count {
+                tags.push((u64_(&mut bytes)?, u64_(&mut bytes)?));
+            }
+            let line_count = usize::from(u8_(&mut bytes)?);
+            if line_count > MAX_LINES {
+                return None;
+            }
+            let mut headers = HeaderMap::with_capacity(line_count);
+            for _ in 0..line_count {
+                let name = REMEMBERED.get(usize::from(u8_(&mut bytes)?))?;
+                let len = usize::from(u16_(&mut bytes)?);
+                let value = HeaderValue::from_bytes(take(&mut bytes, len)?).ok()?;
+                headers.append(name.clone(), value);
+            }
+            // Past its time-to-live: left out (a clock behind the fill
+            // counts as age zero).
+            let age = now.saturating_sub(filled_at);
+            if age >= ttl {
+                continue;
+            }
+            let extensions = Extensions::new();
+            let remembered = remember(StatusCode::OK, &headers, &extensions, vary).ok()?;
+            let mut variant = remembered.to_variant(fields).with_tags(tags.into());
+            variant.filled_at = filled_at;
+            variant.filled = Instant::now()
+                .checked_sub(std::time::Duration::from_micros(age))
+                .unwrap_or(variant.filled);
+            variants.push(variant);
+        }
+        if !bytes.is_empty() {
+            return None;
+        }
+        let entry = (!variants.is_empty()).then(|| Entry(variants.into()));
+        Some((generation, entry))
     }
 }
 
@@ -402,6 +522,7 @@ impl Remembered<'_> {
             block: block.freeze(),
             etag,
             filled: Instant::now(),
+            filled_at: 0,
             tags: Box::new([]),
         }
     }
@@ -545,6 +666,55 @@ mod tests {
         }
         extensions.insert(FromOk);
         assert!(remember(StatusCode::NOT_MODIFIED, &headers, &extensions, &vary).is_ok());
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn an_encoded_entry_reads_back_and_damage_is_a_miss() {
+        let ttl = std::time::Duration::from_secs(60);
+        let vary = default_vary();
+        let mut old = try_remember(&[("etag", "\"old\""), ("vary", "accept")]).unwrap();
+        old.fields = 1;
+        old.filled_at = 1_000_000;
+        let mut new = try_remember(&[
+            ("etag", "W/\"new\""),
+            ("cache-control", "max-age=60"),
+            ("vary", "accept-encoding"),
+        ])
+        .unwrap()
+        .with_tags(Box::new([(7, 8)]));
+        new.fields = 2;
+        new.filled_at = 50_000_000;
+        let entry = Entry::with(Some(&Entry::with(None, old)), new);
+        let bytes = entry.encode(42);
+        let (generation, read) = Entry::decode(&bytes, &vary, 55_000_000, ttl).unwrap();
+        assert_eq!(generation, 42);
+        let read = read.unwrap();
+        assert_eq!(read.variants().len(), 2);
+        for (a, b) in read.variants().iter().zip(entry.variants()) {
+            assert_eq!(a.block, b.block);
+            assert_eq!((a.mask, a.fields, a.filled_at), (b.mask, b.fields, b.filled_at));
+            assert_eq!(a.tags, b.tags);
+            assert_eq!(a.etag_value(), b.etag_value());
+        }
+        // 61 s after the first fill: the old variant is past its time.
+        let (_, read) = Entry::decode(&bytes, &vary, 62_000_000, ttl).unwrap();
+        assert_eq!(read.unwrap().variants().len(), 1);
+        let (_, read) = Entry::decode(&bytes, &vary, 200_000_000, ttl).unwrap();
+        assert!(read.is_none());
+        // Every truncation, and every single-byte change that leaves the
+        // value unreadable, is a miss rather than a panic.
+        for len in 0..bytes.len() {
+            assert!(Entry::decode(&bytes[..len], &vary, 55_000_000, ttl).is_none());
+        }
+        for i in 0..bytes.len() {
+            for byte in [0, 0x7f, 0xff] {
+                let mut damaged = bytes.clone();
+                damaged[i] = byte;
+                let _ = Entry::decode(&damaged, &vary, 55_000_000, ttl);
+            }
+        }
+        assert!(Entry::decode(b"garbage", &vary, 0, ttl).is_none());
     }
 
     #[test]

@@ -6,12 +6,13 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use http::{header, uri::PathAndQuery, Request, Response};
 use pin_project_lite::pin_project;
+use tower_service::Service;
 
 use super::{
     body::ResponseBody,
@@ -19,25 +20,33 @@ use super::{
     handle::Counters,
     invalidation::same_authority_path,
     key::{authority, Key, Read},
-    store::{self, Lookup},
+    store::{self, Backend, Lookup, Store},
     ValidatorCache,
 };
 
 pin_project! {
     /// The response future of [`ValidatorCacheService`](super::ValidatorCacheService).
-    pub struct ResponseFuture<F, B> {
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
         #[pin]
-        kind: Kind<F, B>,
+        kind: Kind<S, ReqBody>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, B> {
+    enum Kind<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
         // A 304 answered from the cache.
-        Ready { response: Option<Response<ResponseBody<B>>> },
+        Ready { response: Option<Response<()>> },
+        // Waiting for a shared store; then the request goes on with `next`.
+        Waiting { pending: Pending, next: Option<Next<S, ReqBody>> },
         // Waiting for the inner service; then what to do with its response.
-        Inner { #[pin] future: F, after: Option<After> },
+        Inner { #[pin] future: S::Future, after: Option<After> },
     }
 }
 
@@ -48,8 +57,52 @@ pub(crate) enum After {
     Write(Write),
 }
 
-impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn ready(response: Response<ResponseBody<B>>) -> Self {
+/// A shared store's answer being awaited.
+#[cfg(feature = "redis")]
+pub(crate) enum Pending {
+    Lookup(tokio::task::JoinHandle<Option<Lookup>>),
+    Write(tokio::task::JoinHandle<()>),
+}
+
+/// Without a shared store, nothing is ever awaited.
+#[cfg(not(feature = "redis"))]
+pub(crate) enum Pending {}
+
+impl Pending {
+    /// The lookup's result (`None`: the store did not answer), or `None`
+    /// once a write has begun.
+    fn poll(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Lookup>> {
+        match *self {
+            #[cfg(feature = "redis")]
+            Self::Lookup(ref mut handle) => {
+                Pin::new(handle).poll(_cx).map(|joined| joined.ok().flatten())
+            }
+            #[cfg(feature = "redis")]
+            Self::Write(ref mut handle) => Pin::new(handle).poll(_cx).map(|_| None),
+        }
+    }
+}
+
+/// The request, and the service that takes it once the store has answered.
+pub(crate) struct Next<S, ReqBody> {
+    pub(crate) service: S,
+    pub(crate) request: Request<ReqBody>,
+    pub(crate) cache: ValidatorCache,
+    pub(crate) then: Then,
+}
+
+/// What the store's answer is for.
+pub(crate) enum Then {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Lookup(Read),
+    Write(Write),
+}
+
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    pub(crate) fn ready(response: Response<()>) -> Self {
         Self {
             kind: Kind::Ready {
                 response: Some(response),
@@ -57,7 +110,7 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn inner(future: F, after: After) -> Self {
+    pub(crate) fn inner(future: S::Future, after: After) -> Self {
         Self {
             kind: Kind::Inner {
                 future,
@@ -65,12 +118,26 @@ impl<F, B> ResponseFuture<F, B> {
             },
         }
     }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn waiting(pending: Pending, next: Next<S, ReqBody>) -> Self {
+        Self {
+            kind: Kind::Waiting {
+                pending,
+                next: Some(next),
+            },
+        }
+    }
 }
 
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+impl<S, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Ready { .. } => "Ready",
+            Kind::Waiting { .. } => "Waiting",
             Kind::Inner { .. } => "Inner",
         };
         f.debug_struct("ResponseFuture")
@@ -79,29 +146,60 @@ impl<F, B> fmt::Debug for ResponseFuture<F, B> {
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Ready { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            KindProj::Inner { future, after } => {
-                let result = ready!(future.poll(cx));
-                match (after.take(), &result) {
-                    (Some(After::Fill(fill, cache)), Ok(response)) => {
-                        fill.complete(response, &cache)
-                    }
-                    (Some(After::Write(write)), Ok(response)) => write.complete(response),
-                    // An error: nothing to store, and a write's outcome is
-                    // unknown; its guard, dropped here, ends it.
-                    _ => {}
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().kind.project() {
+                KindProj::Ready { response } => {
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response.map(|()| ResponseBody::not_modified())));
                 }
-                Poll::Ready(result.map(|response| response.map(ResponseBody::inner)))
+                KindProj::Waiting { pending, next } => {
+                    let lookup = match pending.poll(cx) {
+                        Poll::Ready(lookup) => lookup,
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    let Next {
+                        mut service,
+                        request,
+                        cache,
+                        then,
+                    } = next
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    let next = match then {
+                        Then::Lookup(read) => {
+                            super::service::decide(&cache, read, lookup, request, &mut service)
+                        }
+                        Then::Write(write) => {
+                            Self::inner(service.call(request), After::Write(write))
+                        }
+                    };
+                    self.set(next);
+                }
+                KindProj::Inner { future, after } => {
+                    let result = match future.poll(cx) {
+                        Poll::Ready(result) => result,
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    match (after.take(), &result) {
+                        (Some(After::Fill(fill, cache)), Ok(response)) => {
+                            fill.complete(response, &cache)
+                        }
+                        (Some(After::Write(write)), Ok(response)) => write.complete(response),
+                        // An error: nothing to store, and a write's outcome is
+                        // unknown; its guard, dropped here, ends it.
+                        _ => {}
+                    }
+                    return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
+                }
             }
         }
     }
@@ -113,6 +211,8 @@ pub(crate) struct Fill {
     key: Key,
     generation: u64,
     tag_epoch: u64,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    clock: u64,
     base: Option<Entry>,
     varying: Vec<(u8, http::HeaderValue)>,
 }
@@ -126,6 +226,7 @@ impl Fill {
             key: read.entry,
             generation: lookup.generation,
             tag_epoch: lookup.tag_epoch,
+            clock: lookup.clock,
             base: lookup.entry,
             varying,
         }
@@ -163,7 +264,7 @@ impl Fill {
             return;
         }
         let variant = remembered.to_variant(fields);
-        let stored = shared.store.fill(store::Fill {
+        let fill = store::Fill {
             resource: self.resource,
             key: self.key,
             generation: self.generation,
@@ -171,13 +272,25 @@ impl Fill {
             variant,
             base: self.base,
             tags,
-        });
-        if stored {
-            Counters::add(&shared.counters.fills, 1);
+        };
+        match &shared.store {
+            Backend::Memory(store) => filled(cache, store.fill(fill)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => {
+                let cache = cache.clone();
+                store.fill(fill, self.clock, move |stored| filled(&cache, stored));
+            }
         }
-        #[cfg(feature = "tracing")]
-        tracing::debug!(target: "tower_etag::cache", stored, "tower-etag cache fill");
     }
+}
+
+/// Counts and traces a fill.
+fn filled(cache: &ValidatorCache, stored: bool) {
+    if stored {
+        Counters::add(&cache.shared.counters.fills, 1);
+    }
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "tower_etag::cache", stored, "tower-etag cache fill");
 }
 
 /// A write under way: what it keeps until its response, to invalidate what
@@ -187,14 +300,18 @@ pub(crate) struct Write {
     resource: Key,
     path: PathAndQuery,
     authority: Option<Bytes>,
+    /// The write's id in a shared store (0 in memory).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    id: u64,
     ended: bool,
 }
 
 impl Write {
     /// Begins a write to the request's target: RFC 9111 §4.4 invalidates
     /// it now, before the write runs, and no fill of it is stored until the
-    /// write has ended.
-    pub(crate) fn begin<B>(request: &Request<B>, cache: ValidatorCache) -> Self {
+    /// write has ended. With a shared store, the request waits for `Pending`
+    /// before it goes on.
+    pub(crate) fn begin<B>(request: &Request<B>, cache: ValidatorCache) -> (Self, Option<Pending>) {
         let uri = request.uri();
         let authority =
             authority(uri, request.headers().get(header::HOST)).map(Bytes::copy_from_slice);
@@ -204,14 +321,34 @@ impl Write {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let shared = &*cache.shared;
         let resource = shared.hashing.resource(path.as_str());
-        shared.store.begin_write(&resource);
+        let (id, pending) = match &shared.store {
+            Backend::Memory(store) => {
+                store.begin_write(&resource);
+                (0, None)
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => {
+                let (id, handle) = store.begin_write(resource);
+                (id, Some(Pending::Write(handle)))
+            }
+        };
         Counters::add(&shared.counters.invalidations, 1);
-        Self {
+        let write = Self {
             cache,
             resource,
             path,
             authority,
+            id,
             ended: false,
+        };
+        (write, pending)
+    }
+
+    fn end(&self, others: Vec<Key>, invalidate: bool) {
+        match &self.cache.shared.store {
+            Backend::Memory(store) => store.end_write(&self.resource, &others, invalidate),
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => store.end_write(self.resource, self.id, others, invalidate),
         }
     }
 
@@ -222,7 +359,7 @@ impl Write {
         // arrival's invalidation stands either way.
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
-            shared.store.end_write(&self.resource, &[], false);
+            self.end(Vec::new(), false);
             return;
         }
         // RFC 9111 §4.4: Location and Content-Location too, when they name
@@ -238,8 +375,8 @@ impl Write {
                 }
             }
         }
-        shared.store.end_write(&self.resource, &others, true);
         Counters::add(&shared.counters.invalidations, 1 + others.len() as u64);
+        self.end(others, true);
         super::handle::trace_invalidation(path);
     }
 }
@@ -249,7 +386,7 @@ impl Drop for Write {
     /// the client left): whether it wrote is unknown, so invalidate.
     fn drop(&mut self) {
         if !self.ended {
-            self.cache.shared.store.end_write(&self.resource, &[], true);
+            self.end(Vec::new(), true);
         }
     }
 }

@@ -14,7 +14,7 @@ use http::{request::Parts, HeaderName, Uri};
 use super::{
     key::{default_vary, Hashing},
     memory::MemoryStore,
-    store::Store,
+    store::{Backend, Store},
 };
 
 /// The function that partitions entries by requester, if the app set one.
@@ -43,7 +43,7 @@ impl Counters {
 }
 
 pub(crate) struct Shared {
-    pub(crate) store: Box<dyn Store>,
+    pub(crate) store: Backend,
     pub(crate) config: Config,
     pub(crate) hashing: Hashing,
     pub(crate) counters: Counters,
@@ -91,7 +91,7 @@ impl ValidatorCache {
     pub async fn invalidate(&self, uri: &Uri) {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let key = self.shared.hashing.resource(path);
-        self.shared.store.invalidate(&[key], false);
+        self.invalidate_keys(&[key], false).await;
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation(path);
     }
@@ -100,27 +100,45 @@ impl ValidatorCache {
     /// [`CacheTags`](super::CacheTags)). Done when it returns.
     pub async fn invalidate_tag(&self, tag: &str) {
         let key = self.shared.hashing.tag(tag);
-        self.shared.store.invalidate(&[key], true);
+        self.invalidate_keys(&[key], true).await;
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation(tag);
     }
 
     /// Forgets everything stored. Done when it returns.
     pub async fn clear(&self) {
-        self.shared.store.clear();
+        match &self.shared.store {
+            Backend::Memory(store) => store.clear(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => store.clear().await,
+        }
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation("*");
+    }
+
+    async fn invalidate_keys(&self, keys: &[u64], tags: bool) {
+        match &self.shared.store {
+            Backend::Memory(store) => store.invalidate(keys, tags),
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => store.invalidate(keys, tags).await,
+        }
     }
 
     /// The counters since the cache was built.
     pub fn stats(&self) -> CacheStats {
         let c = &self.shared.counters;
+        let (entries, unavailable) = match &self.shared.store {
+            Backend::Memory(store) => (store.len(), 0),
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => (0, store.unavailable()),
+        };
         CacheStats {
             hits: c.hits.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
             fills: c.fills.load(Ordering::Relaxed),
             invalidations: c.invalidations.load(Ordering::Relaxed),
-            entries: self.shared.store.len(),
+            entries,
+            unavailable,
         }
     }
 }
@@ -161,8 +179,12 @@ pub struct CacheStats {
     /// response), and through the handle.
     pub invalidations: u64,
     /// Responses stored now (approximately: evictions and expiries are
-    /// counted lazily).
+    /// counted lazily). Not counted in a shared store (always 0 there).
     pub entries: u64,
+    /// Shared store operations that failed or ran past the store's timeout;
+    /// the requests concerned went to the inner service (always 0 in
+    /// memory).
+    pub unavailable: u64,
 }
 
 /// Builds a [`ValidatorCache`].
@@ -173,6 +195,8 @@ pub struct ValidatorCacheBuilder {
     vary: Vec<HeaderName>,
     partition: Option<Partition>,
     record_outcome: bool,
+    #[cfg(feature = "redis")]
+    redis: Option<super::RedisStore>,
 }
 
 impl Default for ValidatorCacheBuilder {
@@ -183,19 +207,23 @@ impl Default for ValidatorCacheBuilder {
             vary: default_vary(),
             partition: None,
             record_outcome: false,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
 
 impl fmt::Debug for ValidatorCacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ValidatorCacheBuilder")
-            .field("time_to_live", &self.time_to_live)
+        let mut f = f.debug_struct("ValidatorCacheBuilder");
+        f.field("time_to_live", &self.time_to_live)
             .field("max_entries", &self.max_entries)
             .field("vary", &self.vary)
             .field("partition", &self.partition.is_some())
-            .field("record_outcome", &self.record_outcome)
-            .finish()
+            .field("record_outcome", &self.record_outcome);
+        #[cfg(feature = "redis")]
+        f.field("redis", &self.redis);
+        f.finish()
     }
 }
 
@@ -265,19 +293,47 @@ impl ValidatorCacheBuilder {
         self
     }
 
-    /// Builds the cache, in memory.
+    /// Keeps the cache in Redis, shared by every replica configured with the
+    /// same Redis and prefix, instead of in this process (`max_entries` then
+    /// does not apply: Redis's own memory policy does). See
+    /// [the module documentation](super#on-redis).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, store: super::RedisStore) -> Self {
+        self.redis = Some(store);
+        self
+    }
+
+    /// Builds the cache: in memory, or in the store given to
+    /// [`redis`](Self::redis).
     pub fn build(self) -> ValidatorCache {
-        let store = MemoryStore::new(self.time_to_live, self.max_entries);
+        let vary = self.vary.into_boxed_slice();
+        #[cfg(feature = "redis")]
+        let redis = self.redis;
+        #[cfg(not(feature = "redis"))]
+        let redis: Option<std::convert::Infallible> = None;
+        let (store, hashing) = match redis {
+            #[cfg(feature = "redis")]
+            Some(redis) => {
+                let store = super::redis_store::Attached::new(redis, self.time_to_live, vary.clone());
+                let hashing = Hashing::shared(store.key_context());
+                (Backend::Redis(Arc::new(store)), hashing)
+            }
+            _ => {
+                let store = MemoryStore::new(self.time_to_live, self.max_entries);
+                (Backend::Memory(store), Hashing::default())
+            }
+        };
         ValidatorCache {
             shared: Arc::new(Shared {
-                store: Box::new(store),
+                store,
                 config: Config {
                     time_to_live: self.time_to_live,
-                    vary: self.vary.into_boxed_slice(),
+                    vary,
                     partition: self.partition,
                     record_outcome: self.record_outcome,
                 },
-                hashing: Hashing::default(),
+                hashing,
                 counters: Counters::default(),
                 max_entries: self.max_entries,
             }),

@@ -16,14 +16,71 @@ pub(crate) type Key = u64;
 
 /// The keyed hash behind every [`Key`] of one cache.
 ///
-/// SipHash-1-3 (std's `RandomState`) under a random key drawn when the cache
-/// is built: a pseudorandom function, so no one without the key can craft a
-/// request whose key collides with another requester's, and about twenty
-/// times cheaper than BLAKE3 on inputs of a few dozen bytes, which matters
-/// on a path that must cost less than the handler it skips. 64 bits: two
-/// different keys of 100,000 entries collide with odds of about 3 × 10⁻¹⁰.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Hashing(std::collections::hash_map::RandomState);
+/// In memory: SipHash-1-3 (std's `RandomState`) under a random key drawn
+/// when the cache is built: a pseudorandom function, so no one without the
+/// key can craft a request whose key collides with another requester's, and
+/// about twenty times cheaper than BLAKE3 on inputs of a few dozen bytes,
+/// which matters on a path that must cost less than the handler it skips.
+///
+/// In a shared store every replica must compute the same keys, so the key
+/// cannot be drawn at random: keyed BLAKE3 under a key derived from the
+/// store's namespace and secret. Its extra cost (a few hundred nanoseconds)
+/// is small beside the store's round trip. 64 bits: two different keys of
+/// 100,000 entries collide with odds of about 3 × 10⁻¹⁰.
+#[derive(Clone, Debug)]
+pub(crate) enum Hashing {
+    Local(std::collections::hash_map::RandomState),
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Shared(Box<blake3::Hasher>),
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        Self::Local(Default::default())
+    }
+}
+
+/// A [`Hasher`] of one [`Hashing`].
+pub(crate) enum KeyHasher {
+    Local(std::collections::hash_map::DefaultHasher),
+    Shared(Box<blake3::Hasher>),
+}
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        match self {
+            Self::Local(hasher) => hasher.finish(),
+            Self::Shared(hasher) => {
+                let mut out = [0; 8];
+                hasher.finalize_xof().fill(&mut out);
+                u64::from_le_bytes(out)
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Local(hasher) => hasher.write(bytes),
+            Self::Shared(hasher) => {
+                hasher.update(bytes);
+            }
+        }
+    }
+
+    // Integers in one byte order, so that replicas on different machines
+    // agree (the default writes them in native order).
+    fn write_u16(&mut self, n: u16) {
+        self.write(&n.to_le_bytes());
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.write(&n.to_le_bytes());
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
 
 /// Domains, so that equal bytes in different roles hash apart.
 #[derive(Clone, Copy)]
@@ -49,8 +106,27 @@ impl Hashing {
         hasher.finish()
     }
 
-    fn start(&self, domain: Domain) -> impl Hasher {
-        let mut hasher = self.0.build_hasher();
+    /// A hasher under this cache's key.
+    pub(crate) fn build_hasher(&self) -> KeyHasher {
+        match self {
+            Self::Local(state) => KeyHasher::Local(state.build_hasher()),
+            Self::Shared(keyed) => KeyHasher::Shared(keyed.clone()),
+        }
+    }
+
+    /// Keyed BLAKE3 for a shared store: the key is derived from `context`
+    /// (the store's namespace and secret), so every replica configured alike
+    /// computes the same keys.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn shared(context: &[u8]) -> Self {
+        let key = blake3::Hasher::new_derive_key("tower-etag 2026 validator cache keys")
+            .update(context)
+            .finalize();
+        Self::Shared(Box::new(blake3::Hasher::new_keyed(key.as_bytes())))
+    }
+
+    fn start(&self, domain: Domain) -> KeyHasher {
+        let mut hasher = self.build_hasher();
         hasher.write_u8(domain as u8);
         hasher
     }
@@ -61,7 +137,7 @@ impl Hashing {
     pub(crate) fn resource(&self, path_and_query: &str) -> Key {
         // One write: a resource and a tag that hash alike only share a
         // generation slot (a spurious miss), so no domain byte is needed.
-        let mut hasher = self.0.build_hasher();
+        let mut hasher = self.build_hasher();
         hasher.write(path_and_query.as_bytes());
         hasher.finish()
     }
@@ -177,7 +253,7 @@ impl Read {
         let resource = hashing.resource(path_and_query);
         // `resource ‖ authority ‖ requester`: the fixed-size parts at both
         // ends make the encoding injective (the path is in `resource`).
-        let mut entry = hashing.0.build_hasher();
+        let mut entry = hashing.build_hasher();
         entry.write_u64(resource);
         entry.write(authority);
         match &partition {
@@ -263,5 +339,21 @@ mod tests {
             Hashing::default().resource("/a"),
             "keyed"
         );
+    }
+
+    #[test]
+    fn shared_keys_agree_between_replicas_configured_alike() {
+        let a = Hashing::shared(b"app");
+        let b = Hashing::shared(b"app");
+        assert_eq!(a.resource("/a"), b.resource("/a"));
+        assert_eq!(a.tag("user:1"), b.tag("user:1"));
+        assert_ne!(a.resource("/a"), a.resource("/b"));
+        assert_ne!(a.resource("/a"), Hashing::shared(b"other").resource("/a"));
+        assert_ne!(
+            a.hash(Domain::Tag, [&b"ab"[..], b"c"]),
+            a.hash(Domain::Tag, [&b"a"[..], b"bc"])
+        );
+        // Pinned: a change here makes replicas of two versions disagree.
+        assert_eq!(a.resource("/a"), 0x0085_e4c0_ae87_2dc7);
     }
 }

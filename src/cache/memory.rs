@@ -173,6 +173,7 @@ impl Store for MemoryStore {
         Lookup {
             generation,
             tag_epoch,
+            clock: 0,
             entry,
         }
     }

@@ -101,6 +101,8 @@ mod invalidation;
 mod key;
 mod layer;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod service;
 mod store;
 
@@ -109,4 +111,7 @@ pub use entry::CacheTags;
 pub use future::ResponseFuture;
 pub use handle::{CacheStats, ValidatorCache, ValidatorCacheBuilder};
 pub use layer::ValidatorCacheLayer;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_store::{RedisStore, RedisStoreBuilder, RedisStoreError};
 pub use service::ValidatorCacheService;

@@ -12,9 +12,10 @@ use tower_service::Service;
 use super::{
     body::ResponseBody,
     entry::{Entry, Variant},
-    future::{After, Fill, ResponseFuture, Write},
+    future::{After, Fill, Next, Pending, ResponseFuture, Then, Write},
     handle::{Counters, Shared},
     key::{varying, Read},
+    store::{Backend, Lookup, Store},
     ValidatorCache,
 };
 use crate::{
@@ -61,16 +62,18 @@ impl<S: fmt::Debug> fmt::Debug for ValidatorCacheService<S> {
     }
 }
 
-/// `S: Clone` lets a store that answers asynchronously call a clone of the
-/// inner service once it has answered (tower's clone-and-replace); the
-/// in-memory store answers at once and calls the inner service directly.
+/// `S: Clone`: with a shared store, the request waits for the store's
+/// answer before the inner service is called, so the future takes the
+/// service that was made ready and leaves a clone in its place (tower's
+/// clone-and-replace). The in-memory store answers at once and the inner
+/// service is called directly.
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ValidatorCacheService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -90,9 +93,11 @@ where
             // after a non-error response. Nothing is stored for the target
             // in between (`Write`).
             _ => {
-                let write = Write::begin(&req, self.cache.clone());
-                let future = self.inner.call(req);
-                return ResponseFuture::inner(future, After::Write(write));
+                let (write, pending) = Write::begin(&req, self.cache.clone());
+                return match pending {
+                    None => ResponseFuture::inner(self.inner.call(req), After::Write(write)),
+                    Some(pending) => self.wait(pending, req, Then::Write(write)),
+                };
             }
         }
 
@@ -103,37 +108,97 @@ where
             // The app's partition function keeps this request away.
             return ResponseFuture::inner(self.inner.call(req), After::Nothing);
         };
-
-        let lookup = shared.store.lookup(&read.resource, &read.entry);
-        if read.may_hit {
-            let hit = lookup
-                .entry
-                .as_ref()
-                .and_then(|entry| answer(entry, &req, shared));
-            if let Some(variant) = hit {
-                Counters::add(&shared.counters.hits, 1);
-                let mut response = variant.not_modified(ResponseBody::not_modified());
-                record(
-                    response.status(),
-                    response.extensions_mut(),
-                    Outcome::NotModifiedFromCache,
-                    shared.config.record_outcome,
-                );
-                return ResponseFuture::ready(response);
+        match &shared.store {
+            Backend::Memory(store) => {
+                let lookup = store.lookup(&read.resource, &read.entry);
+                decide(&self.cache, read, Some(lookup), req, &mut self.inner)
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => {
+                // An invalidation of this resource has not reached the store
+                // yet: answer from the handler, store nothing.
+                if store.is_pending(&read.resource) {
+                    return decide(&self.cache, read, None, req, &mut self.inner);
+                }
+                // Only a GET's response may be stored with surrogate tags.
+                let handle = store.lookup(read.resource, read.entry, !read.head);
+                self.wait(Pending::Lookup(handle), req, Then::Lookup(read))
             }
         }
-        Counters::add(&shared.counters.misses, 1);
-        // A HEAD response carries the GET's validators, but is not stored:
-        // only a GET's response is the representation a 304 stands for.
-        if read.head {
-            return ResponseFuture::inner(self.inner.call(req), After::Nothing);
-        }
-        let varying = varying(req.headers(), &shared.config.vary)
-            .map(|(index, value)| (index, value.clone()))
-            .collect();
-        let fill = Fill::new(read, lookup, varying);
-        ResponseFuture::inner(self.inner.call(req), After::Fill(fill, self.cache.clone()))
     }
+}
+
+impl<S: Clone> ValidatorCacheService<S> {
+    /// A future that waits for the store, then calls the service made ready
+    /// for this request.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn wait<ReqBody>(
+        &mut self,
+        pending: Pending,
+        request: Request<ReqBody>,
+        then: Then,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        let next = Next {
+            service,
+            request,
+            cache: self.cache.clone(),
+            then,
+        };
+        ResponseFuture::waiting(pending, next)
+    }
+}
+
+/// What a `GET` or `HEAD` gets once the store has been read: a 304 from the
+/// cache, or the inner service's response (stored after a `GET`). `None`:
+/// the store could not be read; the request goes on as without a cache.
+pub(crate) fn decide<S, ReqBody>(
+    cache: &ValidatorCache,
+    read: Read,
+    lookup: Option<Lookup>,
+    req: Request<ReqBody>,
+    service: &mut S,
+) -> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let shared = &*cache.shared;
+    let Some(lookup) = lookup else {
+        Counters::add(&shared.counters.misses, 1);
+        return ResponseFuture::inner(service.call(req), After::Nothing);
+    };
+    if read.may_hit {
+        let hit = lookup
+            .entry
+            .as_ref()
+            .and_then(|entry| answer(entry, &req, shared));
+        if let Some(variant) = hit {
+            Counters::add(&shared.counters.hits, 1);
+            let mut response = variant.not_modified(());
+            record(
+                response.status(),
+                response.extensions_mut(),
+                Outcome::NotModifiedFromCache,
+                shared.config.record_outcome,
+            );
+            return ResponseFuture::ready(response);
+        }
+    }
+    Counters::add(&shared.counters.misses, 1);
+    // A HEAD response carries the GET's validators, but is not stored:
+    // only a GET's response is the representation a 304 stands for.
+    if read.head {
+        return ResponseFuture::inner(service.call(req), After::Nothing);
+    }
+    let varying = varying(req.headers(), &shared.config.vary)
+        .map(|(index, value)| (index, value.clone()))
+        .collect();
+    let fill = Fill::new(read, lookup, varying);
+    ResponseFuture::inner(service.call(req), After::Fill(fill, cache.clone()))
 }
 
 /// The stored variant that answers this request with a 304, if any.

@@ -31,6 +31,9 @@ pub(crate) struct Lookup {
     pub(crate) generation: u64,
     /// The store's surrogate-tag epoch, which every tag invalidation bumps.
     pub(crate) tag_epoch: u64,
+    /// The store's clock at the lookup, in microseconds (shared stores; 0
+    /// in memory): the fill time recorded with a fill.
+    pub(crate) clock: u64,
     /// The variants stored under the entry key that are still current:
     /// filled at `generation`, younger than the time-to-live, and with every
     /// surrogate tag at the generation it had at fill time.
@@ -52,7 +55,24 @@ pub(crate) struct Fill {
     pub(crate) tags: Vec<Key>,
 }
 
-/// Keeps entries and generations.
+/// The store a cache uses.
+pub(crate) enum Backend {
+    Memory(super::memory::MemoryStore),
+    #[cfg(feature = "redis")]
+    Redis(std::sync::Arc<super::redis_store::Attached>),
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory(store) => store.fmt(f),
+            #[cfg(feature = "redis")]
+            Self::Redis(store) => store.fmt(f),
+        }
+    }
+}
+
+/// Keeps entries and generations in this process.
 ///
 /// Kept small on purpose (lookup, conditional fill, invalidate, clear) so
 /// that a store shared between processes can implement it with a script per
