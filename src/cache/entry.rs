@@ -239,7 +239,11 @@ impl Entry {
     /// little-endian.
     pub(crate) fn encode(&self, generation: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            10 + self.0.iter().map(|v| 18 + 16 * v.tags.len() + v.block.len()).sum::<usize>(),
+            10 + self
+                .0
+                .iter()
+                .map(|v| 18 + 16 * v.tags.len() + v.block.len())
+                .sum::<usize>(),
         );
         out.put_u8(FORMAT);
         out.put_u64_le(generation);
@@ -693,7 +697,10 @@ mod tests {
         assert_eq!(read.variants().len(), 2);
         for (a, b) in read.variants().iter().zip(entry.variants()) {
             assert_eq!(a.block, b.block);
-            assert_eq!((a.mask, a.fields, a.filled_at), (b.mask, b.fields, b.filled_at));
+            assert_eq!(
+                (a.mask, a.fields, a.filled_at),
+                (b.mask, b.fields, b.filled_at)
+            );
             assert_eq!(a.tags, b.tags);
             assert_eq!(a.etag_value(), b.etag_value());
         }

@@ -74,9 +74,9 @@ impl Pending {
     fn poll(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Lookup>> {
         match *self {
             #[cfg(feature = "redis")]
-            Self::Lookup(ref mut handle) => {
-                Pin::new(handle).poll(_cx).map(|joined| joined.ok().flatten())
-            }
+            Self::Lookup(ref mut handle) => Pin::new(handle)
+                .poll(_cx)
+                .map(|joined| joined.ok().flatten()),
             #[cfg(feature = "redis")]
             Self::Write(ref mut handle) => Pin::new(handle).poll(_cx).map(|_| None),
         }
@@ -171,9 +171,7 @@ where
                         request,
                         cache,
                         then,
-                    } = next
-                        .take()
-                        .expect("ResponseFuture polled after completion");
+                    } = next.take().expect("ResponseFuture polled after completion");
                     let next = match then {
                         Then::Lookup(read) => {
                             super::service::decide(&cache, read, lookup, request, &mut service)

@@ -315,7 +315,8 @@ impl ValidatorCacheBuilder {
         let (store, hashing) = match redis {
             #[cfg(feature = "redis")]
             Some(redis) => {
-                let store = super::redis_store::Attached::new(redis, self.time_to_live, vary.clone());
+                let store =
+                    super::redis_store::Attached::new(redis, self.time_to_live, vary.clone());
                 let hashing = Hashing::shared(store.key_context());
                 (Backend::Redis(Arc::new(store)), hashing)
             }

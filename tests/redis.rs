@@ -1,0 +1,573 @@
+//! The validator cache shared by two replicas on a real `redis-server`:
+//! each replica is an axum server with its own layer stack and handler-call
+//! counter, both read the same data (a database, here a map), and both point
+//! at one Redis. Faults are real: the server is killed, restarted, paused
+//! with SIGSTOP, its keys overwritten by hand, and one replica's link to it
+//! cut.
+#![cfg(feature = "redis")]
+
+mod common;
+mod redis_server;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{Path, Request, State},
+    http::{header, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing, Extension, Router,
+};
+use common::*;
+use redis_server::{Link, RedisServer};
+use tokio::sync::Notify;
+use tower_etag::{
+    cache::{CacheTags, RedisStore, ValidatorCache, ValidatorCacheLayer},
+    ETagLayer,
+};
+
+/// What both replicas read and write: a version per note.
+#[derive(Clone, Default)]
+struct Data {
+    versions: Arc<Mutex<HashMap<String, u64>>>,
+    /// When set, `GET /gated/..` reads its note and then waits here.
+    gate: Arc<Mutex<Option<Arc<Notify>>>>,
+    read_done: Arc<Notify>,
+}
+
+impl Data {
+    fn version(&self, id: &str) -> u64 {
+        *self.versions.lock().unwrap().get(id).unwrap_or(&1)
+    }
+}
+
+#[derive(Clone)]
+struct Replica {
+    addr: SocketAddr,
+    calls: Arc<AtomicUsize>,
+    cache: ValidatorCache,
+}
+
+impl Replica {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Whether a revalidation of `path` with `tag` reaches the handler, and
+    /// what it got.
+    async fn revalidate(&self, path: &str, tag: &str) -> (bool, Received) {
+        let before = self.calls();
+        let got = fetch(&self, path, &[("if-none-match", tag)]).await;
+        (self.calls() > before, got)
+    }
+}
+
+/// The name clients use for the app, whichever replica answers (as behind
+/// a load balancer): entries are keyed by authority.
+const HOST: &str = "notes.example";
+
+async fn fetch(replica: &Replica, path: &str, headers: &[(&str, &str)]) -> Received {
+    let mut headers = headers.to_vec();
+    headers.push(("host", HOST));
+    get(replica.addr, path, &headers).await
+}
+
+async fn put(replica: &Replica, path: &str) -> Result<Received, BoxError> {
+    send(replica.addr, request("PUT", path, &[("host", HOST)])).await
+}
+
+async fn count(State(calls): State<Arc<AtomicUsize>>, request: Request, next: Next) -> Response {
+    calls.fetch_add(1, Ordering::SeqCst);
+    next.run(request).await
+}
+
+async fn show(State(data): State<Data>, Path(id): Path<String>) -> impl IntoResponse {
+    (
+        [
+            (header::CACHE_CONTROL, "max-age=0, must-revalidate"),
+            (header::VARY, "accept-encoding"),
+        ],
+        format!("note {id} v{}", data.version(&id)),
+    )
+}
+
+async fn update(State(data): State<Data>, Path(id): Path<String>) -> StatusCode {
+    *data.versions.lock().unwrap().entry(id).or_insert(1) += 1;
+    StatusCode::NO_CONTENT
+}
+
+async fn gated(State(data): State<Data>, Path(id): Path<String>) -> String {
+    let body = format!("note {id} v{}", data.version(&id));
+    let gate = data.gate.lock().unwrap().clone();
+    if let Some(gate) = gate {
+        data.read_done.notify_one();
+        gate.notified().await;
+    }
+    body
+}
+
+async fn tagged(State(data): State<Data>, Path(id): Path<String>) -> impl IntoResponse {
+    (
+        Extension(CacheTags::new([format!("user:{id}")])),
+        format!("user {id} v{}", data.version(&id)),
+    )
+}
+
+const PREFIX: &str = "test";
+
+fn store(url: &str, timeout: Duration) -> RedisStore {
+    RedisStore::builder(url)
+        .prefix(PREFIX)
+        .secret("replicas' shared secret")
+        .timeout(timeout)
+        .build()
+        .unwrap()
+}
+
+async fn replica(url: &str, data: &Data, timeout: Duration) -> Replica {
+    let cache = ValidatorCache::builder()
+        .time_to_live(Duration::from_secs(60))
+        .redis(store(url, timeout))
+        .build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let router = Router::new()
+        .route("/notes/{id}", routing::get(show).put(update))
+        .route("/gated/{id}", routing::get(gated).put(update))
+        .route("/tagged/{id}", routing::get(tagged).put(update))
+        .layer(middleware::from_fn_with_state(calls.clone(), count))
+        .layer(ETagLayer::new())
+        .layer(ValidatorCacheLayer::new(cache.clone()))
+        .with_state(data.clone());
+    let addr = serve_axum(router).await;
+    Replica { addr, calls, cache }
+}
+
+/// Generous for functional tests on a busy machine: a timeout here would
+/// turn an expected hit into a miss.
+const PATIENT: Duration = Duration::from_millis(500);
+
+/// Waits until `done` holds (fills are stored in the background).
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// GETs `path` through `replica` and waits until its fill is stored.
+async fn fill(replica: &Replica, path: &str) -> String {
+    let fills = replica.cache.stats().fills;
+    let got = fetch(&replica, path, &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    eventually("the fill", || replica.cache.stats().fills > fills).await;
+    got.etag().unwrap().to_owned()
+}
+
+macro_rules! redis_or_skip {
+    () => {
+        match RedisServer::start() {
+            Some(server) => server,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_on_one_replica_is_a_hit_on_the_other_until_a_write_on_either() {
+    let redis = redis_or_skip!();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, PATIENT).await;
+    let b = replica(&redis.url(), &data, PATIENT).await;
+
+    let tag = fill(&a, "/notes/1").await;
+    assert_eq!(a.calls(), 1);
+
+    // B has never served /notes/1, yet answers from the shared entry.
+    let (reached, got) = b.revalidate("/notes/1", &tag).await;
+    assert!(!reached, "B's handler is not called");
+    assert_eq!(got.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(got.etag(), Some(tag.as_str()));
+    assert_eq!(got.header("vary"), Some("accept-encoding"));
+    assert_eq!(
+        got.header("cache-control"),
+        Some("max-age=0, must-revalidate")
+    );
+    assert!(got.header("date").is_some());
+    assert_eq!(b.calls(), 0);
+    assert_eq!(b.cache.stats().hits, 1);
+
+    // A write through B invalidates for A too.
+    let put = put(&b, "/notes/1").await.unwrap();
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    let (reached, got) = a.revalidate("/notes/1", &tag).await;
+    assert!(reached, "A's handler runs after B's write");
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, "note 1 v2");
+    let new_tag = got.etag().unwrap().to_owned();
+    assert_ne!(new_tag, tag);
+
+    // The new tag is shared again once stored. (A GET that arrives before
+    // the write has ended in Redis stores nothing: this one may be such.)
+    let deadline = Instant::now() + TIMEOUT;
+    while a.cache.stats().fills < 2 {
+        assert!(Instant::now() < deadline, "no refill");
+        let _ = fetch(&a, "/notes/1", &[]).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (reached, got) = b.revalidate("/notes/1", &new_tag).await;
+    assert!(!reached);
+    assert_eq!(got.status, StatusCode::NOT_MODIFIED);
+    // The old tag stays a miss everywhere.
+    assert!(b.revalidate("/notes/1", &tag).await.0);
+    assert_eq!(a.cache.stats().unavailable, 0);
+    assert_eq!(b.cache.stats().unavailable, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_that_read_old_data_on_one_replica_stores_nothing_after_a_write_on_the_other() {
+    let redis = redis_or_skip!();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, PATIENT).await;
+    let b = replica(&redis.url(), &data, PATIENT).await;
+
+    // A's GET reads version 1, then waits.
+    let gate = Arc::new(Notify::new());
+    *data.gate.lock().unwrap() = Some(gate.clone());
+    let read = data.read_done.notified();
+    let slow = tokio::spawn({
+        let a = a.clone();
+        async move { fetch(&a, "/gated/7", &[]).await }
+    });
+    read.await;
+    *data.gate.lock().unwrap() = None;
+
+    // Meanwhile B writes version 2 and answers.
+    let put = put(&b, "/gated/7").await.unwrap();
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+
+    // A's GET finishes with the old data and its tag.
+    gate.notify_one();
+    let old = slow.await.unwrap();
+    assert_eq!(old.body, "note 7 v1");
+    let old_tag = old.etag().unwrap().to_owned();
+    // Give its fill every chance to land.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.cache.stats().fills, 0, "the fill was refused");
+
+    for replica in [&a, &b] {
+        let (reached, got) = replica.revalidate("/gated/7", &old_tag).await;
+        assert!(reached, "no replica confirms the old tag");
+        assert_eq!(got.body, "note 7 v2");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_during_a_write_on_the_other_replica_stores_nothing() {
+    let redis = redis_or_skip!();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, PATIENT).await;
+    let b = replica(&redis.url(), &data, PATIENT).await;
+    let tag = fill(&a, "/gated/8").await;
+
+    // B's write is under way (its arrival invalidated the entry) while A
+    // serves a GET of the old data; the GET must store nothing, or its
+    // entry would stay current after the write commits.
+    let gate = Arc::new(Notify::new());
+    *data.gate.lock().unwrap() = Some(gate.clone());
+    let read = data.read_done.notified();
+    let slow = tokio::spawn({
+        let a = a.clone();
+        async move { fetch(&a, "/gated/8", &[]).await }
+    });
+    read.await;
+    *data.gate.lock().unwrap() = None;
+    // The write begins (and invalidates) before the GET finishes...
+    let writes = b.cache.stats().invalidations;
+    let put = tokio::spawn({
+        let b = b.clone();
+        async move { put(&b, "/gated/8").await }
+    });
+    eventually("the write's arrival", || {
+        b.cache.stats().invalidations > writes
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.notify_one();
+    let during = slow.await.unwrap();
+    assert_eq!(during.etag(), Some(tag.as_str()));
+    put.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (reached, got) = b.revalidate("/gated/8", &tag).await;
+    assert!(reached);
+    assert_eq!(got.body, "note 8 v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_from_app_code_reach_every_replica() {
+    let redis = redis_or_skip!();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, PATIENT).await;
+    let b = replica(&redis.url(), &data, PATIENT).await;
+
+    // Surrogate tags.
+    let tag = fill(&a, "/tagged/3").await;
+    assert!(!b.revalidate("/tagged/3", &tag).await.0);
+    b.cache.invalidate_tag("user:3").await;
+    assert!(a.revalidate("/tagged/3", &tag).await.0);
+    // A fill of a tagged response is shared, and another tag leaves it be.
+    eventually("the refill", || a.cache.stats().fills >= 2).await;
+    b.cache.invalidate_tag("user:4").await;
+    assert!(!b.revalidate("/tagged/3", &tag).await.0);
+
+    // A URI.
+    let tag = fill(&a, "/notes/5").await;
+    assert!(!b.revalidate("/notes/5", &tag).await.0);
+    b.cache.invalidate(&"/notes/5".parse().unwrap()).await;
+    assert!(a.revalidate("/notes/5", &tag).await.0);
+
+    // Everything.
+    let tag = fill(&a, "/notes/6").await;
+    assert!(!b.revalidate("/notes/6", &tag).await.0);
+    b.cache.clear().await;
+    assert!(a.revalidate("/notes/6", &tag).await.0);
+}
+
+/// Sends `n` revalidations of `path` with `tag` one after another; checks
+/// each is a correct answer (304 for the current tag, never a 5xx) within
+/// `bound`; returns how many were hits.
+async fn run(replica: &Replica, path: &str, tag: &str, n: usize, bound: Duration) -> usize {
+    let mut hits = 0;
+    for _ in 0..n {
+        let started = Instant::now();
+        let before = replica.calls();
+        let got = fetch(&replica, path, &[("if-none-match", tag)]).await;
+        let took = started.elapsed();
+        assert_eq!(got.status, StatusCode::NOT_MODIFIED, "the tag is current");
+        assert!(took < bound, "answered in {took:?}, bound {bound:?}");
+        if replica.calls() == before {
+            hits += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    hits
+}
+
+/// The store's timeout in the fault tests, and what a request may take at
+/// most: the timeout, the handler and the client on a busy machine.
+const TIMEOUT_FAULTS: Duration = Duration::from_millis(25);
+const BOUND: Duration = Duration::from_millis(1000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_to_the_handlers_while_redis_is_down_and_hits_resume_after_a_restart() {
+    let mut redis = redis_or_skip!();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
+    let tag = fill(&a, "/notes/1").await;
+    assert!(run(&a, "/notes/1", &tag, 5, BOUND).await > 0);
+
+    // Killed in the middle of a run of requests.
+    let requests = tokio::spawn({
+        let a = a.clone();
+        let tag = tag.clone();
+        async move { run(&a, "/notes/1", &tag, 100, BOUND).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    redis.stop();
+    requests.await.unwrap();
+    let calls = a.calls();
+    let down = run(&a, "/notes/1", &tag, 20, BOUND).await;
+    assert_eq!(down, 0, "no hits without Redis");
+    assert_eq!(a.calls(), calls + 20, "every request reached the handler");
+    assert!(a.cache.stats().unavailable >= 20);
+
+    // A write while Redis is down is remembered.
+    let put = put(&a, "/notes/1").await.unwrap();
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+
+    // Restarted (empty): the store reconnects by itself, fills and hits
+    // resume.
+    redis.restart();
+    let new_tag = fetch(&a, "/notes/1", &[]).await.etag().unwrap().to_owned();
+    assert_ne!(new_tag, tag);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let _ = fetch(&a, "/notes/1", &[]).await;
+        if run(&a, "/notes/1", &new_tag, 1, BOUND).await == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hits never resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_costs_each_request_at_most_the_timeout() {
+    let redis = redis_or_skip!();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
+    let tag = fill(&a, "/notes/1").await;
+
+    redis.pause();
+    let calls = a.calls();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let got = fetch(&a, "/notes/1", &[("if-none-match", &tag)]).await;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(got.status, StatusCode::NOT_MODIFIED);
+    }
+    assert_eq!(
+        a.calls(),
+        calls + 20,
+        "every request fell back to the handler"
+    );
+    assert!(slowest >= TIMEOUT_FAULTS, "each waited for Redis first");
+    assert!(slowest < BOUND, "slowest {slowest:?}");
+    // A write while paused.
+    let put = put(&a, "/notes/1").await.unwrap();
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    let got = fetch(&a, "/notes/1", &[("if-none-match", &tag)]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let new_tag = got.etag().unwrap().to_owned();
+    eprintln!("paused Redis: slowest request {slowest:?} (timeout {TIMEOUT_FAULTS:?})");
+
+    redis.resume();
+    // The old tag is never confirmed again; the new one is, once stored.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (reached, got) = a.revalidate("/notes/1", &tag).await;
+        assert!(reached && got.status == StatusCode::OK, "stale 304");
+        let (reached, _) = a.revalidate("/notes/1", &new_tag).await;
+        if !reached {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hits never resumed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_lost_records_in_redis_are_misses() {
+    let redis = redis_or_skip!();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, PATIENT).await;
+    let tag = fill(&a, "/notes/1").await;
+    assert!(!a.revalidate("/notes/1", &tag).await.0);
+
+    let keys = redis.keys(PREFIX);
+    let entry = keys.iter().find(|k| k.contains(":e:")).unwrap().clone();
+    let generation = keys.iter().find(|k| k.ends_with(":g")).unwrap().clone();
+
+    // A generation lost (evicted, or Redis restarted without it) while its
+    // entry survives: a miss, and the refill works.
+    redis.command(&["DEL", &generation]).unwrap();
+    assert!(a.revalidate("/notes/1", &tag).await.0, "a miss");
+    let fills = a.cache.stats().fills;
+    let _ = fetch(&a, "/notes/1", &[]).await;
+    eventually("the refill", || a.cache.stats().fills > fills).await;
+    assert!(!a.revalidate("/notes/1", &tag).await.0);
+
+    // Garbage written by hand, in several shapes.
+    let garbage: [&[&[&str]]; 6] = [
+        &[&["SET", &entry, "garbage"]],
+        &[&[
+            "SET",
+            &entry,
+            "\u{1}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{9}",
+        ]],
+        &[&["SET", &generation, "not a number"]],
+        &[&["SET", &generation, "-1"], &["DEL", &entry]],
+        &[&["SET", &generation, "1e3"]],
+        &[&["DEL", &entry], &["RPUSH", &entry, "a list"]],
+    ];
+    for commands in garbage {
+        for command in commands {
+            redis.command(command).unwrap();
+        }
+        let (reached, got) = a.revalidate("/notes/1", &tag).await;
+        assert!(reached, "{commands:?}: a miss");
+        assert_eq!(got.status, StatusCode::NOT_MODIFIED, "{commands:?}");
+    }
+    // Every key of another type.
+    for key in redis.keys(PREFIX) {
+        redis.command(&["DEL", &key]).unwrap();
+        redis.command(&["HSET", &key, "f", "v"]).unwrap();
+    }
+    let (reached, got) = a.revalidate("/notes/1", &tag).await;
+    assert!(reached);
+    assert_eq!(got.status, StatusCode::NOT_MODIFIED);
+    let put = put(&a, "/notes/1").await.unwrap();
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+
+    // And once the keys are fixed by a fill, hits resume.
+    for key in redis.keys(PREFIX) {
+        redis.command(&["DEL", &key]).unwrap();
+    }
+    let tag = fill(&a, "/notes/1").await;
+    assert!(!a.revalidate("/notes/1", &tag).await.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_cut_off_from_redis_is_retried_and_its_replica_answers_from_handlers() {
+    let redis = redis_or_skip!();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
+    // B reaches Redis through a link the test can cut.
+    let link = Link::start(redis.addr()).await;
+    let b = replica(&link.url(), &data, TIMEOUT_FAULTS).await;
+    let tag = fill(&a, "/notes/1").await;
+    assert!(!b.revalidate("/notes/1", &tag).await.0);
+
+    // B is cut off from Redis and takes a write.
+    link.cut();
+    let put = put(&b, "/notes/1").await.unwrap();
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    let written = Instant::now();
+
+    // B itself never confirms the old tag.
+    for _ in 0..5 {
+        let (reached, got) = b.revalidate("/notes/1", &tag).await;
+        assert!(reached);
+        assert_eq!(got.body, "note 1 v2");
+    }
+    // A cannot know: it still answers from the old entry (the staleness a
+    // partition allows, bounded by the time-to-live).
+    let (reached, got) = a.revalidate("/notes/1", &tag).await;
+    assert!(!reached && got.status == StatusCode::NOT_MODIFIED);
+
+    // The link comes back: B's retry lands by itself, with no request to B.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    link.restore();
+    let restored = Instant::now();
+    let deadline = restored + TIMEOUT;
+    loop {
+        let (reached, got) = a.revalidate("/notes/1", &tag).await;
+        if reached {
+            assert_eq!(got.body, "note 1 v2");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retry never landed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "stale 304s on the other replica: for {:?} after the write, {:?} after the link returned",
+        written.elapsed(),
+        restored.elapsed()
+    );
+    // B answers from the cache again once the retry landed.
+    let tag = fill(&a, "/notes/1").await;
+    let deadline = Instant::now() + TIMEOUT;
+    while b.revalidate("/notes/1", &tag).await.0 {
+        assert!(Instant::now() < deadline, "B never hit again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
