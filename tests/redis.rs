@@ -41,6 +41,17 @@ struct Data {
     /// When set, `GET /gated/..` reads its note and then waits here.
     gate: Arc<Mutex<Option<Arc<Notify>>>>,
     read_done: Arc<Notify>,
+    held: Held,
+}
+
+/// The steps of `PUT /held/..`: it says it started, waits for `commit`,
+/// commits, says so, and waits for `respond`.
+#[derive(Clone, Default)]
+struct Held {
+    started: Arc<Notify>,
+    commit: Arc<Notify>,
+    committed: Arc<Notify>,
+    respond: Arc<Notify>,
 }
 
 impl Data {
@@ -65,7 +76,7 @@ impl Replica {
     /// what it got.
     async fn revalidate(&self, path: &str, tag: &str) -> (bool, Received) {
         let before = self.calls();
-        let got = fetch(&self, path, &[("if-none-match", tag)]).await;
+        let got = fetch(self, path, &[("if-none-match", tag)]).await;
         (self.calls() > before, got)
     }
 }
@@ -104,6 +115,16 @@ async fn update(State(data): State<Data>, Path(id): Path<String>) -> StatusCode 
     StatusCode::NO_CONTENT
 }
 
+async fn held_update(State(data): State<Data>, Path(id): Path<String>) -> StatusCode {
+    let held = data.held.clone();
+    held.started.notify_one();
+    held.commit.notified().await;
+    let status = update(State(data), Path(id)).await;
+    held.committed.notify_one();
+    held.respond.notified().await;
+    status
+}
+
 async fn gated(State(data): State<Data>, Path(id): Path<String>) -> String {
     let body = format!("note {id} v{}", data.version(&id));
     let gate = data.gate.lock().unwrap().clone();
@@ -112,6 +133,11 @@ async fn gated(State(data): State<Data>, Path(id): Path<String>) -> String {
         gate.notified().await;
     }
     body
+}
+
+async fn gated_tagged(data: State<Data>, id: Path<String>) -> impl IntoResponse {
+    let tags = CacheTags::new([format!("user:{}", id.0)]);
+    (Extension(tags), gated(data, id).await)
 }
 
 async fn tagged(State(data): State<Data>, Path(id): Path<String>) -> impl IntoResponse {
@@ -142,6 +168,8 @@ async fn replica(url: &str, data: &Data, timeout: Duration) -> Replica {
         .route("/notes/{id}", routing::get(show).put(update))
         .route("/gated/{id}", routing::get(gated).put(update))
         .route("/tagged/{id}", routing::get(tagged).put(update))
+        .route("/held/{id}", routing::get(show).put(held_update))
+        .route("/gated-tagged/{id}", routing::get(gated_tagged))
         .layer(middleware::from_fn_with_state(calls.clone(), count))
         .layer(ETagLayer::new())
         .layer(ValidatorCacheLayer::new(cache.clone()))
@@ -166,7 +194,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 /// GETs `path` through `replica` and waits until its fill is stored.
 async fn fill(replica: &Replica, path: &str) -> String {
     let fills = replica.cache.stats().fills;
-    let got = fetch(&replica, path, &[]).await;
+    let got = fetch(replica, path, &[]).await;
     assert_eq!(got.status, StatusCode::OK);
     eventually("the fill", || replica.cache.stats().fills > fills).await;
     got.etag().unwrap().to_owned()
@@ -276,39 +304,63 @@ async fn a_get_during_a_write_on_the_other_replica_stores_nothing() {
     let data = Data::default();
     let a = replica(&redis.url(), &data, PATIENT).await;
     let b = replica(&redis.url(), &data, PATIENT).await;
-    let tag = fill(&a, "/gated/8").await;
+    let tag = fill(&a, "/held/8").await;
 
-    // B's write is under way (its arrival invalidated the entry) while A
-    // serves a GET of the old data; the GET must store nothing, or its
-    // entry would stay current after the write commits.
+    // B's write has begun (its arrival invalidated the entry) and holds
+    // before it commits.
+    let started = data.held.started.notified();
+    let write = tokio::spawn({
+        let b = b.clone();
+        async move { put(&b, "/held/8").await }
+    });
+    started.await;
+    // A GET through A reads the old data meanwhile: it must store nothing...
+    let during = fetch(&a, "/held/8", &[]).await;
+    assert_eq!(during.etag(), Some(tag.as_str()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...for once the write commits, an entry stored now would confirm the
+    // old tag until the write's response ends it.
+    let committed = data.held.committed.notified();
+    data.held.commit.notify_one();
+    committed.await;
+    for replica in [&a, &b] {
+        let (reached, got) = replica.revalidate("/held/8", &tag).await;
+        assert!(reached, "the old tag is not confirmed after the commit");
+        assert_eq!(got.body, "note 8 v2");
+    }
+    data.held.respond.notify_one();
+    assert_eq!(write.await.unwrap().unwrap().status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tagged_get_that_read_old_data_stores_nothing_after_its_tag_is_invalidated() {
+    let redis = redis_or_skip!();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, PATIENT).await;
+    let b = replica(&redis.url(), &data, PATIENT).await;
+
+    // A's GET reads version 1, then waits.
     let gate = Arc::new(Notify::new());
     *data.gate.lock().unwrap() = Some(gate.clone());
     let read = data.read_done.notified();
     let slow = tokio::spawn({
         let a = a.clone();
-        async move { fetch(&a, "/gated/8", &[]).await }
+        async move { fetch(&a, "/gated-tagged/9", &[]).await }
     });
     read.await;
     *data.gate.lock().unwrap() = None;
-    // The write begins (and invalidates) before the GET finishes...
-    let writes = b.cache.stats().invalidations;
-    let put = tokio::spawn({
-        let b = b.clone();
-        async move { put(&b, "/gated/8").await }
-    });
-    eventually("the write's arrival", || {
-        b.cache.stats().invalidations > writes
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // App code changes the data behind the layer and invalidates its tag
+    // through B: the resource's own generation does not move.
+    *data.versions.lock().unwrap().entry("9".into()).or_insert(1) += 1;
+    b.cache.invalidate_tag("user:9").await;
     gate.notify_one();
-    let during = slow.await.unwrap();
-    assert_eq!(during.etag(), Some(tag.as_str()));
-    put.await.unwrap().unwrap();
+    let old = slow.await.unwrap();
+    let old_tag = old.etag().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (reached, got) = b.revalidate("/gated/8", &tag).await;
-    assert!(reached);
-    assert_eq!(got.body, "note 8 v2");
+    assert_eq!(a.cache.stats().fills, 0, "the fill was refused");
+    let (reached, got) = b.revalidate("/gated-tagged/9", &old_tag).await;
+    assert!(reached, "the old tag is not confirmed");
+    assert_eq!(got.body, "note 9 v2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +401,7 @@ async fn run(replica: &Replica, path: &str, tag: &str, n: usize, bound: Duration
     for _ in 0..n {
         let started = Instant::now();
         let before = replica.calls();
-        let got = fetch(&replica, path, &[("if-none-match", tag)]).await;
+        let got = fetch(replica, path, &[("if-none-match", tag)]).await;
         let took = started.elapsed();
         assert_eq!(got.status, StatusCode::NOT_MODIFIED, "the tag is current");
         assert!(took < bound, "answered in {took:?}, bound {bound:?}");
