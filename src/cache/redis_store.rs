@@ -533,51 +533,40 @@ impl Attached {
 
     /// Starts a lookup on the store's runtime; the handle yields `None` when
     /// Redis did not answer in time.
+    ///
+    /// `fill`: the response may be stored (a `GET`), so a tagged response
+    /// needs the tag epoch as of now. `may_hit`: the request revalidates.
+    /// One command when an entry is found for a revalidation (the likely
+    /// hit); otherwise the tag epoch is read too, before the handler runs.
     pub(crate) fn lookup(
         self: &Arc<Self>,
         resource: Key,
         key: Key,
-        tagged_fill: bool,
+        fill: bool,
+        may_hit: bool,
     ) -> JoinHandle<Option<Lookup>> {
         let this = Arc::clone(self);
         self.inner().runtime.spawn(async move {
-            let lookup = this.lookup_now(resource, key, tagged_fill);
+            let lookup = async {
+                let mut lookup = this.lookup_now(resource, key).await?;
+                if fill && !(may_hit && lookup.entry.is_some()) {
+                    lookup.tag_epoch = this.tag_epoch().await?;
+                }
+                Ok(lookup)
+            };
             this.guarded("lookup", lookup).await
         })
     }
 
-    async fn lookup_now(
-        &self,
-        resource: Key,
-        key: Key,
-        tagged_fill: bool,
-    ) -> Result<Lookup, Failure> {
+    async fn lookup_now(&self, resource: Key, key: Key) -> Result<Lookup, Failure> {
         let inner = self.inner();
         let mut connection = inner.connection.clone();
-        let mut epoch_connection = inner.connection.clone();
-        let lookup = async {
-            let mut invocation = inner.scripts.lookup.prepare_invoke();
-            invocation
-                .key(self.generation_key(resource))
-                .key(self.entry_key(resource, key))
-                .arg(self.life_ms());
-            invocation.invoke_async::<Value>(&mut connection).await
-        };
-        // The tag epoch is read with the lookup (both are sent at once on
-        // the multiplexed connection: one round trip), for a fill of a
-        // tagged response; it is in another hash slot, hence a second
-        // command.
-        let epoch = async {
-            if !tagged_fill {
-                return Ok(0);
-            }
-            let mut invocation = inner.scripts.tag_epoch.prepare_invoke();
-            invocation.key(self.epoch_key());
-            let value: Value = invocation.invoke_async(&mut epoch_connection).await?;
-            Ok::<_, Failure>(number(&value).unwrap_or(0))
-        };
-        let (lookup, epoch) = futures_util::future::join(lookup, epoch).await;
-        let (tag_epoch, reply) = (epoch?, lookup?);
+        let mut invocation = inner.scripts.lookup.prepare_invoke();
+        invocation
+            .key(self.generation_key(resource))
+            .key(self.entry_key(resource, key))
+            .arg(self.life_ms());
+        let reply: Value = invocation.invoke_async(&mut connection).await?;
         let Value::Array(items) = reply else {
             return Err(Failure::Reply);
         };
@@ -601,12 +590,24 @@ impl Attached {
             Some(entry) => self.current_tags(entry).await?,
             None => None,
         };
+        // 0: no epoch read; a tagged fill is then refused.
         Ok(Lookup {
             generation,
-            tag_epoch,
+            tag_epoch: 0,
             clock,
             entry,
         })
+    }
+
+    /// The surrogate-tag epoch (in another hash slot than the resource's
+    /// keys, hence a command of its own).
+    async fn tag_epoch(&self) -> Result<u64, Failure> {
+        let inner = self.inner();
+        let mut connection = inner.connection.clone();
+        let mut invocation = inner.scripts.tag_epoch.prepare_invoke();
+        invocation.key(self.epoch_key());
+        let value: Value = invocation.invoke_async(&mut connection).await?;
+        number(&value).ok_or(Failure::Reply)
     }
 
     /// The entry without the variants whose surrogate tags were invalidated

@@ -120,8 +120,8 @@ where
                 if store.is_pending(&read.resource) {
                     return decide(&self.cache, read, None, req, &mut self.inner);
                 }
-                // Only a GET's response may be stored with surrogate tags.
-                let handle = store.lookup(read.resource, read.entry, !read.head);
+                // Only a GET's response is stored.
+                let handle = store.lookup(read.resource, read.entry, !read.head, read.may_hit);
                 self.wait(Pending::Lookup(handle), req, Then::Lookup(read))
             }
         }
