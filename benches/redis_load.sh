@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Load test of the validator cache shared on Redis, over loopback: two
+# replicas of examples/replica.rs (one Tokio thread each) and redis-server
+# on one core, wrk on the other; runs repeated, ratios paired within each
+# repetition (median and range). Entries are filled through replica B; the
+# measured hits go through replica A, so every one of them comes from
+# Redis, and one run drives both replicas at once.
+#
+# - 1 MiB: a Redis hit, an in-memory hit and the tagged 200 it saves;
+# - a handler that awaits 2 ms (as a database query would): latency of a
+#   Redis hit, an in-memory hit and the same revalidation without a cache
+#   (the handler runs, the ETag layer turns its 200 into a 304);
+# - Redis commands per hit, from Redis's own counters.
+#
+#   bash benches/redis_load.sh          # about 3 minutes
+#   REPS=3 DURATION=2 bash benches/redis_load.sh
+#
+# Settings (environment): REPS (5), DURATION seconds per run (3),
+# CONNECTIONS (32; 8 for the 2 ms handler), SERVER_CPU (0), CLIENT_CPU (1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPS=${REPS:-5}
+DURATION=${DURATION:-3}
+CONNECTIONS=${CONNECTIONS:-32}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+redis_server=$(command -v redis-server || echo /usr/bin/redis-server)
+[ -x "$redis_server" ] || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
+cargo build --release --example replica --features redis --quiet
+target_dir=$(cargo metadata --no-deps --format-version 1 | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+
+work=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+taskset -c "$SERVER_CPU" "$redis_server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+done
+
+start_replica() {
+    taskset -c "$SERVER_CPU" "$target_dir/release/examples/replica" 127.0.0.1:0 \
+        --redis "redis://127.0.0.1:$port/" --db "$work/notes.db" >"$work/$1.log" 2>&1 &
+    pids+=($!)
+    echo $! >"$work/$1.pid"
+    for _ in $(seq 1 100); do
+        grep -q 'listening on' "$work/$1.log" && break
+        sleep 0.1
+    done
+}
+start_replica a
+start_replica b
+a=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/a.log")
+b=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/b.log")
+a_pid=$(cat "$work/a.pid")
+
+# Fills through B (the same Host on both replicas, as behind a load
+# balancer), for the Redis and in-memory caches of each.
+host='notes.example'
+etag_of() {
+    python3 - "$1" "$host" <<'PY'
+import sys, time, urllib.request
+request = urllib.request.Request(sys.argv[1], headers={"Host": sys.argv[2]})
+print(urllib.request.urlopen(request).headers["ETag"])
+time.sleep(0.2)  # fills are stored in the background
+PY
+}
+tag_1m=$(etag_of "$b/content/1m")
+tag_slow=$(etag_of "$b/slow/1k")
+etag_of "$a/memory/content/1m" >/dev/null
+etag_of "$a/memory/slow/1k" >/dev/null
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+# Commands Redis has run (INFO's own included).
+redis_calls() {
+    redis-cli -p "$port" INFO commandstats | tr -d '\r' | awk -F'[=,:]' '/^cmdstat_/ { s += $3 } END { print s }'
+}
+
+# run LABEL CONNECTIONS URL [wrk args...]: one wrk run against replica A,
+# one row of results (server CPU is replica A's).
+run() {
+    local label=$1 connections=$2 url=$3
+    shift 3
+    local before after out
+    before=$(ticks "$a_pid")
+    out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$connections" -d"${DURATION}s" --latency -H "Host: $host" "$@" "$url")
+    after=$(ticks "$a_pid")
+    record "$label" "$out" $((after - before))
+}
+
+record() {
+    local label=$1 out=$2 t=$3
+    if echo "$out" | grep -q 'Socket errors'; then
+        echo "$out" >&2
+        exit 1
+    fi
+    echo "$out" | awk -v label="$label" -v rep="$rep" -v t="$t" -v hz="$hz" '
+        function us(v) {
+            if (v ~ /us$/) return v + 0;
+            if (v ~ /ms$/) return v * 1000;
+            return v * 1e6;
+        }
+        /^Requests\/sec/ { rps = $2 }
+        /requests in/ { n = $1 }
+        /^ +50%/ { p50 = us($2) }
+        /^ +99%/ { p99 = us($2) }
+        END { printf "%s,%s,%s,%.2f,%.0f,%.0f,%s\n", label, rep, rps, t / hz * 1e6 / n, p50, p99, n }
+    ' | tee -a "$work/runs.csv"
+}
+
+echo "redis-server and both replicas on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU, ${DURATION}s runs, $REPS repetitions"
+echo "label,rep,requests_per_sec,server_cpu_us,p50_us,p99_us,requests"
+for rep in $(seq 1 "$REPS"); do
+    run tagged_1m "$CONNECTIONS" "$a/none/content/1m"
+    run memory_hit_1m "$CONNECTIONS" "$a/memory/content/1m" -H "If-None-Match: $tag_1m"
+    calls=$(redis_calls)
+    run redis_hit_1m "$CONNECTIONS" "$a/content/1m" -H "If-None-Match: $tag_1m"
+    echo "redis_commands,$rep,$(($(redis_calls) - calls - 1)),$(tail -n1 "$work/runs.csv" | cut -d, -f7)" >>"$work/commands.csv"
+    # Both replicas at once, half the connections each.
+    out_a=$work/both_a.txt out_b=$work/both_b.txt
+    taskset -c "$CLIENT_CPU" wrk -t1 -c$((CONNECTIONS / 2)) -d"${DURATION}s" --latency -H "Host: $host" -H "If-None-Match: $tag_1m" "$a/content/1m" >"$out_a" &
+    taskset -c "$CLIENT_CPU" wrk -t1 -c$((CONNECTIONS / 2)) -d"${DURATION}s" --latency -H "Host: $host" -H "If-None-Match: $tag_1m" "$b/content/1m" >"$out_b"
+    wait $!
+    rps=$(awk '/^Requests\/sec/ { s += $2 } END { print s }' "$out_a" "$out_b")
+    echo "redis_hit_1m_both,$rep,$rps,0,0,0,0" | tee -a "$work/runs.csv"
+    run slow_no_cache 8 "$a/none/slow/1k" -H "If-None-Match: $tag_slow"
+    run slow_memory_hit 8 "$a/memory/slow/1k" -H "If-None-Match: $tag_slow"
+    run slow_redis_hit 8 "$a/slow/1k" -H "If-None-Match: $tag_slow"
+done
+curl -s "$a/stats" >"$work/stats.json"
+
+python3 - "$work/runs.csv" "$work/commands.csv" "$work/stats.json" <<'PY'
+import collections, json, statistics, sys
+
+runs = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    label, rep, rps, cpu, p50, p99, n = line.strip().split(",")
+    runs[label][rep] = (float(rps), float(cpu), float(p50), float(p99))
+commands = [int(line.split(",")[2]) / int(line.split(",")[3]) for line in open(sys.argv[2])]
+stats = json.load(open(sys.argv[3]))
+
+
+def median(label, i):
+    return statistics.median(v[i] for v in runs[label].values())
+
+
+def ratio(a, b):
+    values = sorted(runs[a][r][0] / runs[b][r][0] for r in runs[a] if r in runs[b])
+    return f"{statistics.median(values):.2f}× ({values[0]:.2f}–{values[-1]:.2f})"
+
+
+print()
+print(f"{'run':<18} {'req/s':>10} {'cpu µs/req':>11} {'p50 µs':>8} {'p99 µs':>8}")
+for label in runs:
+    print(f"{label:<18} {median(label, 0):>10,.0f} {median(label, 1):>11.2f} {median(label, 2):>8,.0f} {median(label, 3):>8,.0f}")
+print()
+print("paired ratios of requests/s, median (range):")
+print(f"  1 MiB Redis hit / tagged 200           {ratio('redis_hit_1m', 'tagged_1m')}")
+print(f"  1 MiB Redis hit / in-memory hit        {ratio('redis_hit_1m', 'memory_hit_1m')}")
+print(f"  both replicas / replica A alone        {ratio('redis_hit_1m_both', 'redis_hit_1m')}")
+print(f"  2 ms handler: Redis hit / no cache     {ratio('slow_redis_hit', 'slow_no_cache')}")
+print(f"Redis commands per hit: {statistics.median(commands):.3f} (one round trip each)")
+print(f"replica A's Redis cache: {stats['redis']}")
+PY

@@ -1,0 +1,183 @@
+//! One replica of an app deployed as several behind a load balancer: notes
+//! in an SQLite database file that every replica opens, and a validator
+//! cache shared by all replicas on Redis. `examples/replicas.sh` starts
+//! Redis and two replicas and shows a revalidation through one answered
+//! from a fill through the other.
+//!
+//! ```text
+//! cargo run --example replica --features redis -- \
+//!     127.0.0.1:3001 --redis redis://127.0.0.1:6379/ --db /tmp/notes.db
+//! ```
+//!
+//! Every replica must use the same Redis, key prefix (`notes` here) and
+//! secret, and be reached under the same host name.
+//!
+//! Routes:
+//! - `GET /notes/{id}`: the note, after 2 ms of "database" latency, with
+//!   `Cache-Control: no-cache` so that clients revalidate every time;
+//! - `PUT /notes/{id}`: replaces the note (every replica's cache forgets it);
+//! - `GET /content/1k`, `GET /content/1m`: fixed content of that size;
+//! - `GET /slow/1k`: 1 KiB after 2 ms of awaited latency;
+//! - the same routes under `/memory` with a cache in this process only, and
+//!   under `/none` with the ETag layer alone (for `benches/redis_load.sh`);
+//! - `GET /stats`: the counters of both caches.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    extract::{Path, State},
+    http::{header, StatusCode},
+    response::IntoResponse,
+    routing::get,
+    Router,
+};
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension};
+use tower_etag::{
+    cache::{RedisStore, ValidatorCache, ValidatorCacheLayer},
+    ETagLayer,
+};
+
+#[derive(Clone)]
+struct Notes {
+    db: Arc<Mutex<Connection>>,
+}
+
+impl Notes {
+    fn open(path: &str) -> rusqlite::Result<Self> {
+        let db = Connection::open(path)?;
+        // Several processes share the file.
+        db.busy_timeout(Duration::from_secs(5))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS notes (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+             INSERT OR IGNORE INTO notes VALUES ('1', 'Buy milk'), ('2', 'Call Ada');",
+        )?;
+        Ok(Self {
+            db: Arc::new(Mutex::new(db)),
+        })
+    }
+}
+
+async fn show(State(notes): State<Notes>, Path(id): Path<String>) -> impl IntoResponse {
+    // What a database query over the network would cost.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let note: Option<String> = notes
+        .db
+        .lock()
+        .unwrap()
+        .query_row("SELECT body FROM notes WHERE id = ?1", [&id], |row| {
+            row.get(0)
+        })
+        .optional()
+        .unwrap_or(None);
+    match note {
+        Some(note) => ([(header::CACHE_CONTROL, "no-cache")], note).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn replace(State(notes): State<Notes>, Path(id): Path<String>, body: String) -> StatusCode {
+    let result = notes.db.lock().unwrap().execute(
+        "INSERT INTO notes (id, body) VALUES (?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+        params![id, body],
+    );
+    match result {
+        Ok(_) => StatusCode::NO_CONTENT,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn content(len: usize) -> Bytes {
+    (0..len).map(|i| (i * 31 + i / 7) as u8).collect()
+}
+
+fn routes(notes: Notes) -> Router {
+    let kib = content(1024);
+    let mib = content(1024 * 1024);
+    let slow = kib.clone();
+    Router::new()
+        .route("/notes/{id}", get(show).put(replace))
+        .route("/content/1k", get(move || async move { kib }))
+        .route("/content/1m", get(move || async move { mib }))
+        .route(
+            "/slow/1k",
+            get(move || async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                slow
+            }),
+        )
+        .with_state(notes)
+}
+
+fn app(notes: Notes, shared: ValidatorCache, local: ValidatorCache) -> Router {
+    let etag = ETagLayer::new().max_body_size(4 * 1024 * 1024);
+    let stats = {
+        let (shared, local) = (shared.clone(), local.clone());
+        move || async move {
+            let (s, l) = (shared.stats(), local.stats());
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                format!(
+                    "{{\"redis\":{{\"hits\":{},\"misses\":{},\"fills\":{},\"unavailable\":{}}},\
+                     \"memory\":{{\"hits\":{},\"misses\":{},\"fills\":{}}}}}\n",
+                    s.hits, s.misses, s.fills, s.unavailable, l.hits, l.misses, l.fills
+                ),
+            )
+        }
+    };
+    Router::new()
+        .merge(
+            routes(notes.clone())
+                .layer(etag.clone())
+                .layer(ValidatorCacheLayer::new(shared)),
+        )
+        .nest(
+            "/memory",
+            routes(notes.clone())
+                .layer(etag.clone())
+                .layer(ValidatorCacheLayer::new(local)),
+        )
+        .nest("/none", routes(notes).layer(etag))
+        .route("/stats", get(stats))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut addr: SocketAddr = "127.0.0.1:3000".parse()?;
+    let mut redis = "redis://127.0.0.1:6379/".to_owned();
+    let mut db = "notes.db".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--redis" => redis = args.next().ok_or("--redis needs a URL")?,
+            "--db" => db = args.next().ok_or("--db needs a path")?,
+            other => addr = other.parse()?,
+        }
+    }
+    // One thread: the replica's CPU time per request is then one core's.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let notes = Notes::open(&db)?;
+        let ttl = Duration::from_secs(300);
+        let store = RedisStore::builder(redis)
+            .prefix("notes")
+            .secret(std::env::var("CACHE_SECRET").unwrap_or_default())
+            .build()?;
+        let shared = ValidatorCache::builder()
+            .time_to_live(ttl)
+            .redis(store)
+            .build();
+        let local = ValidatorCache::builder().time_to_live(ttl).build();
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app(notes, shared, local)).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Two replicas of examples/replica.rs sharing one Redis and one SQLite file,
+# as a deployment behind a load balancer runs them (each replica would be a
+# container; Redis another):
+#
+#   redis:      redis-server, no persistence needed
+#   replica a:  replica ADDR --redis redis://redis:6379/ --db /data/notes.db
+#   replica b:  the same command line (same Redis, same key prefix, same
+#               CACHE_SECRET, same host name seen by clients)
+#
+# It fills the cache through replica a, revalidates through replica b (a 304
+# with b's handler never run), writes through b, and revalidates through a
+# again (the new note). Needs redis-server (Debian: redis-server) and curl.
+#
+#   bash examples/replicas.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+redis_server=$(command -v redis-server || echo /usr/bin/redis-server)
+[ -x "$redis_server" ] || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
+cargo build --example replica --features redis --locked --quiet
+target_dir=$(cargo metadata --no-deps --format-version 1 | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+
+work=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$redis_server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+done
+
+start_replica() {
+    "$target_dir/debug/examples/replica" 127.0.0.1:0 --redis "redis://127.0.0.1:$port/" --db "$work/notes.db" >"$work/$1.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+        grep -q 'listening on' "$work/$1.log" && break
+        sleep 0.1
+    done
+    grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/$1.log" | head -n1
+}
+a=$(start_replica a)
+b=$(start_replica b)
+[ -n "$a" ] && [ -n "$b" ] || { cat "$work"/*.log; exit 1; }
+
+# Clients reach every replica under one name, as through a load balancer.
+host=(-H 'Host: notes.example')
+tag=$(curl -s "${host[@]}" -o /dev/null -D - "$a/notes/1" | tr -d '\r' | awk -F': ' 'tolower($1) == "etag" {print $2}')
+[ -n "$tag" ] || { echo "no ETag from replica a"; exit 1; }
+# The fill is stored in the background: wait for it.
+for _ in $(seq 1 100); do
+    curl -s "$a/stats" | grep -q '"redis":{[^}]*"fills":1' && break
+    sleep 0.05
+done
+hit=$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -H "If-None-Match: $tag" "$b/notes/1")
+b_stats=$(curl -s "$b/stats")
+put=$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -X PUT --data 'Buy oat milk' "$b/notes/1")
+after=$(curl -s "${host[@]}" -w ' %{http_code}' -H "If-None-Match: $tag" "$a/notes/1")
+
+echo "$b_stats" | grep -q '"redis":{"hits":1,"misses":0' || { echo "expected replica b to hit without its handler: $b_stats"; exit 1; }
+[ "$hit" = 304 ] || { echo "expected 304 from replica b, got $hit"; exit 1; }
+[ "$put" = 204 ] || { echo "expected 204 from the PUT through b, got $put"; exit 1; }
+[ "$after" = "Buy oat milk 200" ] || { echo "expected the new note from replica a, got: $after"; exit 1; }
+echo "replicas: filled through a, 304 through b (b's handler not run), PUT through b $put, then through a: $after"
