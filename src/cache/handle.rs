@@ -229,9 +229,10 @@ impl fmt::Debug for ValidatorCacheBuilder {
 
 impl ValidatorCacheBuilder {
     /// How long a stored response may answer revalidations (default 60 s),
-    /// on a monotonic clock. A write that bypasses the layer (another
-    /// service, a job, another replica) is noticed at the latest after this
-    /// long.
+    /// on a monotonic clock (in Redis: entries expire after it, and each
+    /// variant's age is read on Redis's clock). A write that bypasses the
+    /// layer (another service, a job, another replica with an in-memory
+    /// cache) is noticed at the latest after this long.
     pub fn time_to_live(mut self, time_to_live: Duration) -> Self {
         self.time_to_live = time_to_live;
         self

@@ -81,9 +81,40 @@
 //!   resource had when the request arrived, and generations are never
 //!   reused.
 //! - A write that bypasses the layer (another service, a job, another
-//!   replica) is not seen: entries then stay in use until their
-//!   time-to-live runs out. Keep it as short as that staleness allows, or
-//!   invalidate from the code that writes.
+//!   replica, unless the cache is [on Redis](#on-redis)) is not seen:
+//!   entries then stay in use until their time-to-live runs out. Keep it as
+//!   short as that staleness allows, or invalidate from the code that
+//!   writes.
+//!
+//! # On Redis
+//!
+//! With the `redis` feature, [`ValidatorCacheBuilder::redis`] keeps the
+//! cache in Redis (or Valkey, or Redis Cluster) through a [`RedisStore`],
+//! shared by every replica that uses the same Redis, key prefix and secret:
+//! a fill through one replica answers revalidations through all, and a
+//! write through any invalidates for all. Nothing else in the app changes.
+//!
+//! - A hit costs one command (one round trip); an entry with
+//!   [`CacheTags`] one more. A `GET` that may fill reads the tag epoch
+//!   before the handler runs when no entry was found; fills are stored after
+//!   the response, in the background. A write waits for one round trip
+//!   before its handler runs (the arrival invalidation); its end is sent
+//!   after the response.
+//! - Each operation is a Lua script, atomic on the server; generations move
+//!   to `max(g + 1, server time in µs)`, so losing any record (a restart, an
+//!   eviction) causes misses, never a stale hit. Entries expire in Redis at
+//!   the time-to-live.
+//! - Faults fail open: every operation is bounded by the store's timeout (5
+//!   ms by default); a request whose lookup fails or times out goes to the
+//!   inner service and stores nothing, and is counted in
+//!   [`CacheStats::unavailable`]. The client reconnects by itself.
+//! - An invalidation that cannot reach Redis is retried every 100 ms until
+//!   it lands; meanwhile this replica answers the resources and tags
+//!   concerned from its handlers. Other replicas may confirm the old tags
+//!   until the retry lands or their entries' time-to-live runs out: the only
+//!   staleness a fault allows.
+//! - It needs a Tokio runtime with time enabled (as hyper and axum servers
+//!   have) when the store is built. [`CacheStats::entries`] is not counted.
 //!
 //! # Placement
 //!
