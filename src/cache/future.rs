@@ -44,7 +44,9 @@ pin_project! {
         // A 304 answered from the cache.
         Ready { response: Option<Response<()>> },
         // Waiting for a shared store; then the request goes on with `next`.
-        Waiting { pending: Pending, next: Option<Next<S, ReqBody>> },
+        // (Boxed: the request and service would otherwise make every
+        // future of the in-memory cache larger.)
+        Waiting { pending: Pending, next: Option<Box<Next<S, ReqBody>>> },
         // Waiting for the inner service; then what to do with its response.
         Inner { #[pin] future: S::Future, after: Option<After> },
     }
@@ -124,7 +126,7 @@ where
         Self {
             kind: Kind::Waiting {
                 pending,
-                next: Some(next),
+                next: Some(Box::new(next)),
             },
         }
     }
@@ -171,7 +173,7 @@ where
                         request,
                         cache,
                         then,
-                    } = next.take().expect("ResponseFuture polled after completion");
+                    } = *next.take().expect("ResponseFuture polled after completion");
                     let next = match then {
                         Then::Lookup(read) => {
                             super::service::decide(&cache, read, lookup, request, &mut service)
