@@ -518,6 +518,21 @@ async fn garbage_and_lost_records_in_redis_are_misses() {
     let keys = redis.keys(PREFIX);
     let entry = keys.iter().find(|k| k.contains(":e:")).unwrap().clone();
     let generation = keys.iter().find(|k| k.ends_with(":g")).unwrap().clone();
+    // The keys of one URI share a hash slot (Redis Cluster), the entry
+    // expires at the time-to-live (60 s here), and no key names the URI.
+    let slot = |key: &str| key[key.find('{').unwrap()..=key.find('}').unwrap()].to_owned();
+    assert_eq!(slot(&entry), slot(&generation));
+    let pttl = redis.command(&["PTTL", &entry]).unwrap();
+    assert!(
+        matches!(pttl, redis::Value::Int(ms) if ms > 50_000 && ms <= 60_000),
+        "{pttl:?}"
+    );
+    assert!(keys.iter().all(|k| !k.contains("notes")), "{keys:?}");
+
+    // Scripts flushed from Redis are loaded again (NOSCRIPT): still a hit.
+    redis.command(&["SCRIPT", "FLUSH"]).unwrap();
+    assert!(!a.revalidate("/notes/1", &tag).await.0);
+    assert_eq!(a.cache.stats().unavailable, 0);
 
     // A generation lost (evicted, or Redis restarted without it) while its
     // entry survives: a miss, and the refill works.
