@@ -1,13 +1,22 @@
 //! Where the body is buffered and hashed.
 //!
-//! A [`Buffer`] reads the inner body frame by frame and keeps the chunks
-//! themselves (reference-counted [`Bytes`], not copied; only a body under
-//! 16 KiB in all that came in several chunks is joined into one). Chunks are
-//! hashed as they arrive once the body is large enough to keep BLAKE3 busy,
-//! and in one call at the end otherwise. Once reading stops, for whatever
-//! reason, the same `Buffer` becomes the body that is sent: first the chunks
-//! already read, then whatever is left (trailers, the rest of the inner body,
-//! or the inner body's error). Nothing read is ever lost.
+//! A [`Buffer`] reads the inner body frame by frame. Frames at least as long
+//! as the next segment are kept as they are (reference-counted [`Bytes`], not
+//! copied); shorter ones are copied, as they arrive, into a segment (16 KiB
+//! for the first, growing with the body to 128 KiB, or the exact size left
+//! when the body announces it), and dropped once copied. So a body streamed
+//! in many small frames is held as a few large pieces: BLAKE3 hashes each
+//! piece in one `update` call at its full SIMD width, and the response is
+//! sent as a few large frames, which costs the server far less than many
+//! small ones. Memory stays at most the body plus one segment.
+//!
+//! Pieces are hashed as they are completed once the body has two; a body
+//! held in one piece (the usual `Full<Bytes>` or `Body::from(bytes)`, or a
+//! small one copied into one segment) is hashed in one call at the end.
+//! Once reading stops, for whatever reason, the same `Buffer` becomes the
+//! body that is sent: first the pieces already read, then whatever is left
+//! (trailers, the rest of the inner body, or the inner body's error).
+//! Nothing read is ever lost.
 
 use std::{
     collections::VecDeque,
@@ -26,6 +35,17 @@ use crate::entity_tag::EntityTag;
 /// How many bytes of the BLAKE3 digest the tag carries: 128 bits.
 const TAG_BYTES: usize = 16;
 
+/// The smallest segment: frames this long or longer are never copied, and
+/// every piece but the last is at least this long, which keeps every BLAKE3
+/// `update` at its full SIMD width (16 of its 1 KiB chunks side by side).
+pub(crate) const MIN_SEGMENT: usize = 16 * 1024;
+
+/// The largest segment. Segments grow with the body (each as long as the
+/// body so far) up to this: hyper writes a 128 KiB frame at close to the cost
+/// of one large buffer, and a larger one would only add to what a response
+/// may hold beyond its body.
+pub(crate) const MAX_SEGMENT: usize = 128 * 1024;
+
 /// A BLAKE3 key: tags are then `blake3::keyed_hash(key, body)`. Shared
 /// rather than copied into every request: a pointer costs the unkeyed
 /// common case less than 33 bytes carried through every future.
@@ -36,22 +56,25 @@ pin_project! {
     pub(crate) struct Buffer<B: Body> {
         #[pin]
         body: B,
+        // The pieces completed, in order.
         chunks: Chunks,
-        // Bytes in `chunks`.
+        // The segment being filled from short frames; its bytes come after
+        // `chunks`.
+        open: BytesMut,
+        // Bytes read: in `chunks` and `open`.
         len: u64,
         trailers: Option<HeaderMap>,
-        // Created once the body has several chunks and `STAGE` bytes: a body
-        // of one chunk (the usual `Full<Bytes>` or `Body::from(bytes)`) or a
-        // small one (joined into one chunk) is hashed with one call at the
-        // end, without the hasher's 1.9 KB of state.
-        hasher: Option<Box<Hasher>>,
+        // Created once the body has two pieces: a body held in one piece is
+        // hashed with one call at the end, without the hasher's 1.9 KB of
+        // state.
+        hasher: Option<Box<blake3::Hasher>>,
         key: Option<Key>,
         state: State<B::Error>,
     }
 }
 
-/// The chunks read, in order. The first lives outside the deque so that a
-/// body of one chunk costs no allocation to hold.
+/// The pieces read, in order. The first lives outside the deque so that a
+/// body of one piece costs no allocation to hold.
 #[derive(Default)]
 struct Chunks {
     first: Option<Bytes>,
@@ -75,32 +98,8 @@ impl Chunks {
         self.first.is_none() && self.rest.is_empty()
     }
 
-    fn count(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
-    }
-
     fn iter(&self) -> impl Iterator<Item = &Bytes> {
         self.first.iter().chain(&self.rest)
-    }
-
-    /// Replaces the chunks by one holding all their `len` bytes.
-    fn join(&mut self, len: u64) {
-        let mut joined = BytesMut::with_capacity(len as usize);
-        for chunk in self.iter() {
-            joined.extend_from_slice(chunk);
-        }
-        *self = Self {
-            first: Some(joined.freeze()),
-            rest: VecDeque::new(),
-        };
-    }
-
-    /// The chunk pushed last; only called after a push.
-    fn last(&self) -> &Bytes {
-        self.rest
-            .back()
-            .or(self.first.as_ref())
-            .expect("called after a push")
     }
 }
 
@@ -126,12 +125,42 @@ pub(crate) enum Filled {
     Failed,
 }
 
+/// Adds a completed piece, hashing it if the hasher runs, or starting the
+/// hasher once there are two pieces.
+fn add_piece(
+    chunks: &mut Chunks,
+    hasher: &mut Option<Box<blake3::Hasher>>,
+    key: Option<&[u8; 32]>,
+    piece: Bytes,
+) {
+    match hasher {
+        Some(hasher) => {
+            hasher.update(&piece);
+        }
+        None if !chunks.is_empty() => {
+            let mut started = Box::new(new_hasher(key));
+            for chunk in chunks.iter() {
+                started.update(chunk);
+            }
+            started.update(&piece);
+            *hasher = Some(started);
+        }
+        None => {}
+    }
+    chunks.push(piece);
+}
+
+fn new_hasher(key: Option<&[u8; 32]>) -> blake3::Hasher {
+    key.map_or_else(blake3::Hasher::new, blake3::Hasher::new_keyed)
+}
+
 impl<B: Body<Data = Bytes>> Buffer<B> {
     /// Buffers `body`; its tag will be keyed with `key`, if any.
     pub(crate) fn new(body: B, key: Option<Key>) -> Self {
         Self {
             body,
             chunks: Chunks::default(),
+            open: BytesMut::new(),
             len: 0,
             trailers: None,
             hasher: None,
@@ -150,54 +179,29 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
     ) -> Poll<Filled> {
         let mut this = self.project();
         debug_assert!(matches!(this.state, State::Reading));
+        let key = this.key.as_deref();
+        // Completes the open segment, if it holds anything.
+        let close = |open: &mut BytesMut, chunks: &mut Chunks, hasher: &mut _| {
+            if !open.is_empty() {
+                add_piece(chunks, hasher, key, std::mem::take(open).freeze());
+            }
+        };
         loop {
             let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
                 None => {
-                    match this.hasher.as_mut() {
-                        Some(hasher) => hasher.flush(),
-                        // Less than `STAGE` bytes in several chunks: join them.
-                        // Copying a few KiB once costs less than hashing them
-                        // piecemeal and passing each frame down the stack.
-                        None if this.chunks.count() > 1 => this.chunks.join(*this.len),
-                        None => {}
-                    }
+                    close(this.open, this.chunks, this.hasher);
                     *this.state = State::Complete;
                     return Poll::Ready(Filled::Complete);
                 }
                 Some(Err(error)) => {
+                    close(this.open, this.chunks, this.hasher);
                     *this.state = State::Failed(Some(error));
                     return Poll::Ready(Filled::Failed);
                 }
                 Some(Ok(frame)) => frame,
             };
-            match frame.into_data() {
-                Ok(data) => {
-                    if data.is_empty() {
-                        continue;
-                    }
-                    *this.len += data.len() as u64;
-                    if *this.len > cap as u64 {
-                        // Keep the chunk to send it, but stop hashing: the
-                        // response goes out untagged.
-                        this.chunks.push(data);
-                        *this.state = State::Overflowed;
-                        return Poll::Ready(Filled::Overflowed);
-                    }
-                    this.chunks.push(data);
-                    match this.hasher.as_mut() {
-                        Some(hasher) => hasher.update(this.chunks.last()),
-                        // Small bodies are hashed in one call at the end; the
-                        // hasher starts once there is enough to keep it busy.
-                        None if *this.len >= STAGE as u64 && this.chunks.count() > 1 => {
-                            let mut hasher = Box::new(Hasher::new(this.key.as_deref()));
-                            for chunk in this.chunks.iter() {
-                                hasher.update(chunk);
-                            }
-                            *this.hasher = Some(hasher);
-                        }
-                        None => {}
-                    }
-                }
+            let data = match frame.into_data() {
+                Ok(data) => data,
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
                         match this.trailers {
@@ -205,12 +209,56 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                             None => *this.trailers = Some(trailers),
                         }
                     }
+                    continue;
+                }
+            };
+            if data.is_empty() {
+                continue;
+            }
+            *this.len += data.len() as u64;
+            if *this.len > cap as u64 {
+                // Keep everything to send it, but stop hashing: the response
+                // goes out untagged.
+                let open = std::mem::take(this.open);
+                if !open.is_empty() {
+                    this.chunks.push(open.freeze());
+                }
+                this.chunks.push(data);
+                *this.state = State::Overflowed;
+                return Poll::Ready(Filled::Overflowed);
+            }
+            // How long the next segment would be: as long as the body so far
+            // (between the bounds), or exactly what is left when the body
+            // says so.
+            let read = usize::try_from(*this.len).unwrap_or(usize::MAX);
+            let mut segment = read.clamp(MIN_SEGMENT, MAX_SEGMENT);
+            if let Some(left) = this.body.size_hint().upper() {
+                let left = usize::try_from(left).unwrap_or(usize::MAX);
+                segment = segment.min(data.len().saturating_add(left));
+            }
+            if this.open.is_empty() && data.len() >= segment {
+                // Long enough to stand as a piece (or all the body has
+                // left): kept, not copied.
+                add_piece(this.chunks, this.hasher, key, data);
+                continue;
+            }
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                if this.open.capacity() == 0 {
+                    this.open.reserve(segment.max(rest.len().min(MAX_SEGMENT)));
+                }
+                let room = this.open.capacity() - this.open.len();
+                let (now, later) = rest.split_at(room.min(rest.len()));
+                this.open.extend_from_slice(now);
+                rest = later;
+                if this.open.len() == this.open.capacity() {
+                    close(this.open, this.chunks, this.hasher);
                 }
             }
         }
     }
 
-    /// The number of body bytes read.
+/// The number of body bytes read.
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
@@ -224,9 +272,10 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
     /// hash (keyed, if there is a key) in lowercase hex, quoted, `W/`-prefixed
     /// if `weak`.
     pub(crate) fn tag(&self, weak: bool) -> Tag {
+        debug_assert!(self.open.is_empty(), "called once reading completed");
         let hash = match (&self.hasher, &self.key) {
             (Some(hasher), _) => hasher.finalize(),
-            // One chunk (a small body of several was joined into one).
+            // One piece, or none.
             (None, None) => blake3::hash(self.chunks.first.as_deref().unwrap_or_default()),
             (None, Some(key)) => {
                 blake3::keyed_hash(key, self.chunks.first.as_deref().unwrap_or_default())
@@ -251,65 +300,6 @@ fn hash_prefix(hash: &blake3::Hash) -> &[u8; TAG_BYTES] {
     hash.as_bytes()[..TAG_BYTES]
         .try_into()
         .expect("a BLAKE3 digest is 32 bytes")
-}
-
-/// How many bytes [`Hasher`] gives BLAKE3 at a time, at least.
-const STAGE: usize = 16 * 1024;
-
-/// BLAKE3 over chunks as they arrive, fed in pieces of at least 16 KiB.
-///
-/// BLAKE3 hashes up to 16 of its 1 KiB chunks side by side (AVX-512), but
-/// only within one `update` call: frames of 4 KiB hashed one by one run at
-/// less than half its speed. So frames shorter than 16 KiB are copied into a
-/// 16 KiB staging area (allocated only when such a frame comes) and hashed
-/// from there. This copy is for the hash input only; the frames that are sent
-/// are never copied. (Bodies smaller than 16 KiB in all are joined into one
-/// chunk instead and hashed in one call.)
-struct Hasher {
-    hasher: blake3::Hasher,
-    stage: Vec<u8>,
-}
-
-impl Hasher {
-    fn new(key: Option<&[u8; 32]>) -> Self {
-        Self {
-            hasher: key.map_or_else(blake3::Hasher::new, blake3::Hasher::new_keyed),
-            stage: Vec::new(),
-        }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        loop {
-            if self.stage.is_empty() && data.len() >= STAGE {
-                self.hasher.update(data);
-                return;
-            }
-            if data.is_empty() {
-                return;
-            }
-            if self.stage.capacity() == 0 {
-                self.stage.reserve_exact(STAGE);
-            }
-            let take = (STAGE - self.stage.len()).min(data.len());
-            self.stage.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.stage.len() == STAGE {
-                self.hasher.update(&self.stage);
-                self.stage.clear();
-            }
-        }
-    }
-
-    /// Hashes what is staged; call once the input is complete.
-    fn flush(&mut self) {
-        self.hasher.update(&self.stage);
-        self.stage.clear();
-    }
-
-    fn finalize(&self) -> blake3::Hash {
-        debug_assert!(self.stage.is_empty(), "flushed before finalizing");
-        self.hasher.finalize()
-    }
 }
 
 /// An entity tag formatted on the stack.
@@ -456,31 +446,6 @@ mod tests {
         assert!(parsed.is_weak());
     }
 
-    #[test]
-    fn staged_hashing_equals_one_shot_hashing() {
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
-        for pieces in [
-            vec![1usize],
-            vec![100, 5000, 1],
-            vec![STAGE - 1, 2, STAGE, 3 * STAGE + 5],
-            vec![4096],
-            vec![70_000, 17],
-        ] {
-            let mut hasher = Hasher::new(None);
-            let mut at = 0;
-            for &len in pieces.iter().cycle() {
-                if at == data.len() {
-                    break;
-                }
-                let end = (at + len).min(data.len());
-                hasher.update(&data[at..end]);
-                at = end;
-            }
-            hasher.flush();
-            assert_eq!(hasher.finalize(), blake3::hash(&data), "{pieces:?}");
-        }
-    }
-
     /// A body that is always ready with the given chunks.
     struct Ready(VecDeque<Bytes>);
 
@@ -498,10 +463,10 @@ mod tests {
 
     #[test]
     fn tag_is_the_hash_of_the_bytes_however_they_are_chunked() {
-        let data: Bytes = (0..100_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let data: Bytes = (0..400_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
         let key = [0x5a; 32];
-        for total in [0, 1, 1000, 1024, 1025, STAGE - 1, STAGE, STAGE + 1, 100_000] {
-            for (piece, keyed) in [1, 7, 512, 1024, 4096, STAGE, 70_000]
+        for total in [0, 1, 1000, 1024, 1025, MIN_SEGMENT - 1, MIN_SEGMENT, MIN_SEGMENT + 1, 100_000, 400_000] {
+            for (piece, keyed) in [1, 7, 512, 1024, 4096, MIN_SEGMENT, 70_000, MAX_SEGMENT + 3]
                 .into_iter()
                 .flat_map(|piece| [(piece, false), (piece, true)])
             {
