@@ -126,6 +126,27 @@ def text(runs, criterion_dir):
     for label in runs.labels():
         if runs.has(label, "etag") and runs.has(label, "naive"):
             print(f"  {label}: tower-etag / naive requests/s {fmt(runs.ratio(label, 'etag', base='naive'))}")
+    if floor:
+        print()
+        print("efficiency = (plain CPU + blake3::hash of the body in one call) / tower-etag CPU, per request:")
+        print(f"  {'body':<10} {'plain µs':>9} {'floor µs':>9} {'etag µs':>9} {'efficiency':>11}")
+        for label in runs.labels():
+            value = efficiency(runs, label, floor)
+            if value is not None:
+                size = label.split("-")[0]
+                print(
+                    f"  {label:<10} {runs.cpu(label, 'plain'):>9.2f} {floor[size]:>9.2f} "
+                    f"{runs.cpu(label, 'etag'):>9.2f} {value:>11.3f}"
+                )
+
+
+def efficiency(runs, label, floor):
+    """(plain CPU + the one-call BLAKE3 floor of the body) / tower-etag CPU:
+    1.0 when tagging costs exactly the hash of the body."""
+    size = label.split("-")[0]
+    if size not in floor or not (runs.has(label, "plain") and runs.has(label, "etag")):
+        return None
+    return (runs.cpu(label, "plain") + floor[size]) / runs.cpu(label, "etag")
 
 
 if __name__ == "__main__":

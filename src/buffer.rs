@@ -58,6 +58,9 @@ pin_project! {
         body: B,
         // The pieces completed, in order.
         chunks: Chunks,
+        // A short frame not copied yet: a body of one short frame is never
+        // copied. At most one of `held` and `open` holds bytes.
+        held: Option<Bytes>,
         // The segment being filled from short frames; its bytes come after
         // `chunks`.
         open: BytesMut,
@@ -160,6 +163,7 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
         Self {
             body,
             chunks: Chunks::default(),
+            held: None,
             open: BytesMut::new(),
             len: 0,
             trailers: None,
@@ -180,21 +184,24 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
         let mut this = self.project();
         debug_assert!(matches!(this.state, State::Reading));
         let key = this.key.as_deref();
-        // Completes the open segment, if it holds anything.
-        let close = |open: &mut BytesMut, chunks: &mut Chunks, hasher: &mut _| {
-            if !open.is_empty() {
-                add_piece(chunks, hasher, key, std::mem::take(open).freeze());
-            }
-        };
+        // Completes the open segment or the held frame, if any.
+        let close =
+            |held: &mut Option<Bytes>, open: &mut BytesMut, chunks: &mut Chunks, hasher: &mut _| {
+                if let Some(held) = held.take() {
+                    add_piece(chunks, hasher, key, held);
+                } else if !open.is_empty() {
+                    add_piece(chunks, hasher, key, std::mem::take(open).freeze());
+                }
+            };
         loop {
             let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
                 None => {
-                    close(this.open, this.chunks, this.hasher);
+                    close(this.held, this.open, this.chunks, this.hasher);
                     *this.state = State::Complete;
                     return Poll::Ready(Filled::Complete);
                 }
                 Some(Err(error)) => {
-                    close(this.open, this.chunks, this.hasher);
+                    close(this.held, this.open, this.chunks, this.hasher);
                     *this.state = State::Failed(Some(error));
                     return Poll::Ready(Filled::Failed);
                 }
@@ -219,6 +226,9 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
             if *this.len > cap as u64 {
                 // Keep everything to send it, but stop hashing: the response
                 // goes out untagged.
+                if let Some(held) = this.held.take() {
+                    this.chunks.push(held);
+                }
                 let open = std::mem::take(this.open);
                 if !open.is_empty() {
                     this.chunks.push(open.freeze());
@@ -236,11 +246,21 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                 let left = usize::try_from(left).unwrap_or(usize::MAX);
                 segment = segment.min(data.len().saturating_add(left));
             }
-            if this.open.is_empty() && data.len() >= segment {
+            if data.len() >= segment {
                 // Long enough to stand as a piece (or all the body has
                 // left): kept, not copied.
+                close(this.held, this.open, this.chunks, this.hasher);
                 add_piece(this.chunks, this.hasher, key, data);
                 continue;
+            }
+            if this.open.is_empty() && this.held.is_none() {
+                // Copied only if another short frame follows.
+                *this.held = Some(data);
+                continue;
+            }
+            if let Some(held) = this.held.take() {
+                this.open.reserve(segment.max(held.len()));
+                this.open.extend_from_slice(&held);
             }
             let mut rest = &data[..];
             while !rest.is_empty() {
@@ -252,13 +272,13 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                 this.open.extend_from_slice(now);
                 rest = later;
                 if this.open.len() == this.open.capacity() {
-                    close(this.open, this.chunks, this.hasher);
+                    close(this.held, this.open, this.chunks, this.hasher);
                 }
             }
         }
     }
 
-/// The number of body bytes read.
+    /// The number of body bytes read.
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
@@ -272,7 +292,10 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
     /// hash (keyed, if there is a key) in lowercase hex, quoted, `W/`-prefixed
     /// if `weak`.
     pub(crate) fn tag(&self, weak: bool) -> Tag {
-        debug_assert!(self.open.is_empty(), "called once reading completed");
+        debug_assert!(
+            self.open.is_empty() && self.held.is_none(),
+            "called once reading completed"
+        );
         let hash = match (&self.hasher, &self.key) {
             (Some(hasher), _) => hasher.finalize(),
             // One piece, or none.
@@ -446,8 +469,9 @@ mod tests {
         assert!(parsed.is_weak());
     }
 
-    /// A body that is always ready with the given chunks.
-    struct Ready(VecDeque<Bytes>);
+    /// A body that is always ready with the given chunks, announcing how
+    /// much is left when `.1` is.
+    struct Ready(VecDeque<Bytes>, Option<u64>);
 
     impl Body for Ready {
         type Data = Bytes;
@@ -457,7 +481,15 @@ mod tests {
             mut self: Pin<&mut Self>,
             _cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+            let chunk = self.0.pop_front();
+            if let (Some(left), Some(chunk)) = (&mut self.1, &chunk) {
+                *left -= chunk.len() as u64;
+            }
+            Poll::Ready(chunk.map(|chunk| Ok(Frame::data(chunk))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.1.map_or_else(SizeHint::new, SizeHint::with_exact)
         }
     }
 
@@ -465,10 +497,28 @@ mod tests {
     fn tag_is_the_hash_of_the_bytes_however_they_are_chunked() {
         let data: Bytes = (0..400_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
         let key = [0x5a; 32];
-        for total in [0, 1, 1000, 1024, 1025, MIN_SEGMENT - 1, MIN_SEGMENT, MIN_SEGMENT + 1, 100_000, 400_000] {
-            for (piece, keyed) in [1, 7, 512, 1024, 4096, MIN_SEGMENT, 70_000, MAX_SEGMENT + 3]
-                .into_iter()
-                .flat_map(|piece| [(piece, false), (piece, true)])
+        for total in [
+            0,
+            1,
+            1000,
+            1024,
+            1025,
+            MIN_SEGMENT - 1,
+            MIN_SEGMENT,
+            MIN_SEGMENT + 1,
+            100_000,
+            400_000,
+        ] {
+            for (piece, keyed, announced) in
+                [1, 7, 512, 1024, 4096, MIN_SEGMENT, 70_000, MAX_SEGMENT + 3]
+                    .into_iter()
+                    .flat_map(|piece| {
+                        [
+                            (piece, false, false),
+                            (piece, true, false),
+                            (piece, false, true),
+                        ]
+                    })
             {
                 let key = keyed.then(|| Arc::new(key));
                 let bytes = data.slice(..total);
@@ -476,7 +526,10 @@ mod tests {
                     .step_by(piece)
                     .map(|at| bytes.slice(at..(at + piece).min(total)))
                     .collect();
-                let mut buffer = Box::pin(Buffer::new(Ready(chunks), key.clone()));
+                let mut buffer = Box::pin(Buffer::new(
+                    Ready(chunks, announced.then_some(total as u64)),
+                    key.clone(),
+                ));
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let filled = buffer.as_mut().poll_fill(&mut cx, usize::MAX);
                 assert_eq!(filled, Poll::Ready(Filled::Complete));
@@ -488,7 +541,7 @@ mod tests {
                 assert_eq!(
                     buffer.tag(false).to_header_value(),
                     expected.to_header_value(),
-                    "{total} bytes in pieces of {piece}, keyed: {keyed}"
+                    "{total} bytes in pieces of {piece}, keyed: {keyed}, announced: {announced}"
                 );
                 assert_eq!(buffer.size_hint().exact(), Some(total as u64));
                 let mut sent = Vec::new();
