@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Summarises the CSV benches/load.sh writes.
 
-    python3 benches/load_table.py [benches/load.csv]
-        the README's table (Markdown)
+    python3 benches/load_table.py [benches/load.csv [CRITERION_DIR]]
+        the README's table (Markdown), with the efficiency column when
+        CRITERION_DIR holds criterion's `blake3_floor` results
     python3 benches/load_table.py --text benches/load.csv [CRITERION_DIR]
         the summary load.sh prints: every label and mode, then the figures the
         README's performance section states, with the BLAKE3 floor read from
@@ -21,7 +22,9 @@ CRITERION = {"64": "64B", "1k": "1KiB", "16k": "16KiB", "1m": "1MiB", "16m": "16
 UNTOUCHED = (("post", "POST"), ("missing", "GET → 404"), ("over-cap", "GET, Content-Length over the cap"))
 
 
-def markdown(runs):
+def markdown(runs, criterion_dir=None):
+    floor = floors(criterion_dir) if criterion_dir else {}
+
     def cell(label, mode):
         if not runs.has(label, mode):
             return ""
@@ -29,31 +32,34 @@ def markdown(runs):
 
     print(
         "| body | plain req/s | tower-etag req/s (× plain) | naive req/s (× plain) "
-        "| do-nothing layer req/s (× plain) | server CPU µs/req: plain / tower-etag / naive |"
+        "| do-nothing layer req/s (× plain) | server CPU µs/req: plain / tower-etag / naive "
+        "| efficiency |"
     )
-    print("|---|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---|---:|")
     for size, name in NAMES.items():
         for suffix, kind in (("", ""), ("-multi", ", streamed")):
             label = size + suffix
             if not runs.has(label, "plain"):
                 continue
             cpus = " / ".join(f"{runs.cpu(label, m):.1f}" for m in ("plain", "etag", "naive"))
+            value = efficiency(runs, label, floor)
             print(
                 f"| {name}{kind} | {runs.rps(label, 'plain'):,.0f} | {cell(label, 'etag')} "
-                f"| {cell(label, 'naive')} | {cell(label, 'noop')} | {cpus} |"
+                f"| {cell(label, 'naive')} | {cell(label, 'noop')} | {cpus} "
+                f"| {'' if value is None else f'{value:.2f}'} |"
             )
     for size in ("1k", "1m"):
         if runs.has(size, "etag_304"):
             ratio = runs.ratio(size, "etag_304", base="etag")[0]
             print(
                 f"| {NAMES[size]}, revalidated (304) | | {runs.rps(size, 'etag_304'):,.0f} "
-                f"({ratio:.2f} × its 200) | | | {runs.cpu(size, 'etag_304'):.1f} |"
+                f"({ratio:.2f} × its 200) | | | {runs.cpu(size, 'etag_304'):.1f} | |"
             )
     for label, name in UNTOUCHED:
         if runs.has(label, "plain"):
             print(
                 f"| {name} (untouched) | {runs.rps(label, 'plain'):,.0f} | {cell(label, 'etag')} | "
-                f"| {cell(label, 'noop')} | {runs.cpu(label, 'plain'):.1f} / {runs.cpu(label, 'etag'):.1f} |"
+                f"| {cell(label, 'noop')} | {runs.cpu(label, 'plain'):.1f} / {runs.cpu(label, 'etag'):.1f} | |"
             )
 
 
@@ -154,4 +160,4 @@ if __name__ == "__main__":
     if args and args[0] == "--text":
         text(Runs(args[1]), args[2] if len(args) > 2 else None)
     else:
-        markdown(Runs(args[0] if args else "benches/load.csv"))
+        markdown(Runs(args[0] if args else "benches/load.csv"), args[1] if len(args) > 1 else None)
