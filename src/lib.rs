@@ -79,7 +79,10 @@
 //! body error after the bytes read before it, so the connection is aborted
 //! exactly as it would be without the layer. Trailers are kept; a tagged
 //! response with trailers gets no `Content-Length`, so that HTTP/1.1 can
-//! still carry them in chunked framing.
+//! still carry them in chunked framing. Frames shorter than 16 KiB to
+//! 128 KiB (growing with the body) are copied as they arrive into segments,
+//! which are hashed and sent in their place, so a response holds at most its
+//! body plus one segment; longer frames are kept as they are.
 //!
 //! # `HEAD`
 //!
@@ -156,7 +159,8 @@
 //! still runs the handler. The [`cache`] module's
 //! [`ValidatorCacheLayer`](cache::ValidatorCacheLayer), placed outside this
 //! layer, remembers the tags of recent 200s and answers matching
-//! revalidations with 304 at once, invalidating on writes (RFC 9111 §4.4).
+//! revalidations with 304 at once, invalidating on writes (RFC 9111 §4.4);
+//! with the `redis` feature, one cache is shared by every replica.
 //!
 //! # Observing outcomes
 //!
@@ -170,6 +174,7 @@
 //! |---|---|---|
 //! | `tracing` | Logs each [`Outcome`] at `debug` level under the target `tower_etag`, and the validator cache's fills and invalidations under `tower_etag::cache`. | off |
 //! | `axum` | [`conditional::Preconditions`] as an axum extractor and [`conditional::Rejection`] as an axum response. | off |
+//! | `redis` | The validator cache shared by several replicas on Redis: `cache::RedisStore` and `ValidatorCacheBuilder::redis` (redis-rs 1.2, Tokio). | off |
 
 // Lints: the `[lints]` table in Cargo.toml, so that they reach the tests,
 // examples and benches too.
