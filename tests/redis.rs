@@ -178,6 +178,34 @@ async fn replica(url: &str, data: &Data, timeout: Duration) -> Replica {
     Replica { addr, calls, cache }
 }
 
+/// Two replicas of one app on the same data and the same Redis.
+async fn two_replicas(redis: &RedisServer) -> (Data, Replica, Replica) {
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, PATIENT).await;
+    let b = replica(&redis.url(), &data, PATIENT).await;
+    (data, a, b)
+}
+
+/// Starts a `GET` of a gated route through `replica` and returns once its
+/// handler has read the data: it then waits until the returned gate is
+/// notified.
+async fn gated_get(
+    data: &Data,
+    replica: &Replica,
+    path: &'static str,
+) -> (Arc<Notify>, tokio::task::JoinHandle<Received>) {
+    let gate = Arc::new(Notify::new());
+    *data.gate.lock().unwrap() = Some(gate.clone());
+    let read = data.read_done.notified();
+    let slow = tokio::spawn({
+        let replica = replica.clone();
+        async move { fetch(&replica, path, &[]).await }
+    });
+    read.await;
+    *data.gate.lock().unwrap() = None;
+    (gate, slow)
+}
+
 /// Generous for functional tests on a busy machine: a timeout here would
 /// turn an expected hit into a miss.
 const PATIENT: Duration = Duration::from_millis(500);
@@ -212,9 +240,7 @@ macro_rules! redis_or_skip {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_on_one_replica_is_a_hit_on_the_other_until_a_write_on_either() {
     let redis = redis_or_skip!();
-    let data = Data::default();
-    let a = replica(&redis.url(), &data, PATIENT).await;
-    let b = replica(&redis.url(), &data, PATIENT).await;
+    let (_, a, b) = two_replicas(&redis).await;
 
     let tag = fill(&a, "/notes/1").await;
     assert_eq!(a.calls(), 1);
@@ -263,20 +289,10 @@ async fn a_fill_on_one_replica_is_a_hit_on_the_other_until_a_write_on_either() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_that_read_old_data_on_one_replica_stores_nothing_after_a_write_on_the_other() {
     let redis = redis_or_skip!();
-    let data = Data::default();
-    let a = replica(&redis.url(), &data, PATIENT).await;
-    let b = replica(&redis.url(), &data, PATIENT).await;
+    let (data, a, b) = two_replicas(&redis).await;
 
     // A's GET reads version 1, then waits.
-    let gate = Arc::new(Notify::new());
-    *data.gate.lock().unwrap() = Some(gate.clone());
-    let read = data.read_done.notified();
-    let slow = tokio::spawn({
-        let a = a.clone();
-        async move { fetch(&a, "/gated/7", &[]).await }
-    });
-    read.await;
-    *data.gate.lock().unwrap() = None;
+    let (gate, slow) = gated_get(&data, &a, "/gated/7").await;
 
     // Meanwhile B writes version 2 and answers.
     let put = put(&b, "/gated/7").await.unwrap();
@@ -301,9 +317,7 @@ async fn a_get_that_read_old_data_on_one_replica_stores_nothing_after_a_write_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_during_a_write_on_the_other_replica_stores_nothing() {
     let redis = redis_or_skip!();
-    let data = Data::default();
-    let a = replica(&redis.url(), &data, PATIENT).await;
-    let b = replica(&redis.url(), &data, PATIENT).await;
+    let (data, a, b) = two_replicas(&redis).await;
     let tag = fill(&a, "/held/8").await;
 
     // B's write has begun (its arrival invalidated the entry) and holds
@@ -335,20 +349,10 @@ async fn a_get_during_a_write_on_the_other_replica_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tagged_get_that_read_old_data_stores_nothing_after_its_tag_is_invalidated() {
     let redis = redis_or_skip!();
-    let data = Data::default();
-    let a = replica(&redis.url(), &data, PATIENT).await;
-    let b = replica(&redis.url(), &data, PATIENT).await;
+    let (data, a, b) = two_replicas(&redis).await;
 
     // A's GET reads version 1, then waits.
-    let gate = Arc::new(Notify::new());
-    *data.gate.lock().unwrap() = Some(gate.clone());
-    let read = data.read_done.notified();
-    let slow = tokio::spawn({
-        let a = a.clone();
-        async move { fetch(&a, "/gated-tagged/9", &[]).await }
-    });
-    read.await;
-    *data.gate.lock().unwrap() = None;
+    let (gate, slow) = gated_get(&data, &a, "/gated-tagged/9").await;
     // App code changes the data behind the layer and invalidates its tag
     // through B: the resource's own generation does not move.
     *data.versions.lock().unwrap().entry("9".into()).or_insert(1) += 1;
@@ -366,9 +370,7 @@ async fn a_tagged_get_that_read_old_data_stores_nothing_after_its_tag_is_invalid
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidations_from_app_code_reach_every_replica() {
     let redis = redis_or_skip!();
-    let data = Data::default();
-    let a = replica(&redis.url(), &data, PATIENT).await;
-    let b = replica(&redis.url(), &data, PATIENT).await;
+    let (_, a, b) = two_replicas(&redis).await;
 
     // Surrogate tags.
     let tag = fill(&a, "/tagged/3").await;
