@@ -58,7 +58,7 @@ use std::{
     time::Duration,
 };
 
-use ::redis::{aio::ConnectionManager, Client, Script, Value};
+use ::redis::{aio::ConnectionManager, Client, Script, ScriptInvocation, Value};
 use http::HeaderName;
 use tokio::{runtime::Handle, task::JoinHandle};
 
@@ -560,13 +560,12 @@ impl Attached {
 
     async fn lookup_now(&self, resource: Key, key: Key) -> Result<Lookup, Failure> {
         let inner = self.inner();
-        let mut connection = inner.connection.clone();
         let mut invocation = inner.scripts.lookup.prepare_invoke();
         invocation
             .key(self.generation_key(resource))
             .key(self.entry_key(resource, key))
             .arg(self.life_ms());
-        let reply: Value = invocation.invoke_async(&mut connection).await?;
+        let reply = self.run(&invocation).await?;
         let Value::Array(items) = reply else {
             return Err(Failure::Reply);
         };
@@ -603,11 +602,17 @@ impl Attached {
     /// keys, hence a command of its own).
     async fn tag_epoch(&self) -> Result<u64, Failure> {
         let inner = self.inner();
-        let mut connection = inner.connection.clone();
         let mut invocation = inner.scripts.tag_epoch.prepare_invoke();
         invocation.key(self.epoch_key());
-        let value: Value = invocation.invoke_async(&mut connection).await?;
+        let value = self.run(&invocation).await?;
         number(&value).ok_or(Failure::Reply)
+    }
+
+    /// Runs a script (`EVALSHA`, loaded again on `NOSCRIPT`) on a handle of
+    /// the shared connection.
+    async fn run(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
+        let mut connection = self.inner().connection.clone();
+        Ok(invocation.invoke_async(&mut connection).await?)
     }
 
     /// The entry without the variants whose surrogate tags were invalidated
@@ -662,7 +667,6 @@ impl Attached {
 
     async fn fill_now(&self, fill: Fill, clock: u64) -> Result<bool, Failure> {
         let inner = self.inner();
-        let mut connection = inner.connection.clone();
         let mut tags = Vec::with_capacity(fill.tags.len());
         if !fill.tags.is_empty() {
             let mut invocation = inner.scripts.tag_fill.prepare_invoke();
@@ -671,7 +675,7 @@ impl Attached {
                 invocation.key(self.tag_key(*tag));
             }
             invocation.arg(fill.tag_epoch).arg(self.life_ms());
-            let Value::Array(generations) = invocation.invoke_async(&mut connection).await? else {
+            let Value::Array(generations) = self.run(&invocation).await? else {
                 // A tag was invalidated since the request arrived.
                 return Ok(false);
             };
@@ -697,7 +701,7 @@ impl Attached {
             .arg(entry.encode(fill.generation))
             .arg(self.ttl_ms())
             .arg(self.life_ms());
-        let stored: Value = invocation.invoke_async(&mut connection).await?;
+        let stored = self.run(&invocation).await?;
         Ok(number(&stored) == Some(1))
     }
 
@@ -728,18 +732,16 @@ impl Attached {
                 invocation.key(self.tag_key(*tag));
             }
             invocation.arg(self.life_ms());
-            let mut connection = inner.connection.clone();
-            invocation.invoke_async::<Value>(&mut connection).await?;
+            self.run(&invocation).await?;
             return Ok(());
         }
         // One script per resource: each is in its own hash slot.
         let calls = keys.iter().map(|resource| {
-            let mut connection = inner.connection.clone();
             let mut invocation = inner.scripts.invalidate.prepare_invoke();
             invocation
                 .key(self.generation_key(*resource))
                 .arg(self.life_ms());
-            async move { invocation.invoke_async::<Value>(&mut connection).await }
+            async move { self.run(&invocation).await }
         });
         for result in futures_util::future::join_all(calls).await {
             result?;
@@ -774,8 +776,7 @@ impl Attached {
             .arg(self.life_ms())
             .arg(id)
             .arg(self.ttl_ms());
-        let mut connection = inner.connection.clone();
-        invocation.invoke_async::<Value>(&mut connection).await?;
+        self.run(&invocation).await?;
         Ok(())
     }
 
@@ -818,8 +819,7 @@ impl Attached {
             .arg(self.life_ms())
             .arg(id)
             .arg(if invalidate { "1" } else { "0" });
-        let mut connection = inner.connection.clone();
-        invocation.invoke_async::<Value>(&mut connection).await?;
+        self.run(&invocation).await?;
         // Other resources are in other hash slots.
         if invalidate && !others.is_empty() {
             self.invalidate_now(others, false).await?;
