@@ -60,22 +60,12 @@ run() {
         echo "$out" >&2
         exit 1
     fi
-    echo "$out" | awk -v label="$label" -v rep="$rep" -v t=$((after - before)) -v hz="$hz" '
-        function us(v) {
-            if (v ~ /us$/) return v + 0;
-            if (v ~ /ms$/) return v * 1000;
-            return v * 1e6;
-        }
-        /^Requests\/sec/ { rps = $2 }
-        /requests in/ { n = $1 }
-        /^ +50%/ { p50 = us($2) }
-        /^ +99%/ { p99 = us($2) }
-        END { printf "%s,%s,%s,%.2f,%.0f,%.0f\n", label, rep, rps, t / hz * 1e6 / n, p50, p99 }
-    ' | tee -a "$work/runs.csv"
+    echo "$out" | awk -v label="$label" -v rep="$rep" -v t=$((after - before)) -v hz="$hz" -f benches/support/wrk_row.awk |
+        tee -a "$work/runs.csv"
 }
 
 echo "server on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU, ${DURATION}s runs, $REPS repetitions"
-echo "label,rep,requests_per_sec,server_cpu_us,p50_us,p99_us"
+echo "label,rep,requests_per_sec,server_cpu_us,p50_us,p99_us,requests"
 for rep in $(seq 1 "$REPS"); do
     # Alternate the order of each pair from one repetition to the next.
     if [ $((rep % 2)) = 1 ]; then first=plain; else first=hit; fi
@@ -99,7 +89,7 @@ import collections, statistics, sys
 
 runs = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
-    label, rep, rps, cpu, p50, p99 = line.strip().split(",")
+    label, rep, rps, cpu, p50, p99, _ = line.strip().split(",")
     runs[label][rep] = (float(rps), float(cpu), float(p50), float(p99))
 
 

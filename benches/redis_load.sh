@@ -103,18 +103,8 @@ record() {
         echo "$out" >&2
         exit 1
     fi
-    echo "$out" | awk -v label="$label" -v rep="$rep" -v t="$t" -v hz="$hz" '
-        function us(v) {
-            if (v ~ /us$/) return v + 0;
-            if (v ~ /ms$/) return v * 1000;
-            return v * 1e6;
-        }
-        /^Requests\/sec/ { rps = $2 }
-        /requests in/ { n = $1 }
-        /^ +50%/ { p50 = us($2) }
-        /^ +99%/ { p99 = us($2) }
-        END { printf "%s,%s,%s,%.2f,%.0f,%.0f,%s\n", label, rep, rps, t / hz * 1e6 / n, p50, p99, n }
-    ' | tee -a "$work/runs.csv"
+    echo "$out" | awk -v label="$label" -v rep="$rep" -v t="$t" -v hz="$hz" -f benches/support/wrk_row.awk |
+        tee -a "$work/runs.csv"
 }
 
 echo "redis-server and both replicas on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU, ${DURATION}s runs, $REPS repetitions"
