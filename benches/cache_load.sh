@@ -85,27 +85,14 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 python3 - "$work/runs.csv" <<'PY'
-import collections, statistics, sys
+import sys
 
-runs = collections.defaultdict(dict)
-for line in open(sys.argv[1]):
-    label, rep, rps, cpu, p50, p99, _ = line.strip().split(",")
-    runs[label][rep] = (float(rps), float(cpu), float(p50), float(p99))
+sys.path.insert(0, "benches")
+from loadstats import WrkRows
 
-
-def median(label, i):
-    return statistics.median(v[i] for v in runs[label].values())
-
-
-def ratio(a, b):
-    values = sorted(runs[a][r][0] / runs[b][r][0] for r in runs[a] if r in runs[b])
-    return f"{statistics.median(values):.2f}× ({values[0]:.2f}–{values[-1]:.2f})"
-
-
-print()
-print(f"{'run':<16} {'req/s':>10} {'cpu µs/req':>11} {'p50 µs':>8} {'p99 µs':>8}")
-for label in runs:
-    print(f"{label:<16} {median(label, 0):>10,.0f} {median(label, 1):>11.2f} {median(label, 2):>8,.0f} {median(label, 3):>8,.0f}")
+runs = WrkRows(sys.argv[1])
+runs.print_table()
+ratio = runs.ratio
 print()
 print("paired ratios of requests/s, median (range):")
 print(f"  1 KiB hit / plain 200        {ratio('hit_1k', 'plain_1k')}")

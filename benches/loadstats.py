@@ -1,6 +1,6 @@
 """Reads what the benches write, for the scripts beside it: the CSV of
-benches/load.sh (load_table.py, chart.py) and criterion's results (table.py,
-load_table.py).
+benches/load.sh (load_table.py, chart.py), criterion's results (table.py,
+load_table.py), and the wrk rows of cache_load.sh and redis_load.sh.
 
 Ratios are paired: each repetition of load.sh runs every mode of a label one
 after the other, so a mode's ratio to plain is taken within each repetition
@@ -71,3 +71,38 @@ def criterion_medians(root):
         name = meta["function_id"] + (f" {meta['value_str']}" if meta.get("value_str") else "")
         groups.setdefault(meta["group_id"], {})[name] = estimates["median"]["point_estimate"]
     return groups
+
+
+class WrkRows:
+    """The rows benches/support/wrk_row.awk writes (label, repetition,
+    requests/s, server CPU µs per request, p50 µs, p99 µs, requests), as
+    benches/cache_load.sh and benches/redis_load.sh collect them."""
+
+    def __init__(self, path):
+        self.runs = defaultdict(dict)
+        for line in open(path):
+            label, rep, rps, cpu, p50, p99, _ = line.strip().split(",")
+            self.runs[label][rep] = (float(rps), float(cpu), float(p50), float(p99))
+
+    def median(self, label, i):
+        return statistics.median(v[i] for v in self.runs[label].values())
+
+    def ratio(self, a, b):
+        """Requests/s of `a` over `b`, paired by repetition: median (range)."""
+        values = sorted(self.runs[a][r][0] / self.runs[b][r][0] for r in self.runs[a] if r in self.runs[b])
+        return f"{statistics.median(values):.2f}× ({values[0]:.2f}–{values[-1]:.2f})"
+
+    def print_table(self, totals_only=()):
+        """Medians per label; for labels in `totals_only` (several wrk at
+        once), requests/s only."""
+        width = max(len(label) for label in self.runs) + 2
+        print()
+        print(f"{'run':<{width}} {'req/s':>10} {'cpu µs/req':>11} {'p50 µs':>8} {'p99 µs':>8}")
+        for label in self.runs:
+            if label in totals_only:
+                print(f"{label:<{width}} {self.median(label, 0):>10,.0f} {'-':>11} {'-':>8} {'-':>8}")
+                continue
+            print(
+                f"{label:<{width}} {self.median(label, 0):>10,.0f} {self.median(label, 1):>11.2f} "
+                f"{self.median(label, 2):>8,.0f} {self.median(label, 3):>8,.0f}"
+            )

@@ -129,32 +129,17 @@ done
 curl -s "$a/stats" >"$work/stats.json"
 
 python3 - "$work/runs.csv" "$work/commands.csv" "$work/stats.json" <<'PY'
-import collections, json, statistics, sys
+import json, statistics, sys
 
-runs = collections.defaultdict(dict)
-for line in open(sys.argv[1]):
-    label, rep, rps, cpu, p50, p99, n = line.strip().split(",")
-    runs[label][rep] = (float(rps), float(cpu), float(p50), float(p99))
+sys.path.insert(0, "benches")
+from loadstats import WrkRows
+
+runs = WrkRows(sys.argv[1])
 commands = [int(line.split(",")[2]) / int(line.split(",")[3]) for line in open(sys.argv[2])]
 stats = json.load(open(sys.argv[3]))
-
-
-def median(label, i):
-    return statistics.median(v[i] for v in runs[label].values())
-
-
-def ratio(a, b):
-    values = sorted(runs[a][r][0] / runs[b][r][0] for r in runs[a] if r in runs[b])
-    return f"{statistics.median(values):.2f}× ({values[0]:.2f}–{values[-1]:.2f})"
-
-
-print()
-print(f"{'run':<18} {'req/s':>10} {'cpu µs/req':>11} {'p50 µs':>8} {'p99 µs':>8}")
-for label in runs:
-    if label.endswith("_both"):  # two wrk at once: their total req/s only
-        print(f"{label:<18} {median(label, 0):>10,.0f} {'-':>11} {'-':>8} {'-':>8}")
-        continue
-    print(f"{label:<18} {median(label, 0):>10,.0f} {median(label, 1):>11.2f} {median(label, 2):>8,.0f} {median(label, 3):>8,.0f}")
+# Two wrk at once: their total requests/s only.
+runs.print_table(totals_only={"redis_hit_1m_both"})
+ratio = runs.ratio
 print()
 print("paired ratios of requests/s, median (range):")
 print(f"  1 MiB Redis hit / tagged 200           {ratio('redis_hit_1m', 'tagged_1m')}")
