@@ -256,9 +256,12 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                 read if read > COALESCE_LIMIT => MIN_SEGMENT,
                 read => read.clamp(MIN_SEGMENT, MAX_SEGMENT),
             };
-            if let Some(left) = this.body.size_hint().upper() {
-                let left = usize::try_from(left).unwrap_or(usize::MAX);
-                segment = segment.min(data.len().saturating_add(left));
+            // (The hint can only shorten it: asked only when it matters.)
+            if data.len() < segment {
+                if let Some(left) = this.body.size_hint().upper() {
+                    let left = usize::try_from(left).unwrap_or(usize::MAX);
+                    segment = segment.min(data.len().saturating_add(left));
+                }
             }
             if data.len() >= segment {
                 // Long enough to stand as a piece (or all the body has
