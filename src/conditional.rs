@@ -50,9 +50,9 @@ use std::{fmt, time::SystemTime};
 
 use http::{header, request::Parts, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use crate::{
+use crate::protocol::{
+    entity_tag::EntityTag,
     precondition::{Conditions, Validators, Verdict},
-    EntityTag,
 };
 
 /// The current state of the resource a request targets.
@@ -150,15 +150,12 @@ impl Preconditions {
     /// `GET` and `HEAD`; on other methods an invalid `If-Match` fails, so
     /// that a client that meant a conditional write never gets a blind one.
     pub fn check(&self, current: Current<'_>) -> Result<(), Rejection> {
-        let (exists, last_modified) = match current {
-            Current::Missing => (false, None),
-            Current::Exists { last_modified, .. } => (true, last_modified),
-        };
         let etag = current.etag();
-        let validators = Validators {
-            exists,
-            etag: etag.map(EntityTag::borrowed),
-            last_modified,
+        let validators = match current {
+            Current::Missing => Validators::missing(),
+            Current::Exists { last_modified, .. } => {
+                Validators::current(etag.map(EntityTag::borrowed), last_modified)
+            }
         };
         let current_etag = || etag.map(EntityTag::to_header_value);
         match self.conditions.evaluate(&self.method, &validators) {
@@ -175,7 +172,7 @@ impl Preconditions {
             self.method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         );
-        if self.required && exists && !safe && !self.conditions.guards_writes() {
+        if self.required && validators.exists && !safe && !self.conditions.guards_writes() {
             return Err(Rejection::new(Kind::PreconditionRequired, None));
         }
         Ok(())
@@ -308,7 +305,7 @@ mod tests {
         check::<Rejection>();
         check::<Current<'static>>();
         check::<EntityTag>();
-        check::<crate::InvalidEntityTag>();
+        check::<crate::protocol::entity_tag::InvalidEntityTag>();
     }
 
     #[test]

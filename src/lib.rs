@@ -65,7 +65,8 @@
 //! Everything else passes through untouched and unbuffered, with no
 //! precondition evaluated: other methods (`POST`, `PUT`, gRPC, …), statuses
 //! other than 200 without a validator of their own (a 204 leaves exactly as it
-//! came), and, by [`DefaultPredicate`], `Cache-Control: no-store`, server-sent
+//! came), and, by [`DefaultPredicate`](predicate::DefaultPredicate),
+//! `Cache-Control: no-store`, server-sent
 //! events, gRPC and partial content. A response that is not 2xx is never
 //! evaluated (RFC 9110 §13.2.1): a 404 stays a 404.
 //!
@@ -108,7 +109,7 @@
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use tower_etag::{DefaultPredicate, ETagLayer, Predicate};
+//! use tower_etag::{predicate::{DefaultPredicate, Predicate}, ETagLayer};
 //!
 //! let app: Router = Router::new()
 //!     .route("/", get(|| async { "hello" }))
@@ -117,7 +118,7 @@
 //!             // Tag bodies up to 256 KiB.
 //!             .max_body_size(256 * 1024)
 //!             // Keep the default rule, and never tag JSON.
-//!             .predicate(DefaultPredicate::new().and(|response: &http::response::Parts| {
+//!             .tag_when(DefaultPredicate::new().and(|response: &http::response::Parts| {
 //!                 response.headers.get("content-type")
 //!                     .is_none_or(|v| v != "application/json")
 //!             })),
@@ -125,7 +126,9 @@
 //! # let _ = app;
 //! ```
 //!
-//! A single response opts out with the [`SkipETag`] marker in its extensions.
+//! A single response opts out with the [`SkipETag`](predicate::SkipETag)
+//! marker in its extensions. The [`predicate`] module has the building
+//! blocks the default is assembled from, to loosen it as well as narrow it.
 //!
 //! # Compression
 //!
@@ -174,34 +177,25 @@
 //! |---|---|---|
 //! | `tracing` | Logs each [`Outcome`] at `debug` level under the target `tower_etag`, and the validator cache's fills and invalidations under `tower_etag::cache`. | off |
 //! | `axum` | [`conditional::Preconditions`] as an axum extractor and [`conditional::Rejection`] as an axum response. | off |
+//! | `cache` | The validator cache: the [`cache`] module (moka). | on |
 //! | `redis` | The validator cache shared by several replicas on Redis: `cache::RedisStore` and `ValidatorCacheBuilder::redis` (redis-rs 1.2, Tokio). | off |
 
 // Lints: the `[lints]` table in Cargo.toml, so that they reach the tests,
 // examples and benches too.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod body;
-mod buffer;
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub mod cache;
 pub mod conditional;
-mod directives;
-mod entity_tag;
-mod future;
-mod layer;
-mod not_modified;
+mod etag;
 mod outcome;
-mod precondition;
-mod predicate;
-mod service;
-mod tag;
+pub mod predicate;
+mod protocol;
 
-pub use body::ResponseBody;
-pub use future::ResponseFuture;
-pub use layer::ETagLayer;
+pub use etag::{ETag, ETagLayer, ResponseBody, ResponseFuture};
 pub use outcome::{Outcome, SkipReason};
-pub use predicate::{And, DefaultPredicate, Or, Predicate, SkipETag};
-pub use service::ETag;
-pub use tag::{EntityTag, InvalidEntityTag};
+pub use protocol::entity_tag::{EntityTag, InvalidEntityTag};
 
 // Compile-time assertions: the public services, futures and bodies are
 // `Send + Sync` when their inner types are (axum's `Router::layer` needs
@@ -211,8 +205,18 @@ const _: fn() = || {
     type Inner = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>;
     send_sync::<ETagLayer>();
     send_sync::<ETag<()>>();
-    send_sync::<ResponseFuture<Inner, String, DefaultPredicate>>();
+    send_sync::<ResponseFuture<Inner, String, predicate::DefaultPredicate>>();
     send_sync::<ResponseBody<String>>();
+    send_sync::<conditional::Preconditions>();
+    send_sync::<conditional::Rejection>();
+    send_sync::<EntityTag>();
+};
+
+// The same for the validator cache's.
+#[cfg(feature = "cache")]
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    type Inner = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>;
     send_sync::<cache::ValidatorCache>();
     send_sync::<cache::ValidatorCacheLayer>();
     send_sync::<cache::ValidatorCacheService<()>>();
@@ -234,9 +238,6 @@ const _: fn() = || {
     }
     send_sync::<cache::ResponseFuture<Handler, String>>();
     send_sync::<cache::ResponseBody<String>>();
-    send_sync::<conditional::Preconditions>();
-    send_sync::<conditional::Rejection>();
-    send_sync::<EntityTag>();
 };
 
 // The README's examples are compiled and run as doctests.

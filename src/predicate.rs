@@ -1,8 +1,10 @@
-//! Which responses are buffered and tagged.
+//! Which responses the [`ETagLayer`](crate::ETagLayer) buffers and tags:
+//! the [`Predicate`] trait, its combinators, the building blocks, and the
+//! [`DefaultPredicate`] assembled from them.
 
 use http::{header, response::Parts, HeaderValue};
 
-use crate::directives::has_directive;
+use crate::protocol::directives::has_directive;
 
 /// Decides whether a response may be buffered and tagged.
 ///
@@ -18,7 +20,7 @@ use crate::directives::has_directive;
 /// [`or`](Predicate::or), so a closure can extend the default rule:
 ///
 /// ```
-/// use tower_etag::{DefaultPredicate, ETagLayer, Predicate};
+/// use tower_etag::{predicate::{DefaultPredicate, Predicate}, ETagLayer};
 ///
 /// // Keep the default rule, and also leave images alone.
 /// let not_images = |response: &http::response::Parts| {
@@ -27,7 +29,7 @@ use crate::directives::has_directive;
 ///         .get(http::header::CONTENT_TYPE)
 ///         .is_some_and(|v| v.as_bytes().starts_with(b"image/"))
 /// };
-/// let layer = ETagLayer::new().predicate(DefaultPredicate::new().and(not_images));
+/// let layer = ETagLayer::new().tag_when(DefaultPredicate::new().and(not_images));
 /// # let _ = layer;
 /// ```
 pub trait Predicate: Clone {
@@ -101,19 +103,25 @@ impl<A: Predicate, B: Predicate> Predicate for Or<A, B> {
 /// The default rule: tag everything except responses that must not be stored
 /// or delayed.
 ///
-/// It declines
-/// - `Cache-Control: no-store` (RFC 9111 §5.2.2.5): nothing will store the
-///   representation, so a validator is useless and buffering only adds latency;
-/// - `Content-Type: text/event-stream`: server-sent events are an endless
-///   stream whose first event must not wait for a buffer;
-/// - `Content-Type: application/grpc…`: gRPC carries its status in trailers
-///   and must pass untouched;
-/// - responses with `Content-Range`: a partial representation is not the
+/// It is assembled from the building blocks of this module, and equals
+/// `NotForNoStore.and(NotForContentType::SSE).and(NotForContentType::GRPC).and(NotForPartialContent)`:
+/// - [`NotForNoStore`]: `Cache-Control: no-store` (RFC 9111 §5.2.2.5): nothing
+///   will store the representation, so a validator is useless and buffering
+///   only adds latency;
+/// - [`NotForContentType::SSE`]: server-sent events are an endless stream
+///   whose first event must not wait for a buffer;
+/// - [`NotForContentType::GRPC`]: gRPC carries its status in trailers and
+///   must pass untouched;
+/// - [`NotForPartialContent`]: a partial representation is not the
 ///   representation the tag would name.
+///
+/// To loosen it, assemble the blocks you want instead (for example without
+/// [`NotForNoStore`], to tag `no-store` responses too); to narrow it, add to
+/// it with [`and`](Predicate::and).
 ///
 /// ```
 /// use http::{header, Response};
-/// use tower_etag::{DefaultPredicate, Predicate};
+/// use tower_etag::predicate::{DefaultPredicate, Predicate};
 ///
 /// let (page, ()) = Response::builder()
 ///     .header(header::CONTENT_TYPE, "text/html")
@@ -128,39 +136,97 @@ impl<A: Predicate, B: Predicate> Predicate for Or<A, B> {
 /// assert!(DefaultPredicate::new().should_tag(&page));
 /// assert!(!DefaultPredicate::new().should_tag(&events));
 /// ```
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DefaultPredicate {
-    _priv: (),
-}
+#[derive(Clone, Copy, Debug)]
+pub struct DefaultPredicate(
+    And<And<And<NotForNoStore, NotForContentType>, NotForContentType>, NotForPartialContent>,
+);
 
 impl DefaultPredicate {
     /// The default rule.
     pub fn new() -> Self {
-        Self::default()
+        Self(
+            NotForNoStore
+                .and(NotForContentType::SSE)
+                .and(NotForContentType::GRPC)
+                .and(NotForPartialContent),
+        )
+    }
+}
+
+impl Default for DefaultPredicate {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 impl Predicate for DefaultPredicate {
     fn should_tag(&self, response: &Parts) -> bool {
-        // One pass over the fields rather than a lookup per name.
-        let mut content_type_seen = false;
-        for (name, value) in &response.headers {
-            let declined = match *name {
-                header::CACHE_CONTROL => has_no_store(value),
-                // The first Content-Type, as `HeaderMap::get` would give.
-                header::CONTENT_TYPE if !content_type_seen => {
-                    content_type_seen = true;
-                    starts_with_ignore_case(value, b"text/event-stream")
-                        || starts_with_ignore_case(value, b"application/grpc")
-                }
-                header::CONTENT_RANGE => true,
-                _ => false,
-            };
-            if declined {
-                return false;
-            }
-        }
-        true
+        self.0.should_tag(response)
+    }
+}
+
+/// Declines responses with `Cache-Control: no-store` on any of its lines
+/// (RFC 9111 §5.2.2.5).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotForNoStore;
+
+impl Predicate for NotForNoStore {
+    fn should_tag(&self, response: &Parts) -> bool {
+        !response
+            .headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .any(|value| has_directive(value, &["no-store"]))
+    }
+}
+
+/// Declines responses whose `Content-Type` starts with a given prefix,
+/// compared case-insensitively (the first `Content-Type` line, as
+/// `HeaderMap::get` gives it).
+///
+/// ```
+/// use tower_etag::predicate::{DefaultPredicate, NotForContentType, Predicate};
+///
+/// // The default rule, and no images either.
+/// let predicate = DefaultPredicate::new().and(NotForContentType::const_new("image/"));
+/// # let _ = predicate;
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct NotForContentType {
+    prefix: &'static str,
+}
+
+impl NotForContentType {
+    /// Server-sent events: `text/event-stream`.
+    pub const SSE: Self = Self::const_new("text/event-stream");
+
+    /// gRPC (`application/grpc`, `application/grpc+proto`,
+    /// `application/grpc-web`, …).
+    pub const GRPC: Self = Self::const_new("application/grpc");
+
+    /// Declines content types that start with `prefix`.
+    pub const fn const_new(prefix: &'static str) -> Self {
+        Self { prefix }
+    }
+}
+
+impl Predicate for NotForContentType {
+    fn should_tag(&self, response: &Parts) -> bool {
+        !response
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| starts_with_ignore_case(value, self.prefix.as_bytes()))
+    }
+}
+
+/// Declines partial content: responses with `Content-Range` (RFC 9110
+/// §14.4).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotForPartialContent;
+
+impl Predicate for NotForPartialContent {
+    fn should_tag(&self, response: &Parts) -> bool {
+        !response.headers.contains_key(header::CONTENT_RANGE)
     }
 }
 
@@ -170,7 +236,7 @@ impl Predicate for DefaultPredicate {
 ///
 /// ```
 /// use axum::{response::IntoResponse, Extension};
-/// use tower_etag::SkipETag;
+/// use tower_etag::predicate::SkipETag;
 ///
 /// async fn live_scores() -> impl IntoResponse {
 ///     (Extension(SkipETag), "3 - 1")
@@ -178,10 +244,6 @@ impl Predicate for DefaultPredicate {
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SkipETag;
-
-fn has_no_store(value: &HeaderValue) -> bool {
-    has_directive(value, &["no-store"])
-}
 
 fn starts_with_ignore_case(value: &HeaderValue, prefix: &[u8]) -> bool {
     let value = value.as_bytes().trim_ascii_start();
@@ -280,6 +342,20 @@ mod tests {
     #[test]
     fn default_skips_partial_content() {
         assert!(!tags(&[("content-range", "bytes 0-9/100")]));
+    }
+
+    #[test]
+    fn the_default_can_be_loosened_from_its_blocks() {
+        let without_no_store = NotForContentType::SSE
+            .and(NotForContentType::GRPC)
+            .and(NotForPartialContent);
+        let no_store = parts(&[("cache-control", "no-store")]);
+        assert!(!DefaultPredicate::new().should_tag(&no_store));
+        assert!(without_no_store.should_tag(&no_store));
+        let images = NotForContentType::const_new("image/");
+        assert!(!images.should_tag(&parts(&[("content-type", "IMAGE/png")])));
+        assert!(images.should_tag(&parts(&[("content-type", "text/html")])));
+        assert!(images.should_tag(&parts(&[])));
     }
 
     #[test]

@@ -10,8 +10,11 @@ use std::{
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::key::{kept, Hashing, Key};
-use crate::{directives::has_directive, entity_tag::EntityTag, not_modified::FromOk};
+use super::{
+    keys::{Hashing, Key},
+    read::kept,
+};
+use crate::protocol::{directives::has_directive, entity_tag::TagRef, not_modified::FromOk};
 
 /// The fields a 304 must carry if the 200 had them (RFC 9110 §15.4.5:
 /// Cache-Control, Content-Location, Date, ETag, Expires, Vary), and
@@ -82,10 +85,6 @@ pub(crate) struct Variant {
     /// that a hit compares without parsing.
     etag: Etag,
     pub(crate) filled: Instant,
-    /// When it was stored, in microseconds on a shared store's clock (0 in
-    /// memory).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) filled_at: u64,
     /// Surrogate tags and their generations at fill time.
     pub(crate) tags: Box<[(Key, u64)]>,
 }
@@ -109,9 +108,16 @@ struct Etag {
 }
 
 impl Variant {
+    /// Each remembered line: its name (an index into the remembered names,
+    /// see [`remembered_name`]) and its value.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = (u8, &[u8])> + '_ {
+        self.ranges()
+            .map(|(name, start, end)| (name, &self.block[start..end]))
+    }
+
     /// Each remembered line: its name's index and its value's range in
     /// `block`.
-    fn lines(&self) -> impl Iterator<Item = (u8, usize, usize)> + '_ {
+    fn ranges(&self) -> impl Iterator<Item = (u8, usize, usize)> + '_ {
         let count = usize::from(self.block[0]);
         let base = 1 + 3 * count;
         let mut start = base;
@@ -124,9 +130,9 @@ impl Variant {
     }
 
     /// The remembered entity tag (the first `ETag` line).
-    pub(crate) fn etag(&self) -> EntityTag<'_> {
+    pub(crate) fn etag(&self) -> TagRef<'_> {
         let (start, end) = self.etag.opaque;
-        EntityTag::new(
+        TagRef::new(
             self.etag.weak,
             &self.block[usize::from(start)..usize::from(end)],
         )
@@ -146,7 +152,7 @@ impl Variant {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         let headers = response.headers_mut();
         headers.reserve(usize::from(self.block[0]) + 1);
-        for (name, start, end) in self.lines() {
+        for (name, start, end) in self.ranges() {
             let value = self.block.slice(start..end);
             // The bytes were a valid field value when stored; `Bytes` makes
             // this a reference count, not a copy.
@@ -224,126 +230,18 @@ impl Entry {
     pub(crate) fn weight(&self) -> u32 {
         self.0.len() as u32
     }
+
+    /// An entry of `variants` (newest first, at most [`MAX_VARIANTS`]), as a
+    /// store read them back; `None` if there are none.
+    pub(crate) fn from_variants(variants: Vec<Variant>) -> Option<Self> {
+        debug_assert!(variants.len() <= MAX_VARIANTS);
+        (!variants.is_empty()).then(|| Self(variants.into()))
+    }
 }
 
-/// The version of [`Entry::encode`]'s format; an entry in another is a miss.
-#[cfg(feature = "redis")]
-const FORMAT: u8 = 1;
-
-#[cfg(feature = "redis")]
-impl Entry {
-    /// The entry as a shared store keeps it: the format version, the
-    /// resource's generation at fill time, then each variant: its request
-    /// field digest, fill time, surrogate tags with their generations, and
-    /// remembered field lines (name index, length, value). Integers are
-    /// little-endian.
-    pub(crate) fn encode(&self, generation: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            10 + self
-                .0
-                .iter()
-                .map(|v| 18 + 16 * v.tags.len() + v.block.len())
-                .sum::<usize>(),
-        );
-        out.put_u8(FORMAT);
-        out.put_u64_le(generation);
-        out.put_u8(self.0.len() as u8);
-        for variant in self.variants() {
-            out.put_u64_le(variant.fields);
-            out.put_u64_le(variant.filled_at);
-            out.put_u8(variant.tags.len() as u8);
-            for (tag, generation) in variant.tags.iter() {
-                out.put_u64_le(*tag);
-                out.put_u64_le(*generation);
-            }
-            out.put_u8(variant.block[0]);
-            for (name, start, end) in variant.lines() {
-                out.put_u8(name);
-                out.put_u16_le((end - start) as u16);
-                out.put_slice(&variant.block[start..end]);
-            }
-        }
-        out
-    }
-
-    /// Reads what [`encode`](Entry::encode) wrote: the generation and the
-    /// variants younger than `time_to_live` at `now` (microseconds on the
-    /// store's clock). `None` for anything malformed, so that a damaged or
-    /// foreign value is a miss; every variant is checked as a fresh
-    /// response would be before it is used.
-    pub(crate) fn decode(
-        mut bytes: &[u8],
-        vary: &[HeaderName],
-        now: u64,
-        time_to_live: std::time::Duration,
-    ) -> Option<(u64, Option<Entry>)> {
-        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            let (head, rest) = bytes.split_at_checked(n)?;
-            *bytes = rest;
-            Some(head)
-        }
-        fn u8_(bytes: &mut &[u8]) -> Option<u8> {
-            Some(take(bytes, 1)?[0])
-        }
-        fn u16_(bytes: &mut &[u8]) -> Option<u16> {
-            Some(u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?))
-        }
-        fn u64_(bytes: &mut &[u8]) -> Option<u64> {
-            Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
-        }
-        if u8_(&mut bytes)? != FORMAT {
-            return None;
-        }
-        let generation = u64_(&mut bytes)?;
-        let count = usize::from(u8_(&mut bytes)?);
-        if count > MAX_VARIANTS {
-            return None;
-        }
-        let mut variants = Vec::with_capacity(count);
-        let ttl = u64::try_from(time_to_live.as_micros()).unwrap_or(u64::MAX);
-        for _ in 0..count {
-            let fields = u64_(&mut bytes)?;
-            let filled_at = u64_(&mut bytes)?;
-            let tag_count = usize::from(u8_(&mut bytes)?);
-            if tag_count > MAX_TAGS {
-                return None;
-            }
-            let mut tags = Vec::with_capacity(tag_count);
-            for _ in 0..tag_count {
-                tags.push((u64_(&mut bytes)?, u64_(&mut bytes)?));
-            }
-            let line_count = usize::from(u8_(&mut bytes)?);
-            if line_count > MAX_LINES {
-                return None;
-            }
-            let mut headers = HeaderMap::with_capacity(line_count);
-            for _ in 0..line_count {
-                let name = REMEMBERED.get(usize::from(u8_(&mut bytes)?))?;
-                let len = usize::from(u16_(&mut bytes)?);
-                let value = HeaderValue::from_bytes(take(&mut bytes, len)?).ok()?;
-                headers.append(name.clone(), value);
-            }
-            // Past its time-to-live: left out (a clock behind the fill
-            // counts as age zero).
-            let age = now.saturating_sub(filled_at);
-            if age >= ttl {
-                continue;
-            }
-            let extensions = Extensions::new();
-            let remembered = remember(StatusCode::OK, &headers, &extensions, vary).ok()?;
-            let mut variant = remembered.to_variant(fields).with_tags(tags.into());
-            variant.filled_at = filled_at;
-            variant.filled = Instant::now()
-                .checked_sub(std::time::Duration::from_micros(age))
-                .unwrap_or(variant.filled);
-            variants.push(variant);
-        }
-        if !bytes.is_empty() {
-            return None;
-        }
-        let entry = (!variants.is_empty()).then(|| Entry(variants.into()));
-        Some((generation, entry))
-    }
+/// The name of remembered line `index`, as [`Variant::lines`] gives it.
+pub(crate) fn remembered_name(index: u8) -> Option<&'static HeaderName> {
+    REMEMBERED.get(usize::from(index))
 }
 
 /// Why a response is not remembered, for the logs.
@@ -365,7 +263,7 @@ pub(crate) enum NotStored {
 
 /// The most remembered field lines of one response; a response with more
 /// is not stored.
-const MAX_LINES: usize = 16;
+pub(crate) const MAX_LINES: usize = 16;
 
 /// A response the cache may store, read without allocating: the remembered
 /// field lines borrowed from the response.
@@ -373,10 +271,18 @@ pub(crate) struct Remembered<'a> {
     mask: u16,
     lines: [(u8, Option<&'a HeaderValue>); MAX_LINES],
     count: usize,
-    /// The first `ETag` line: its index in `lines`, weakness, and the
-    /// opaque part's offset and length within the value.
-    etag: (usize, bool, usize, usize),
+    bytes: usize,
+    etag: Option<EtagLine>,
     tags: Option<&'a CacheTags>,
+}
+
+/// Where the first `ETag` line is among the remembered lines, and its
+/// opaque part within that line's value.
+#[derive(Clone)]
+struct EtagLine {
+    line: usize,
+    weak: bool,
+    opaque: std::ops::Range<usize>,
 }
 
 /// Reads what the cache would remember of a response to a `GET`, or why it
@@ -398,11 +304,10 @@ pub(crate) fn remember<'a>(
         mask: 0,
         lines: [(0, None); MAX_LINES],
         count: 0,
-        etag: (0, false, 0, 0),
+        bytes: 0,
+        etag: None,
         tags: None,
     };
-    let mut has_etag = false;
-    let mut bytes = 0;
     for (name, value) in headers {
         match *name {
             // RFC 9111 §5.2.2.5, §5.2.2.7: a shared store must not keep
@@ -411,42 +316,12 @@ pub(crate) fn remember<'a>(
                 return Err(NotStored::CacheControl)
             }
             header::SET_COOKIE => return Err(NotStored::SetCookie),
-            header::VARY => {
-                for field in value.as_bytes().split(|&b| b == b',') {
-                    let field = field.trim_ascii();
-                    if field.is_empty() {
-                        continue;
-                    }
-                    // RFC 9111 §4.1: `Vary: *` never matches.
-                    let index = vary_fields
-                        .iter()
-                        .position(|known| known.as_str().as_bytes().eq_ignore_ascii_case(field))
-                        .ok_or(NotStored::Vary)?;
-                    remembered.mask |= 1 << index;
-                }
-            }
+            header::VARY => remembered.mask |= vary_mask(value, vary_fields)?,
             _ => {}
         }
-        let Some(index) = REMEMBERED.iter().position(|r| r == name) else {
-            continue;
-        };
-        if index == 0 {
-            if has_etag {
-                continue;
-            }
-            let tag = EntityTag::parse(value.as_bytes()).ok_or(NotStored::NoTag)?;
-            let offset = tag.opaque().as_ptr() as usize - value.as_bytes().as_ptr() as usize;
-            remembered.etag = (remembered.count, tag.is_weak(), offset, tag.opaque().len());
-            has_etag = true;
-        }
-        bytes += value.len();
-        if bytes > MAX_HEADER_BYTES || remembered.count == MAX_LINES {
-            return Err(NotStored::TooLarge);
-        }
-        remembered.lines[remembered.count] = (index as u8, Some(value));
-        remembered.count += 1;
+        remembered.keep(name, value)?;
     }
-    if !has_etag {
+    if remembered.etag.is_none() {
         return Err(NotStored::NoTag);
     }
     remembered.tags = extensions.get::<CacheTags>();
@@ -454,6 +329,52 @@ pub(crate) fn remember<'a>(
         return Err(NotStored::TooLarge);
     }
     Ok(remembered)
+}
+
+/// The configured fields a `Vary` line names, as a mask of their indexes;
+/// RFC 9111 §4.1: `Vary: *`, or a field outside the list, never matches.
+fn vary_mask(value: &HeaderValue, vary_fields: &[HeaderName]) -> Result<u16, NotStored> {
+    let mut mask = 0;
+    for field in value.as_bytes().split(|&b| b == b',') {
+        let field = field.trim_ascii();
+        if field.is_empty() {
+            continue;
+        }
+        let index = vary_fields
+            .iter()
+            .position(|known| known.as_str().as_bytes().eq_ignore_ascii_case(field))
+            .ok_or(NotStored::Vary)?;
+        mask |= 1 << index;
+    }
+    Ok(mask)
+}
+
+impl<'a> Remembered<'a> {
+    /// Keeps a line if its field is one a 304 replays.
+    fn keep(&mut self, name: &HeaderName, value: &'a HeaderValue) -> Result<(), NotStored> {
+        let Some(index) = REMEMBERED.iter().position(|r| r == name) else {
+            return Ok(());
+        };
+        if name == header::ETAG {
+            // The first ETag line is the tag; later ones are not replayed.
+            if self.etag.is_some() {
+                return Ok(());
+            }
+            let (tag, opaque) = TagRef::locate(value.as_bytes()).ok_or(NotStored::NoTag)?;
+            self.etag = Some(EtagLine {
+                line: self.count,
+                weak: tag.is_weak(),
+                opaque,
+            });
+        }
+        self.bytes += value.len();
+        if self.bytes > MAX_HEADER_BYTES || self.count == MAX_LINES {
+            return Err(NotStored::TooLarge);
+        }
+        self.lines[self.count] = (index as u8, Some(value));
+        self.count += 1;
+        Ok(())
+    }
 }
 
 impl Remembered<'_> {
@@ -489,9 +410,7 @@ impl Remembered<'_> {
         stored
             .lines()
             .zip(self.lines())
-            .all(|((name, start, end), (index, value))| {
-                name == index && &stored.block[start..end] == value.as_bytes()
-            })
+            .all(|((name, stored), (index, value))| name == index && stored == value.as_bytes())
     }
 
     /// The variant to store.
@@ -507,15 +426,14 @@ impl Remembered<'_> {
             block.put_u16_le(end as u16);
         }
         let mut etag = Etag::default();
-        let (etag_line, weak, offset, len) = self.etag;
         for (i, (_, value)) in self.lines().enumerate() {
             let start = block.len();
-            if i == etag_line {
-                let opaque = start + offset;
+            if let Some(line) = self.etag.as_ref().filter(|line| line.line == i) {
+                let at = |offset: usize| (start + offset) as u16;
                 etag = Etag {
-                    weak,
-                    value: (start as u16, (start + value.len()) as u16),
-                    opaque: (opaque as u16, (opaque + len) as u16),
+                    weak: line.weak,
+                    value: (at(0), at(value.len())),
+                    opaque: (at(line.opaque.start), at(line.opaque.end)),
                 };
             }
             block.put_slice(value.as_bytes());
@@ -526,7 +444,6 @@ impl Remembered<'_> {
             block: block.freeze(),
             etag,
             filled: Instant::now(),
-            filled_at: 0,
             tags: Box::new([]),
         }
     }
@@ -538,12 +455,23 @@ impl Variant {
         self.tags = tags;
         self
     }
+
+    /// The variant as stored `age` ago (a store that reads it back).
+    pub(crate) fn aged(mut self, age: std::time::Duration) -> Self {
+        self.filled = Instant::now().checked_sub(age).unwrap_or(self.filled);
+        self
+    }
+
+    /// How long ago it was stored.
+    pub(crate) fn age(&self) -> std::time::Duration {
+        self.filled.elapsed()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::key::default_vary;
+    use crate::cache::config::default_vary;
 
     fn response(fields: &[(&str, &str)]) -> (StatusCode, HeaderMap, Extensions) {
         let mut headers = HeaderMap::new();
@@ -603,7 +531,7 @@ mod tests {
         let remembered = remember(status, &headers, &extensions, &default_vary()).unwrap();
         let stored = remembered.to_variant(7);
         assert_eq!(stored.etag_value(), b"W/\"abc\"");
-        assert_eq!(stored.etag(), EntityTag::new(true, b"abc"));
+        assert_eq!(stored.etag(), TagRef::new(true, b"abc"));
         assert!(remembered.replayed_by(&stored, 7, &[]));
         assert!(
             !remembered.replayed_by(&stored, 8, &[]),
@@ -670,58 +598,6 @@ mod tests {
         }
         extensions.insert(FromOk);
         assert!(remember(StatusCode::NOT_MODIFIED, &headers, &extensions, &vary).is_ok());
-    }
-
-    #[test]
-    #[cfg(feature = "redis")]
-    fn an_encoded_entry_reads_back_and_damage_is_a_miss() {
-        let ttl = std::time::Duration::from_secs(60);
-        let vary = default_vary();
-        let mut old = try_remember(&[("etag", "\"old\""), ("vary", "accept")]).unwrap();
-        old.fields = 1;
-        old.filled_at = 1_000_000;
-        let mut new = try_remember(&[
-            ("etag", "W/\"new\""),
-            ("cache-control", "max-age=60"),
-            ("vary", "accept-encoding"),
-        ])
-        .unwrap()
-        .with_tags(Box::new([(7, 8)]));
-        new.fields = 2;
-        new.filled_at = 50_000_000;
-        let entry = Entry::with(Some(&Entry::with(None, old)), new);
-        let bytes = entry.encode(42);
-        let (generation, read) = Entry::decode(&bytes, &vary, 55_000_000, ttl).unwrap();
-        assert_eq!(generation, 42);
-        let read = read.unwrap();
-        assert_eq!(read.variants().len(), 2);
-        for (a, b) in read.variants().iter().zip(entry.variants()) {
-            assert_eq!(a.block, b.block);
-            assert_eq!(
-                (a.mask, a.fields, a.filled_at),
-                (b.mask, b.fields, b.filled_at)
-            );
-            assert_eq!(a.tags, b.tags);
-            assert_eq!(a.etag_value(), b.etag_value());
-        }
-        // 61 s after the first fill: the old variant is past its time.
-        let (_, read) = Entry::decode(&bytes, &vary, 62_000_000, ttl).unwrap();
-        assert_eq!(read.unwrap().variants().len(), 1);
-        let (_, read) = Entry::decode(&bytes, &vary, 200_000_000, ttl).unwrap();
-        assert!(read.is_none());
-        // Every truncation, and every single-byte change that leaves the
-        // value unreadable, is a miss rather than a panic.
-        for len in 0..bytes.len() {
-            assert!(Entry::decode(&bytes[..len], &vary, 55_000_000, ttl).is_none());
-        }
-        for i in 0..bytes.len() {
-            for byte in [0, 0x7f, 0xff] {
-                let mut damaged = bytes.clone();
-                damaged[i] = byte;
-                let _ = Entry::decode(&damaged, &vary, 55_000_000, ttl);
-            }
-        }
-        assert!(Entry::decode(b"garbage", &vary, 0, ttl).is_none());
     }
 
     #[test]

@@ -12,21 +12,10 @@ use std::{
 use http::{request::Parts, HeaderName, Uri};
 
 use super::{
-    key::{default_vary, Hashing},
-    memory::MemoryStore,
-    store::{Backend, Store},
+    config::{default_vary, Partition, Policy, MAX_VARY_FIELDS},
+    keys::{Hashing, Key},
+    store::{memory::InMemory, Attach, Settings, Store},
 };
-
-/// The function that partitions entries by requester, if the app set one.
-pub(crate) type Partition = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
-
-/// The cache's settings, fixed when it is built.
-pub(crate) struct Config {
-    pub(crate) time_to_live: Duration,
-    pub(crate) vary: Box<[HeaderName]>,
-    pub(crate) partition: Option<Partition>,
-    pub(crate) record_outcome: bool,
-}
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -43,8 +32,8 @@ impl Counters {
 }
 
 pub(crate) struct Shared {
-    pub(crate) store: Backend,
-    pub(crate) config: Config,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) policy: Policy,
     pub(crate) hashing: Hashing,
     pub(crate) counters: Counters,
     max_entries: u64,
@@ -83,7 +72,9 @@ impl ValidatorCache {
 
     /// Invalidates every response stored for the path and query of `uri`,
     /// in every `Vary` variant and for every requester. Done when it returns:
-    /// no later request is answered from those entries.
+    /// no later request is answered from those entries (in a shared store
+    /// that could not be reached, the invalidation is kept and retried, and
+    /// this replica answers the resource from its handler until it lands).
     ///
     /// The authority is not needed and not used: a URI without one
     /// (`/notes/1`) invalidates that path under every authority, and so does
@@ -105,33 +96,26 @@ impl ValidatorCache {
         trace_invalidation(tag);
     }
 
-    /// Forgets everything stored. Done when it returns.
+    /// Forgets everything stored. Done when it returns (or, in a shared
+    /// store that could not be reached, kept for a retry, this replica
+    /// bypassing the cache until it lands).
     pub async fn clear(&self) {
-        match &self.shared.store {
-            Backend::Memory(store) => store.clear(),
-            #[cfg(feature = "redis")]
-            Backend::Redis(store) => store.clear().await,
-        }
+        self.shared.store.clear().get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation("*");
     }
 
-    async fn invalidate_keys(&self, keys: &[u64], tags: bool) {
-        match &self.shared.store {
-            Backend::Memory(store) => store.invalidate(keys, tags),
-            #[cfg(feature = "redis")]
-            Backend::Redis(store) => store.invalidate(keys, tags).await,
-        }
+    async fn invalidate_keys(&self, keys: &[Key], tags: bool) {
+        self.shared.store.invalidate(keys.to_vec(), tags).get().await;
     }
 
-    /// The counters since the cache was built.
+    /// The counters since the cache was built. Counting the entries of the
+    /// in-memory store first runs its pending maintenance (evictions and
+    /// expiries), so that the count is current.
     pub fn stats(&self) -> CacheStats {
         let c = &self.shared.counters;
-        let (entries, unavailable) = match &self.shared.store {
-            Backend::Memory(store) => (store.len(), 0),
-            #[cfg(feature = "redis")]
-            Backend::Redis(store) => (0, store.unavailable()),
-        };
+        let store = &self.shared.store;
+        let (entries, unavailable) = (store.entries(), store.unavailable());
         CacheStats {
             hits: c.hits.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
@@ -150,16 +134,19 @@ pub(crate) fn trace_invalidation(what: &str) {
     let _ = what;
 }
 
+/// The configuration and the store; not the statistics, whose count of
+/// entries makes the in-memory store run its pending maintenance (see
+/// [`ValidatorCache::stats`]): formatting has no side effects.
 impl fmt::Debug for ValidatorCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shared = &self.shared;
         f.debug_struct("ValidatorCache")
-            .field("time_to_live", &shared.config.time_to_live)
+            .field("time_to_live", &shared.policy.time_to_live)
             .field("max_entries", &shared.max_entries)
-            .field("vary", &shared.config.vary)
-            .field("partition", &shared.config.partition.is_some())
-            .field("record_outcome", &shared.config.record_outcome)
-            .field("stats", &self.stats())
+            .field("vary", &shared.policy.vary)
+            .field("partition", &shared.policy.partition.is_some())
+            .field("record_outcome", &shared.policy.record_outcome)
+            .field("store", &shared.store)
             .finish()
     }
 }
@@ -195,8 +182,7 @@ pub struct ValidatorCacheBuilder {
     vary: Vec<HeaderName>,
     partition: Option<Partition>,
     record_outcome: bool,
-    #[cfg(feature = "redis")]
-    redis: Option<super::RedisStore>,
+    store: Box<dyn Attach>,
 }
 
 impl Default for ValidatorCacheBuilder {
@@ -207,8 +193,7 @@ impl Default for ValidatorCacheBuilder {
             vary: default_vary(),
             partition: None,
             record_outcome: false,
-            #[cfg(feature = "redis")]
-            redis: None,
+            store: Box::new(InMemory),
         }
     }
 }
@@ -220,9 +205,8 @@ impl fmt::Debug for ValidatorCacheBuilder {
             .field("max_entries", &self.max_entries)
             .field("vary", &self.vary)
             .field("partition", &self.partition.is_some())
-            .field("record_outcome", &self.record_outcome);
-        #[cfg(feature = "redis")]
-        f.field("redis", &self.redis);
+            .field("record_outcome", &self.record_outcome)
+            .field("store", &self.store);
         f.finish()
     }
 }
@@ -238,22 +222,37 @@ impl ValidatorCacheBuilder {
         self
     }
 
-    /// The most responses stored (default 10,000); the least recently used
-    /// goes first.
+    /// The most responses stored in memory (default 10,000): each stored
+    /// response counts one, so an entry with several `Vary` variants counts
+    /// as many (moka weighs entries by their variants); the least recently
+    /// used entry goes first. It bounds the in-memory store only: a shared
+    /// store is bounded by its server's memory policy.
     pub fn max_entries(mut self, max_entries: u64) -> Self {
         self.max_entries = max_entries;
         self
     }
 
     /// The request fields responses may vary on (default `Accept-Encoding`,
-    /// `Accept`, `Accept-Language`, `Origin`; at most 16, the rest ignored).
+    /// `Accept`, `Accept-Language`, `Origin`; at most 16).
     ///
     /// The values of these fields are kept (as references to the request's
     /// own) while a request runs, so that its response can be stored under
     /// them. A response whose `Vary` names any other field, or `*`, is not
     /// stored.
+    ///
+    /// # Panics
+    ///
+    /// With more than 16 fields: a response varying on a field left out
+    /// would never be stored, so the list is refused rather than cut. This
+    /// is a mistake in the app's configuration, found when it starts.
     pub fn vary_on(mut self, fields: impl IntoIterator<Item = HeaderName>) -> Self {
-        self.vary = fields.into_iter().take(16).collect();
+        let fields: Vec<HeaderName> = fields.into_iter().collect();
+        assert!(
+            fields.len() <= MAX_VARY_FIELDS,
+            "ValidatorCacheBuilder::vary_on: {} fields, at most {MAX_VARY_FIELDS}",
+            fields.len()
+        );
+        self.vary = fields;
         self
     }
 
@@ -300,8 +299,14 @@ impl ValidatorCacheBuilder {
     /// [the module documentation](super#on-redis).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn redis(mut self, store: super::RedisStore) -> Self {
-        self.redis = Some(store);
+    pub fn redis(self, store: super::RedisStore) -> Self {
+        self.store(Box::new(store))
+    }
+
+    /// Keeps the cache in `store` instead of in memory.
+    #[cfg_attr(not(any(test, feature = "redis")), allow(dead_code))]
+    pub(crate) fn store(mut self, store: Box<dyn Attach>) -> Self {
+        self.store = store;
         self
     }
 
@@ -309,27 +314,18 @@ impl ValidatorCacheBuilder {
     /// [`redis`](Self::redis).
     pub fn build(self) -> ValidatorCache {
         let vary = self.vary.into_boxed_slice();
-        #[cfg(feature = "redis")]
-        let redis = self.redis;
-        #[cfg(not(feature = "redis"))]
-        let redis: Option<std::convert::Infallible> = None;
-        let (store, hashing) = match redis {
-            #[cfg(feature = "redis")]
-            Some(redis) => {
-                let store =
-                    super::redis_store::Attached::new(redis, self.time_to_live, vary.clone());
-                let hashing = Hashing::shared(store.key_context());
-                (Backend::Redis(Arc::new(store)), hashing)
-            }
-            _ => {
-                let store = MemoryStore::new(self.time_to_live, self.max_entries);
-                (Backend::Memory(store), Hashing::default())
-            }
-        };
+        let store = self.store.attach(&Settings {
+            time_to_live: self.time_to_live,
+            max_entries: self.max_entries,
+            vary: vary.clone(),
+        });
+        let hashing = store
+            .key_material()
+            .map_or_else(Hashing::default, Hashing::shared);
         ValidatorCache {
             shared: Arc::new(Shared {
                 store,
-                config: Config {
+                policy: Policy {
                     time_to_live: self.time_to_live,
                     vary,
                     partition: self.partition,

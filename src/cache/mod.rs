@@ -95,9 +95,9 @@
 //! write through any invalidates for all. Nothing else in the app changes.
 //!
 //! - A hit costs one command (one round trip); an entry with
-//!   [`CacheTags`] one more. A `GET` that may fill reads the tag epoch
-//!   before the handler runs when no entry was found; fills are stored after
-//!   the response, in the background. A write waits for one round trip
+//!   [`CacheTags`] one more. A `GET` that may fill also reads the tag epoch
+//!   before the handler runs, unless it is a revalidation for which an entry
+//!   was found; fills are stored after the response, in the background. A write waits for one round trip
 //!   before its handler runs (the arrival invalidation); its end is sent
 //!   after the response.
 //! - Each operation is a Lua script, atomic on the server; generations move
@@ -108,13 +108,23 @@
 //!   ms by default); a request whose lookup fails or times out goes to the
 //!   inner service and stores nothing, and is counted in
 //!   [`CacheStats::unavailable`]. The client reconnects by itself.
-//! - An invalidation that cannot reach Redis is retried every 100 ms until
-//!   it lands; meanwhile this replica answers the resources and tags
-//!   concerned from its handlers. Other replicas may confirm the old tags
+//! - An invalidation that cannot reach Redis is kept and retried: at once
+//!   after the next operation that succeeds, and every 100 ms until it
+//!   lands; meanwhile this replica answers the resources and tags concerned
+//!   from its handlers. Other replicas may confirm the old tags
 //!   until the retry lands or their entries' time-to-live runs out: the only
 //!   staleness a fault allows.
 //! - It needs a Tokio runtime with time enabled (as hyper and axum servers
 //!   have) when the store is built. [`CacheStats::entries`] is not counted.
+//!
+//! # Layout of this module
+//!
+//! [`ValidatorCacheLayer`] builds a [`ValidatorCacheService`], which reads
+//! each request (`read`), asks the store (`store`, behind one trait with an
+//! in-memory and a Redis implementation), and returns a [`ResponseFuture`]
+//! that answers a hit or calls the inner service, then stores the response
+//! of a miss (`miss`, `entry`) or ends a write (`write`, `invalidation`).
+//! [`ValidatorCache`] is the handle the app keeps (`handle`).
 //!
 //! # Placement
 //!
@@ -125,24 +135,25 @@
 //! still runs the handler.
 
 mod body;
+mod config;
 mod entry;
 mod future;
 mod handle;
 mod invalidation;
-mod key;
+mod keys;
 mod layer;
-mod memory;
-#[cfg(feature = "redis")]
-mod redis_store;
+mod miss;
+mod read;
 mod service;
 mod store;
+mod write;
 
 pub use body::ResponseBody;
 pub use entry::CacheTags;
 pub use future::ResponseFuture;
 pub use handle::{CacheStats, ValidatorCache, ValidatorCacheBuilder};
 pub use layer::ValidatorCacheLayer;
+pub use service::ValidatorCacheService;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis_store::{RedisStore, RedisStoreBuilder, RedisStoreError};
-pub use service::ValidatorCacheService;
+pub use store::redis::{RedisStore, RedisStoreBuilder, RedisStoreError};

@@ -4,16 +4,19 @@
 use std::{
     fmt,
     hash::{BuildHasher, Hasher},
-    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
 use moka::{policy::EvictionPolicy, sync::Cache};
 
-use super::{
+use super::{Answer, Attach, Fill, Filled, Lookup, Query, Settings, Store, WriteId};
+use crate::cache::{
     entry::{Entry, Variant},
-    key::Key,
-    store::{Fill, Lookup, Store},
+    keys::Key,
 };
 
 /// An entry and the generation of its resource at fill time.
@@ -30,17 +33,17 @@ struct Stored {
 struct KeyIsHash;
 
 #[derive(Default)]
-struct KeyHasher(u64);
+struct Identity(u64);
 
 impl BuildHasher for KeyIsHash {
-    type Hasher = KeyHasher;
+    type Hasher = Identity;
 
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
+    fn build_hasher(&self) -> Identity {
+        Identity(0)
     }
 }
 
-impl Hasher for KeyHasher {
+impl Hasher for Identity {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -54,6 +57,17 @@ impl Hasher for KeyHasher {
         for &byte in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(byte);
         }
+    }
+}
+
+/// The in-memory store's configuration: attached to a cache, it becomes a
+/// [`MemoryStore`] bounded by the cache's `max_entries`.
+#[derive(Debug)]
+pub(crate) struct InMemory;
+
+impl Attach for InMemory {
+    fn attach(self: Box<Self>, settings: &Settings) -> Arc<dyn Store> {
+        Arc::new(MemoryStore::new(settings.time_to_live, settings.max_entries))
     }
 }
 
@@ -161,7 +175,7 @@ impl fmt::Debug for MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl MemoryStore {
     fn lookup(&self, resource: &Key, key: &Key) -> Lookup {
         let generation = self.generation(resource);
         let tag_epoch = self.tag_epoch.load(Ordering::SeqCst);
@@ -173,7 +187,6 @@ impl Store for MemoryStore {
         Lookup {
             generation,
             tag_epoch,
-            clock: 0,
             entry,
         }
     }
@@ -252,12 +265,46 @@ impl Store for MemoryStore {
     }
 }
 
+/// Every operation answers at once.
+impl Store for MemoryStore {
+    fn lookup(&self, query: Query) -> Answer<Option<Lookup>> {
+        Answer::Now(Some(self.lookup(&query.resource, &query.entry)))
+    }
+
+    fn fill(&self, fill: Fill, done: Filled) {
+        done(self.fill(fill));
+    }
+
+    fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<()> {
+        self.invalidate(&keys, tags);
+        Answer::Now(())
+    }
+
+    fn begin_write(&self, resource: Key) -> (WriteId, Answer<()>) {
+        self.begin_write(&resource);
+        (WriteId(0), Answer::Now(()))
+    }
+
+    fn end_write(&self, resource: Key, _id: WriteId, others: Vec<Key>, invalidate: bool) {
+        self.end_write(&resource, &others, invalidate);
+    }
+
+    fn clear(&self) -> Answer<()> {
+        self.clear();
+        Answer::Now(())
+    }
+
+    fn entries(&self) -> u64 {
+        self.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 
     use super::*;
-    use crate::cache::{entry::remember, key::default_vary};
+    use crate::cache::{config::default_vary, entry::remember};
 
     const RESOURCE: Key = 1;
     const KEY: Key = 2;

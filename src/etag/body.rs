@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::buffer::Buffer;
+use super::buffer::Buffer;
 
 pin_project! {
     /// The response body of [`ETag`](crate::ETag).

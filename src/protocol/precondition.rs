@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use http::{header, HeaderMap, HeaderValue, Method};
 
-use crate::entity_tag::{list_matches, Comparison, EntityTag};
+use super::entity_tag::{list_matches, Comparison, TagRef};
 
 /// The conditional header fields of a request, read before the request is
 /// handed to the inner service.
@@ -30,15 +30,26 @@ pub(crate) struct Validators<'a> {
     /// resource evaluates against one that does not.
     pub(crate) exists: bool,
     /// The current entity tag, if the response has a valid one.
-    pub(crate) etag: Option<EntityTag<'a>>,
+    pub(crate) etag: Option<TagRef<'a>>,
     /// The current `Last-Modified` date, if the response has a valid one.
     pub(crate) last_modified: Option<SystemTime>,
 }
 
-impl Default for Validators<'_> {
-    fn default() -> Self {
+impl<'a> Validators<'a> {
+    /// The validators of a representation that exists.
+    pub(crate) fn current(etag: Option<TagRef<'a>>, last_modified: Option<SystemTime>) -> Self {
         Self {
             exists: true,
+            etag,
+            last_modified,
+        }
+    }
+
+    /// A resource with no current representation (RFC 9110 §13.1.1,
+    /// §13.1.2: `If-Match` is then false, `If-None-Match: *` true).
+    pub(crate) fn missing() -> Self {
+        Self {
+            exists: false,
             etag: None,
             last_modified: None,
         }
@@ -223,11 +234,10 @@ mod tests {
     }
 
     fn eval_with(method: Method, fields: &[(&str, &str)], etag: Option<&str>, lm: bool) -> Verdict {
-        let validators = Validators {
-            exists: true,
-            etag: etag.map(|t| EntityTag::parse(t.as_bytes()).unwrap()),
-            last_modified: lm.then(|| at(LAST_MODIFIED)),
-        };
+        let validators = Validators::current(
+            etag.map(|t| TagRef::parse(t.as_bytes()).unwrap()),
+            lm.then(|| at(LAST_MODIFIED)),
+        );
         conditions(fields).evaluate(&method, &validators)
     }
 
@@ -466,11 +476,7 @@ mod tests {
 
     #[test]
     fn a_missing_resource_fails_if_match_and_passes_if_none_match_star() {
-        let missing = Validators {
-            exists: false,
-            etag: None,
-            last_modified: None,
-        };
+        let missing = Validators::missing();
         let put = |fields: &[(&str, &str)]| conditions(fields).evaluate(&Method::PUT, &missing);
         assert_eq!(put(&[("if-match", "*")]), PreconditionFailed);
         assert_eq!(put(&[("if-match", TAG)]), PreconditionFailed);

@@ -10,19 +10,21 @@ use http::{Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use crate::{
+use super::{
     body::ResponseBody,
+    config::Config,
     future::{RequestInfo, ResponseFuture},
-    layer::Config,
-    precondition::Conditions,
+};
+use crate::{
     predicate::{DefaultPredicate, Predicate},
-    ETagLayer,
+    protocol::precondition::Conditions,
 };
 
 /// Middleware that adds an `ETag` to responses and answers conditional `GET`
 /// and `HEAD` requests with 304 Not Modified or 412 Precondition Failed.
 ///
-/// Usually built by [`ETagLayer`]; see the [crate documentation](crate).
+/// Usually built by [`ETagLayer`](super::ETagLayer); see the [crate
+/// documentation](crate).
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -50,11 +52,6 @@ impl<S> ETag<S> {
     /// Wraps `inner` with the default configuration.
     pub fn new(inner: S) -> Self {
         Self::from_config(inner, Config::default())
-    }
-
-    /// Returns a new [`ETagLayer`] with the default configuration.
-    pub fn layer() -> ETagLayer {
-        ETagLayer::new()
     }
 }
 

@@ -1,9 +1,10 @@
-//! The response future of [`ETag`](crate::ETag): waits for the inner
+//! The response future of [`ETag`](super::ETag): waits for the inner
 //! response, decides what to do with it, buffers and hashes its body when it
 //! is to be tagged, and builds the final response.
 
 use std::{
     fmt,
+    time::SystemTime,
     future::Future,
     pin::Pin,
     task::{ready, Context, Poll},
@@ -14,15 +15,19 @@ use http::{header, response::Parts, HeaderMap, HeaderValue, Method, Response, St
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use crate::{
+use super::{
     body::ResponseBody,
     buffer::{Buffer, Filled},
-    entity_tag::EntityTag,
-    layer::Config,
-    not_modified::{not_modified, precondition_failed, FromOk},
+    config::Config,
+};
+use crate::{
     outcome::{record, Outcome, SkipReason},
-    precondition::{parse_date, Conditions, Validators, Verdict},
     predicate::{Predicate, SkipETag},
+    protocol::{
+        entity_tag::TagRef,
+        not_modified::{not_modified, precondition_failed, FromOk},
+        precondition::{parse_date, Conditions, Validators, Verdict},
+    },
 };
 
 /// What the future keeps of a `GET` or `HEAD` request.
@@ -48,6 +53,25 @@ impl<P> RequestInfo<P> {
         } else {
             Method::GET
         }
+    }
+
+    /// RFC 9110 §13.2.2: the request's preconditions against the current
+    /// representation's validators.
+    fn evaluate(&self, etag: Option<TagRef<'_>>, last_modified: Option<SystemTime>) -> Verdict {
+        let validators = Validators::current(etag, last_modified);
+        self.conditions.evaluate(&self.method(), &validators)
+    }
+
+    /// Where the layer does not tag a response, the handler's own
+    /// `Last-Modified`, if any, still answers the request with a 304 or 412
+    /// (RFC 9110 §8.8.1 asks for both validators in a 200, so a date alone
+    /// does not stop the layer from tagging; but when it cannot tag, the
+    /// date is a validator of the handler's own). `None`: the response is
+    /// sent on.
+    fn answer_by_date<B: Body>(&self, parts: &mut Parts) -> Option<ResponseBody<B>> {
+        let last_modified = parts.headers.get(header::LAST_MODIFIED)?;
+        let verdict = self.evaluate(None, parse_date(last_modified));
+        short_circuit(verdict, parts, self.config.settings.record_outcome)
     }
 }
 
@@ -204,43 +228,34 @@ where
     // An entity tag set by the handler is honoured as it is: no hashing.
     let head = Head::scan(&parts.headers);
     if let Some(etag) = head.etag {
-        let validators = Validators {
-            exists: true,
-            // An unparsable handler tag is kept on the response but matches
-            // nothing (only `*`).
-            etag: EntityTag::parse(etag.as_bytes()),
-            last_modified: head.last_modified.and_then(parse_date),
-        };
-        let verdict = request.conditions.evaluate(&request.method(), &validators);
+        // An unparsable handler tag is kept on the response but matches
+        // nothing (only `*`).
+        let etag = TagRef::parse(etag.as_bytes());
+        let verdict = request.evaluate(etag, head.last_modified.and_then(parse_date));
         return Next::Respond(own_validators(parts, body, verdict, request));
     }
 
+    let own_date = head.last_modified.is_some();
     let skip = if parts.status != StatusCode::OK {
-        Some(SkipReason::Status)
+        SkipReason::Status
     } else if exceeds(head.content_length, &body, config.settings.max_body_size) {
-        Some(SkipReason::TooLarge)
+        SkipReason::TooLarge
     } else if !config.predicate.should_tag(&parts) {
-        Some(SkipReason::Predicate)
+        SkipReason::Predicate
     } else {
-        None
+        return Next::Buffer(parts, body);
     };
-    match skip {
-        // RFC 9110 §8.8.1: a 200 to GET or HEAD should carry an entity tag
-        // *and* a Last-Modified, so a handler's date alone does not stop the
-        // layer from tagging; where it cannot tag, the date is still a
-        // validator of the handler's own.
-        Some(_) if head.last_modified.is_some() => {
-            let validators = Validators {
-                exists: true,
-                etag: None,
-                last_modified: head.last_modified.and_then(parse_date),
-            };
-            let verdict = request.conditions.evaluate(&request.method(), &validators);
-            Next::Respond(own_validators(parts, body, verdict, request))
-        }
-        Some(reason) => Next::Respond(skipped(parts, body, reason, request)),
-        None => Next::Buffer(parts, body),
+    let mut parts = parts;
+    if let Some(empty) = request.answer_by_date(&mut parts) {
+        // The inner body is dropped unread: a 304 or 412 has no content.
+        return Next::Respond(Response::from_parts(parts, empty));
     }
+    let reason = if own_date {
+        SkipReason::OwnValidator
+    } else {
+        skip
+    };
+    Next::Respond(skipped(parts, body, reason, request))
 }
 
 /// Given the verdict against the validators the handler set itself, answers
@@ -277,20 +292,9 @@ where
         Filled::Overflowed => Some(SkipReason::TooLarge),
         Filled::Failed => Some(SkipReason::BodyError),
     };
-    // The handler's own Last-Modified, if any, is evaluated beside the tag.
-    let last_modified = parts.headers.get(header::LAST_MODIFIED).map(parse_date);
     if let Some(reason) = skip {
-        // A handler's date still answers the request without the content.
-        if let Some(last_modified) = last_modified {
-            let validators = Validators {
-                exists: true,
-                etag: None,
-                last_modified,
-            };
-            let verdict = request.conditions.evaluate(&request.method(), &validators);
-            if let Some(empty) = short_circuit(verdict, &mut parts, record_outcome) {
-                return Response::from_parts(parts, empty);
-            }
+        if let Some(empty) = request.answer_by_date(&mut parts) {
+            return Response::from_parts(parts, empty);
         }
         // Over the cap, or failed: send everything read and then the rest
         // (or the error), untagged and with the inner service's headers.
@@ -303,15 +307,10 @@ where
         return Response::from_parts(parts, body);
     }
 
+    // The handler's own Last-Modified, if any, is evaluated beside the tag.
+    let last_modified = parts.headers.get(header::LAST_MODIFIED).and_then(parse_date);
     let tag = buffer.tag(request.config.settings.weak);
-    let verdict = request.conditions.evaluate(
-        &request.method(),
-        &Validators {
-            exists: true,
-            etag: Some(tag.entity_tag()),
-            last_modified: last_modified.flatten(),
-        },
-    );
+    let verdict = request.evaluate(Some(tag.tag_ref()), last_modified);
     parts.headers.insert(header::ETAG, tag.to_header_value());
     if !buffer.has_trailers() {
         // The layer now knows the exact length and frames the response itself.

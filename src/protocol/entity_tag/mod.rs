@@ -1,12 +1,17 @@
-//! [`EntityTag`]: an owned entity tag for application code (RFC 9110
-//! §8.8.3), built from a version, parsed from a field, or minted from bytes
-//! exactly as [`ETagLayer`](crate::ETagLayer) mints it.
+//! Entity tags (RFC 9110 §8.8.3): the public, owned [`EntityTag`] for
+//! application code (built from a version, parsed from a field, or minted
+//! from bytes exactly as [`ETagLayer`](crate::ETagLayer) mints it), and, in
+//! [`parse`], the borrowed [`TagRef`] with the comparison functions and the
+//! `If-Match` / `If-None-Match` list matching the layers use.
+
+mod parse;
+
+pub(crate) use parse::{list_matches, Comparison, TagRef};
 
 use std::{fmt, str::FromStr};
 
 use http::HeaderValue;
 
-use crate::entity_tag::{self, Comparison};
 
 /// An entity tag (RFC 9110 §8.8.3): an opaque string in quotes, strong or
 /// weak (`W/"…"`).
@@ -64,12 +69,12 @@ impl EntityTag {
     /// whitespace allowed).
     pub fn parse(value: impl AsRef<[u8]>) -> Result<Self, InvalidEntityTag> {
         let tag =
-            entity_tag::EntityTag::parse(value.as_ref()).ok_or(InvalidEntityTag { _priv: () })?;
+            TagRef::parse(value.as_ref()).ok_or(InvalidEntityTag { _priv: () })?;
         Self::from_parts(tag.is_weak(), tag.opaque())
     }
 
     fn from_parts(weak: bool, opaque: &[u8]) -> Result<Self, InvalidEntityTag> {
-        if !opaque.iter().all(|&b| entity_tag::is_etagc(b)) {
+        if !opaque.iter().all(|&b| parse::is_etagc(b)) {
             return Err(InvalidEntityTag { _priv: () });
         }
         let mut value = Vec::with_capacity(opaque.len() + 4);
@@ -117,8 +122,8 @@ impl EntityTag {
         self.value.clone()
     }
 
-    pub(crate) fn borrowed(&self) -> entity_tag::EntityTag<'_> {
-        entity_tag::EntityTag::new(self.weak, self.opaque())
+    pub(crate) fn borrowed(&self) -> TagRef<'_> {
+        TagRef::new(self.weak, self.opaque())
     }
 }
 

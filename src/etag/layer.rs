@@ -1,70 +1,11 @@
-//! The [`ETagLayer`] and its configuration.
+//! The [`ETagLayer`] and its options.
 
 use std::{fmt, sync::Arc};
 
 use tower_layer::Layer;
 
-use crate::{
-    buffer::{tag_of, Key},
-    predicate::DefaultPredicate,
-    ETag, EntityTag,
-};
-
-/// The default buffering cap: 2 MiB, the bound axum puts on request bodies.
-pub(crate) const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;
-
-/// What a layer and the services it builds share: every option in
-/// [`Settings`], once, and the predicate.
-#[derive(Clone)]
-pub(crate) struct Config<P> {
-    pub(crate) settings: Settings,
-    pub(crate) predicate: P,
-}
-
-/// The layer's options other than the predicate (whose type changes when it
-/// is replaced). A new option is added here and nowhere else.
-#[derive(Clone)]
-pub(crate) struct Settings {
-    pub(crate) max_body_size: usize,
-    pub(crate) weak: bool,
-    pub(crate) record_outcome: bool,
-    pub(crate) key: Option<Key>,
-}
-
-impl Default for Config<DefaultPredicate> {
-    fn default() -> Self {
-        Self {
-            settings: Settings {
-                max_body_size: DEFAULT_MAX_BODY_SIZE,
-                weak: false,
-                record_outcome: false,
-                key: None,
-            },
-            predicate: DefaultPredicate::new(),
-        }
-    }
-}
-
-impl<P> Config<P> {
-    /// The fields of both `Debug` outputs (the layer's and the service's).
-    fn debug_fields(&self, f: &mut fmt::DebugStruct<'_, '_>) {
-        let settings = &self.settings;
-        f.field("max_body_size", &settings.max_body_size)
-            .field("weak", &settings.weak)
-            .field("record_outcome", &settings.record_outcome)
-            // Never the key itself.
-            .field("keyed", &settings.key.is_some())
-            .field("predicate", &std::any::type_name::<P>());
-    }
-}
-
-impl<P> fmt::Debug for Config<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut debug = f.debug_struct("Config");
-        self.debug_fields(&mut debug);
-        debug.finish()
-    }
-}
+use super::{config::Config, mint::tag_of, service::ETag};
+use crate::{predicate::DefaultPredicate, protocol::entity_tag::EntityTag};
 
 /// Adds an `ETag` to responses and answers conditional `GET` and `HEAD`
 /// requests with 304 Not Modified or 412 Precondition Failed.
@@ -190,11 +131,22 @@ impl<P> ETagLayer<P> {
     }
 
     /// Replaces the rule that decides which responses are buffered and
-    /// tagged (default: [`DefaultPredicate`]).
+    /// tagged (default: [`DefaultPredicate`]), as tower-http's
+    /// `CompressionLayer::compress_when` does for compression.
     ///
-    /// See [`Predicate`](crate::Predicate) for what the rule sees and which
-    /// checks always apply.
-    pub fn predicate<Q>(self, predicate: Q) -> ETagLayer<Q> {
+    /// See [`Predicate`](crate::predicate::Predicate) for what the rule sees
+    /// and which checks always apply, and the [`predicate`](crate::predicate)
+    /// module for the building blocks of the default.
+    ///
+    /// ```
+    /// use tower_etag::{predicate::{DefaultPredicate, NotForContentType, Predicate}, ETagLayer};
+    ///
+    /// // The default rule, and never JSON.
+    /// let layer = ETagLayer::new()
+    ///     .tag_when(DefaultPredicate::new().and(NotForContentType::const_new("application/json")));
+    /// # let _ = layer;
+    /// ```
+    pub fn tag_when<Q>(self, predicate: Q) -> ETagLayer<Q> {
         ETagLayer {
             config: Config {
                 settings: self.config.settings,
@@ -217,5 +169,12 @@ impl<S, P: Clone> Layer<S> for ETagLayer<P> {
 
     fn layer(&self, inner: S) -> Self::Service {
         ETag::from_config(inner, self.config.clone())
+    }
+}
+
+impl<S> ETag<S> {
+    /// Returns a new [`ETagLayer`] with the default configuration.
+    pub fn layer() -> ETagLayer {
+        ETagLayer::new()
     }
 }

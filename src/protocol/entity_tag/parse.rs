@@ -1,15 +1,17 @@
-//! Entity tags (RFC 9110 §8.8.3): parsing, the strong and weak comparison
-//! functions (§8.8.3.2) and matching a received `If-Match` / `If-None-Match`
-//! list against the current tag.
+//! Entity tags on the wire (RFC 9110 §8.8.3): parsing, the strong and weak
+//! comparison functions (§8.8.3.2) and matching a received `If-Match` /
+//! `If-None-Match` list against the current tag.
 //!
 //! Everything here works on borrowed bytes and never allocates, so a hostile
 //! list of thousands of tags costs one linear pass.
+
+use std::ops::Range;
 
 use http::HeaderValue;
 
 /// One parsed entity tag, borrowing its opaque part (without the quotes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct EntityTag<'a> {
+pub(crate) struct TagRef<'a> {
     weak: bool,
     opaque: &'a [u8],
 }
@@ -23,7 +25,7 @@ pub(crate) enum Comparison {
     Weak,
 }
 
-impl<'a> EntityTag<'a> {
+impl<'a> TagRef<'a> {
     /// A tag from its parts; `opaque` excludes the quotes.
     pub(crate) fn new(weak: bool, opaque: &'a [u8]) -> Self {
         Self { weak, opaque }
@@ -34,6 +36,17 @@ impl<'a> EntityTag<'a> {
     pub(crate) fn parse(value: &'a [u8]) -> Option<Self> {
         let (tag, rest) = parse_one(trim_ows(value))?;
         rest.is_empty().then_some(tag)
+    }
+
+    /// Parses a field value holding exactly one entity tag, as
+    /// [`parse`](Self::parse) does, and tells where its opaque part lies in
+    /// `value`.
+    pub(crate) fn locate(value: &'a [u8]) -> Option<(Self, Range<usize>)> {
+        let tag = Self::parse(value)?;
+        let leading = value.iter().take_while(|&&b| is_ows(b)).count();
+        // After the whitespace: `W/"` or `"`, then the opaque part.
+        let start = leading + if tag.weak { 3 } else { 1 };
+        Some((tag, start..start + tag.opaque.len()))
     }
 
     /// Whether this tag is weak (`W/"…"`).
@@ -47,7 +60,7 @@ impl<'a> EntityTag<'a> {
     }
 
     /// Compares two tags with the given function (RFC 9110 §8.8.3.2).
-    pub(crate) fn matches(&self, other: &EntityTag<'_>, comparison: Comparison) -> bool {
+    pub(crate) fn matches(&self, other: &TagRef<'_>, comparison: Comparison) -> bool {
         let weak_ok = match comparison {
             Comparison::Strong => !self.weak && !other.weak,
             Comparison::Weak => true,
@@ -83,7 +96,7 @@ fn trim_ows(mut bytes: &[u8]) -> &[u8] {
 }
 
 /// Parses one `entity-tag` at the start of `input`; returns it and what follows.
-fn parse_one(input: &[u8]) -> Option<(EntityTag<'_>, &[u8])> {
+fn parse_one(input: &[u8]) -> Option<(TagRef<'_>, &[u8])> {
     // RFC 9110 §8.8.3: `weak = %s"W/"` is case-sensitive; `w/"x"` is invalid.
     let (weak, rest) = match input {
         [b'W', b'/', rest @ ..] => (true, rest),
@@ -94,7 +107,7 @@ fn parse_one(input: &[u8]) -> Option<(EntityTag<'_>, &[u8])> {
     if rest[end] != b'"' {
         return None;
     }
-    Some((EntityTag::new(weak, &rest[..end]), &rest[end + 1..]))
+    Some((TagRef::new(weak, &rest[..end]), &rest[end + 1..]))
 }
 
 /// Matches a received `If-Match` or `If-None-Match` field (all its lines)
@@ -107,7 +120,7 @@ fn parse_one(input: &[u8]) -> Option<(EntityTag<'_>, &[u8])> {
 /// usable current tag matches only `*`.
 pub(crate) fn list_matches<'a>(
     lines: impl IntoIterator<Item = &'a HeaderValue>,
-    current: Option<EntityTag<'_>>,
+    current: Option<TagRef<'_>>,
     comparison: Comparison,
 ) -> Option<bool> {
     let mut matched = false;
@@ -169,7 +182,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Option<(bool, &[u8])> {
-        EntityTag::parse(s.as_bytes()).map(|t| (t.is_weak(), t.opaque()))
+        TagRef::parse(s.as_bytes()).map(|t| (t.is_weak(), t.opaque()))
     }
 
     fn lines(values: &[&[u8]]) -> Vec<HeaderValue> {
@@ -179,8 +192,8 @@ mod tests {
             .collect()
     }
 
-    fn tag(s: &str) -> EntityTag<'_> {
-        EntityTag::parse(s.as_bytes()).unwrap()
+    fn tag(s: &str) -> TagRef<'_> {
+        TagRef::parse(s.as_bytes()).unwrap()
     }
 
     #[test]
@@ -192,10 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn locate_finds_the_opaque_part_in_the_value() {
+        for value in [&b"\"abc\""[..], b" W/\"abc\"\t", b"\t\"abc\""] {
+            let (tag, range) = TagRef::locate(value).unwrap();
+            assert_eq!(&value[range], b"abc");
+            assert_eq!(tag.opaque(), b"abc");
+        }
+        assert!(TagRef::locate(b"abc").is_none());
+    }
+
+    #[test]
     fn accepts_commas_and_obs_text_inside_quotes() {
         assert_eq!(parse(r#""a,b""#), Some((false, &b"a,b"[..])));
         assert_eq!(
-            EntityTag::parse(b"\"\x80\xff\"").map(|t| t.opaque()),
+            TagRef::parse(b"\"\x80\xff\"").map(|t| t.opaque()),
             Some(&b"\x80\xff"[..])
         );
     }
@@ -441,7 +464,7 @@ mod tests {
                     .iter()
                     .map(|l| HeaderValue::from_bytes(l).unwrap())
                     .collect();
-                let current = EntityTag::new(current_weak, current_opaque);
+                let current = TagRef::new(current_weak, current_opaque);
                 let expected = reference(&lines);
                 for comparison in [Comparison::Strong, Comparison::Weak] {
                     let got = list_matches(&values, Some(current), comparison);
@@ -461,7 +484,7 @@ mod tests {
                 // A field holding exactly one tag parses as that tag alone.
                 if let (Field::Tags(tags), [only]) = (&expected, &lines[..]) {
                     if tags.len() == 1 && !only.contains(&b',') {
-                        let parsed = EntityTag::parse(only).map(|t| (t.is_weak(), t.opaque().to_vec()));
+                        let parsed = TagRef::parse(only).map(|t| (t.is_weak(), t.opaque().to_vec()));
                         prop_assert_eq!(parsed, Some(tags[0].clone()));
                     }
                 }

@@ -1,0 +1,94 @@
+//! What a `GET` that missed keeps until its response, and the fill it then
+//! asks the store for.
+
+use http::{HeaderValue, Response};
+
+use super::{
+    entry::{remember, Entry},
+    handle::{Counters, ValidatorCache},
+    keys::Key,
+    read::Read,
+    store::{Fill, Lookup},
+};
+
+/// A `GET` the cache did not answer, whose response it may store.
+pub(crate) struct Miss {
+    resource: Key,
+    key: Key,
+    generation: u64,
+    tag_epoch: u64,
+    base: Option<Entry>,
+    varying: Vec<(u8, HeaderValue)>,
+}
+
+impl Miss {
+    /// `varying`: the request's values of the fields responses may vary on
+    /// (reference-counted copies, kept until the response).
+    pub(crate) fn new(read: Read, lookup: Lookup, varying: Vec<(u8, HeaderValue)>) -> Self {
+        Self {
+            resource: read.resource,
+            key: read.entry,
+            generation: lookup.generation,
+            tag_epoch: lookup.tag_epoch,
+            base: lookup.entry,
+            varying,
+        }
+    }
+
+    /// Stores what a 304 needs of `response`, if it may be stored and
+    /// changes what is stored.
+    pub(crate) fn complete<B>(self, response: &Response<B>, cache: &ValidatorCache) {
+        let shared = &*cache.shared;
+        let remembered = match remember(
+            response.status(),
+            response.headers(),
+            response.extensions(),
+            &shared.policy.vary,
+        ) {
+            Ok(remembered) => remembered,
+            Err(_reason) => {
+                #[cfg(feature = "tracing")]
+                tracing::trace!(target: "tower_etag::cache", not_stored = ?_reason, "tower-etag cache");
+                return;
+            }
+        };
+        let fields = remembered.fields(&self.varying, &shared.hashing);
+        let tags = remembered.tag_keys(&shared.hashing);
+        // The response confirms what is stored, and the entry is young:
+        // storing it again would only reset its age. Skipping keeps a steady
+        // stream of unconditional GETs from writing to the store on every
+        // request; the entry is refreshed once it is half its time-to-live
+        // old.
+        let unchanged = self.base.as_ref().is_some_and(|base| {
+            base.variants().iter().any(|stored| {
+                remembered.replayed_by(stored, fields, &tags)
+                    && stored.age() < shared.policy.time_to_live / 2
+            })
+        });
+        if unchanged {
+            return;
+        }
+        let fill = Fill {
+            resource: self.resource,
+            key: self.key,
+            generation: self.generation,
+            tag_epoch: self.tag_epoch,
+            variant: remembered.to_variant(fields),
+            base: self.base,
+            tags,
+        };
+        let cache = cache.clone();
+        shared
+            .store
+            .fill(fill, Box::new(move |stored| filled(&cache, stored)));
+    }
+}
+
+/// Counts and traces a fill.
+fn filled(cache: &ValidatorCache, stored: bool) {
+    if stored {
+        Counters::add(&cache.shared.counters.fills, 1);
+    }
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "tower_etag::cache", stored, "tower-etag cache fill");
+}

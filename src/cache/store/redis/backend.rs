@@ -1,0 +1,599 @@
+//! The store's operations on Redis: each one script run on the shared
+//! connection within the timeout, in a task on the store's runtime when the
+//! request waits for it; failures counted, logged at their transitions, and
+//! failed invalidations kept in the [`Backlog`] and retried.
+
+use std::{
+    fmt,
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use http::HeaderName;
+use redis::{aio::ConnectionManager, ScriptInvocation, Value};
+use tokio::{runtime::Handle, task::JoinHandle};
+
+use super::{backlog::Backlog, codec, keys::KeyNames, scripts::Scripts};
+use crate::cache::{
+    entry::Entry,
+    keys::Key,
+    store::{Answer, Fill, Filled, Later, Lookup, Query, Store, WriteId},
+};
+
+/// How often invalidations that could not reach Redis are tried again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A store's connection and state, shared by its clones and by every cache
+/// it is attached to.
+pub(super) struct Connection {
+    pub(super) connection: ConnectionManager,
+    pub(super) runtime: Handle,
+    pub(super) keys: KeyNames,
+    /// What the keyed hash of keys is derived from: the prefix and the
+    /// secret.
+    pub(super) key_context: Vec<u8>,
+    pub(super) timeout: Duration,
+    pub(super) scripts: Scripts,
+    pub(super) backlog: Backlog,
+    pub(super) healthy: AtomicBool,
+    pub(super) unavailable: AtomicU64,
+    pub(super) next_write: AtomicU64,
+    /// Redis's clock less this machine's, in microseconds, as of the last
+    /// lookup: fill times are recorded on Redis's clock, so that every
+    /// replica reads the same age.
+    pub(super) clock_offset: AtomicI64,
+}
+
+/// A [`Connection`] attached to one cache, with the cache's settings.
+pub(super) struct Backend(Arc<Attached>);
+
+struct Attached {
+    connection: Arc<Connection>,
+    time_to_live: Duration,
+    vary: Box<[HeaderName]>,
+}
+
+impl Backend {
+    pub(super) fn new(
+        connection: Arc<Connection>,
+        time_to_live: Duration,
+        vary: Box<[HeaderName]>,
+    ) -> Self {
+        Self(Arc::new(Attached {
+            connection,
+            time_to_live,
+            vary,
+        }))
+    }
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let connection = &self.0.connection;
+        f.debug_struct("RedisStore")
+            .field("prefix", &connection.keys.prefix())
+            .field("timeout", &connection.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What went wrong with one operation.
+enum Failure {
+    Redis(redis::RedisError),
+    Timeout,
+    /// A reply of an unexpected shape.
+    Reply,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Redis(error) => error.fmt(f),
+            Self::Timeout => f.write_str("timed out"),
+            Self::Reply => f.write_str("unexpected reply"),
+        }
+    }
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(error: redis::RedisError) -> Self {
+        Self::Redis(error)
+    }
+}
+
+/// A task's result as a store's answer; a task that panicked or was
+/// cancelled answers the default (no lookup; a write that goes on).
+struct Task<T>(JoinHandle<T>);
+
+impl<T: Default + Send> Later<T> for Task<T> {
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<T> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(Result::unwrap_or_default)
+    }
+}
+
+impl Store for Backend {
+    fn key_material(&self) -> Option<&[u8]> {
+        Some(&self.0.connection.key_context)
+    }
+
+    /// One command when an entry is found for a revalidation (the likely
+    /// hit); otherwise the tag epoch is read too, before the handler runs,
+    /// when the response may be stored.
+    fn lookup(&self, query: Query) -> Answer<Option<Lookup>> {
+        // An invalidation of this resource has not reached Redis yet: answer
+        // from the handler, store nothing.
+        if self.0.connection.backlog.has_resource(&query.resource) {
+            return Answer::Now(None);
+        }
+        let this = Arc::clone(&self.0);
+        let task = self.0.connection.runtime.spawn(async move {
+            let lookup = async {
+                let mut lookup = this.lookup(query.resource, query.entry).await?;
+                if query.may_fill && !(query.may_hit && lookup.entry.is_some()) {
+                    lookup.tag_epoch = this.tag_epoch().await?;
+                }
+                Ok(lookup)
+            };
+            this.guarded("lookup", lookup).await
+        });
+        Answer::Later(Box::new(Task(task)))
+    }
+
+    fn fill(&self, fill: Fill, done: Filled) {
+        if self.0.connection.backlog.has_resource(&fill.resource) {
+            return done(false);
+        }
+        let this = Arc::clone(&self.0);
+        self.0.connection.runtime.spawn(async move {
+            let stored = this.guarded("fill", this.fill(fill)).await;
+            done(stored == Some(true));
+        });
+    }
+
+    fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<()> {
+        let this = Arc::clone(&self.0);
+        let task = self.0.connection.runtime.spawn(async move {
+            let done = this.guarded("invalidate", this.invalidate(&keys, tags));
+            if done.await.is_none() {
+                this.keep_pending(|pending| {
+                    let set = if tags {
+                        &mut pending.tags
+                    } else {
+                        &mut pending.resources
+                    };
+                    set.extend(keys.iter().copied());
+                });
+            }
+        });
+        Answer::Later(Box::new(Task(task)))
+    }
+
+    fn begin_write(&self, resource: Key) -> (WriteId, Answer<()>) {
+        // Ids only need to differ between the writes under way on one
+        // resource, across replicas: a counter from a random start per store.
+        let id = WriteId(
+            self.0
+                .connection
+                .next_write
+                .fetch_add(1, Ordering::Relaxed),
+        );
+        let this = Arc::clone(&self.0);
+        let task = self.0.connection.runtime.spawn(async move {
+            let begun = this.guarded("begin write", this.begin_write(resource, id));
+            if begun.await.is_none() {
+                this.keep_pending(|pending| {
+                    pending.resources.insert(resource);
+                });
+            }
+        });
+        (id, Answer::Later(Box::new(Task(task))))
+    }
+
+    fn end_write(&self, resource: Key, id: WriteId, others: Vec<Key>, invalidate: bool) {
+        let this = Arc::clone(&self.0);
+        self.0.connection.runtime.spawn(async move {
+            let ended = this.guarded(
+                "end write",
+                this.end_write(resource, id, &others, invalidate),
+            );
+            if ended.await.is_none() && invalidate {
+                this.keep_pending(|pending| {
+                    pending.resources.insert(resource);
+                    pending.resources.extend(others.iter().copied());
+                });
+            }
+        });
+    }
+
+    /// Deletes every key under the prefix; kept for a retry if Redis did not
+    /// answer (this replica bypasses the cache until it lands).
+    fn clear(&self) -> Answer<()> {
+        let this = Arc::clone(&self.0);
+        let task = self.0.connection.runtime.spawn(async move {
+            if this.clear().await.is_err() {
+                this.keep_pending(|pending| pending.clear = true);
+            }
+        });
+        Answer::Later(Box::new(Task(task)))
+    }
+
+    fn unavailable(&self) -> u64 {
+        self.0.connection.unavailable.load(Ordering::Relaxed)
+    }
+}
+
+impl Attached {
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.time_to_live.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// How long generations live after their last use: twice the entries'
+    /// time-to-live, so a generation outlives every entry stored under it.
+    fn life_ms(&self) -> u64 {
+        self.ttl_ms().saturating_mul(2)
+    }
+
+    async fn lookup(&self, resource: Key, key: Key) -> Result<Lookup, Failure> {
+        let connection = &self.connection;
+        let mut invocation = connection.scripts.lookup.prepare_invoke();
+        invocation
+            .key(connection.keys.generation(resource))
+            .key(connection.keys.entry(resource, key))
+            .arg(self.life_ms());
+        let reply = self.run(&invocation).await?;
+        let Value::Array(items) = reply else {
+            return Err(Failure::Reply);
+        };
+        let generation = items.first().and_then(number).ok_or(Failure::Reply)?;
+        let clock = items.get(1).and_then(number).ok_or(Failure::Reply)?;
+        let offset = i64::try_from(clock).unwrap_or(i64::MAX) - local_clock();
+        connection.clock_offset.store(offset, Ordering::Relaxed);
+        let entry = match items.get(2) {
+            Some(Value::BulkString(bytes)) => {
+                match codec::decode(bytes, &self.vary, clock, self.time_to_live) {
+                    Some((stored, entry)) if stored == generation => entry,
+                    Some(_) => None,
+                    None => {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(target: "tower_etag::cache", "tower-etag cache: unreadable entry in Redis, a miss");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let entry = match entry {
+            Some(entry) => self.current_tags(entry).await?,
+            None => None,
+        };
+        // 0: no epoch read; a tagged fill is then refused.
+        Ok(Lookup {
+            generation,
+            tag_epoch: 0,
+            entry,
+        })
+    }
+
+    /// Redis's clock now, in microseconds, as estimated from the last
+    /// lookup.
+    fn server_clock(&self) -> u64 {
+        let offset = self.connection.clock_offset.load(Ordering::Relaxed);
+        u64::try_from(local_clock().saturating_add(offset)).unwrap_or(0)
+    }
+
+    /// The surrogate-tag epoch (in another hash slot than the resource's
+    /// keys, hence a command of its own).
+    async fn tag_epoch(&self) -> Result<u64, Failure> {
+        let connection = &self.connection;
+        let mut invocation = connection.scripts.tag_epoch.prepare_invoke();
+        invocation.key(connection.keys.epoch());
+        let value = self.run(&invocation).await?;
+        number(&value).ok_or(Failure::Reply)
+    }
+
+    /// Runs a script (`EVALSHA`, loaded again on `NOSCRIPT`) on a handle of
+    /// the shared connection.
+    async fn run(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
+        let mut connection = self.connection.connection.clone();
+        Ok(invocation.invoke_async(&mut connection).await?)
+    }
+
+    /// The entry without the variants whose surrogate tags were invalidated
+    /// since their fill (one more round trip, for tagged entries only).
+    async fn current_tags(&self, entry: Entry) -> Result<Option<Entry>, Failure> {
+        let mut tags: Vec<Key> = entry
+            .variants()
+            .iter()
+            .flat_map(|v| v.tags.iter().map(|(tag, _)| *tag))
+            .collect();
+        if tags.is_empty() {
+            return Ok(Some(entry));
+        }
+        tags.sort_unstable();
+        tags.dedup();
+        let mut command = redis::cmd("MGET");
+        for tag in &tags {
+            command.arg(self.connection.keys.tag(*tag));
+        }
+        let mut connection = self.connection.connection.clone();
+        let values: Vec<Value> = command.query_async(&mut connection).await?;
+        let current = |tag: &Key| {
+            let index = tags.binary_search(tag).ok()?;
+            values.get(index).and_then(number)
+        };
+        let backlog = &self.connection.backlog;
+        Ok(entry.retain(|_, variant| {
+            !backlog.has_tag(&variant.tags)
+                && variant
+                    .tags
+                    .iter()
+                    .all(|(tag, generation)| current(tag) == Some(*generation))
+        }))
+    }
+
+    async fn fill(&self, fill: Fill) -> Result<bool, Failure> {
+        let connection = &self.connection;
+        let mut tags = Vec::with_capacity(fill.tags.len());
+        if !fill.tags.is_empty() {
+            let mut invocation = connection.scripts.tag_fill.prepare_invoke();
+            invocation.key(connection.keys.epoch());
+            for tag in &fill.tags {
+                invocation.key(connection.keys.tag(*tag));
+            }
+            invocation.arg(fill.tag_epoch).arg(self.life_ms());
+            let Value::Array(generations) = self.run(&invocation).await? else {
+                // A tag was invalidated since the request arrived.
+                return Ok(false);
+            };
+            for (tag, generation) in fill.tags.iter().zip(&generations) {
+                tags.push((*tag, number(generation).ok_or(Failure::Reply)?));
+            }
+            if tags.len() != fill.tags.len() {
+                return Err(Failure::Reply);
+            }
+        }
+        let variant = fill.variant.with_tags(tags.into());
+        if connection.backlog.has_tag(&variant.tags) {
+            return Ok(false);
+        }
+        let entry = Entry::with(fill.base.as_ref(), variant);
+        let mut invocation = connection.scripts.fill.prepare_invoke();
+        invocation
+            .key(connection.keys.generation(fill.resource))
+            .key(connection.keys.entry(fill.resource, fill.key))
+            .key(connection.keys.writes(fill.resource))
+            .arg(fill.generation)
+            .arg(codec::encode(&entry, fill.generation, self.server_clock()))
+            .arg(self.ttl_ms())
+            .arg(self.life_ms());
+        let stored = self.run(&invocation).await?;
+        Ok(number(&stored) == Some(1))
+    }
+
+    async fn invalidate(&self, keys: &[Key], tags: bool) -> Result<(), Failure> {
+        let connection = &self.connection;
+        if tags {
+            let mut invocation = connection.scripts.tag_invalidate.prepare_invoke();
+            invocation.key(connection.keys.epoch());
+            for tag in keys {
+                invocation.key(connection.keys.tag(*tag));
+            }
+            invocation.arg(self.life_ms());
+            self.run(&invocation).await?;
+            return Ok(());
+        }
+        // One script per resource: each is in its own hash slot.
+        let calls = keys.iter().map(|resource| {
+            let mut invocation = connection.scripts.invalidate.prepare_invoke();
+            invocation
+                .key(connection.keys.generation(*resource))
+                .arg(self.life_ms());
+            async move { self.run(&invocation).await }
+        });
+        for result in futures_util::future::join_all(calls).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn begin_write(&self, resource: Key, id: WriteId) -> Result<(), Failure> {
+        let connection = &self.connection;
+        let mut invocation = connection.scripts.begin_write.prepare_invoke();
+        invocation
+            .key(connection.keys.generation(resource))
+            .key(connection.keys.writes(resource))
+            .arg(self.life_ms())
+            .arg(id.0)
+            .arg(self.ttl_ms());
+        self.run(&invocation).await?;
+        Ok(())
+    }
+
+    async fn end_write(
+        &self,
+        resource: Key,
+        id: WriteId,
+        others: &[Key],
+        invalidate: bool,
+    ) -> Result<(), Failure> {
+        let connection = &self.connection;
+        let mut invocation = connection.scripts.end_write.prepare_invoke();
+        invocation
+            .key(connection.keys.generation(resource))
+            .key(connection.keys.writes(resource))
+            .arg(self.life_ms())
+            .arg(id.0)
+            .arg(if invalidate { "1" } else { "0" });
+        self.run(&invocation).await?;
+        // Other resources are in other hash slots.
+        if invalidate && !others.is_empty() {
+            self.invalidate(others, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every key under the prefix. Scanning takes as long as the
+    /// key space: each command gets the timeout, not the whole.
+    async fn clear(self: &Arc<Self>) -> Result<(), ()> {
+        let pattern = self.connection.keys.pattern();
+        let mut cursor = 0u64;
+        loop {
+            let mut connection = self.connection.connection.clone();
+            let scan = async {
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut connection)
+                    .await?;
+                if !keys.is_empty() {
+                    redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .exec_async(&mut connection)
+                        .await?;
+                }
+                Ok::<_, Failure>(next)
+            };
+            cursor = self.guarded("clear", scan).await.ok_or(())?;
+            if cursor == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs `operation` within the timeout; counts and traces a failure.
+    /// After a success, retries pending invalidations in the background.
+    async fn guarded<T>(
+        self: &Arc<Self>,
+        what: &'static str,
+        operation: impl Future<Output = Result<T, Failure>>,
+    ) -> Option<T> {
+        let connection = &self.connection;
+        let result = match tokio::time::timeout(connection.timeout, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Timeout),
+        };
+        match result {
+            Ok(value) => {
+                if !connection.healthy.swap(true, Ordering::Relaxed) {
+                    #[cfg(feature = "tracing")]
+                    tracing::info!(target: "tower_etag::cache", "tower-etag cache: Redis answers again");
+                }
+                if !connection.backlog.is_empty() {
+                    self.retry();
+                }
+                Some(value)
+            }
+            Err(_failure) => {
+                connection.unavailable.fetch_add(1, Ordering::Relaxed);
+                // A warning when Redis stops answering, then one event per
+                // failure at debug level: an outage must not flood the logs.
+                if connection.healthy.swap(false, Ordering::Relaxed) {
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(target: "tower_etag::cache", operation = what, error = %_failure, "tower-etag cache: Redis unavailable, requests go to the handlers");
+                } else {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(target: "tower_etag::cache", operation = what, error = %_failure, "tower-etag cache: Redis unavailable");
+                }
+                let _ = what;
+                None
+            }
+        }
+    }
+
+    /// Keeps an invalidation for a retry, and starts retrying.
+    fn keep_pending(self: &Arc<Self>, add: impl FnOnce(&mut super::backlog::Pending)) {
+        self.connection.backlog.add(add);
+        self.retry();
+    }
+
+    /// Retries the pending invalidations until none is left: now, then
+    /// every [`RETRY_INTERVAL`], one loop at a time.
+    fn retry(self: &Arc<Self>) {
+        if !self.connection.backlog.start_retrying() {
+            return;
+        }
+        let this = Arc::clone(self);
+        self.connection.runtime.spawn(async move {
+            loop {
+                this.retry_once().await;
+                if !this.connection.backlog.is_empty() {
+                    tokio::time::sleep(RETRY_INTERVAL).await;
+                    continue;
+                }
+                if this.connection.backlog.stop_retrying() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// One attempt at every pending invalidation; what lands leaves the
+    /// backlog.
+    async fn retry_once(self: &Arc<Self>) {
+        let (resources, tags, clear) = self.connection.backlog.snapshot();
+        let cleared = clear && self.clear().await.is_ok();
+        let resources_done = resources.is_empty()
+            || self
+                .guarded("retry", self.invalidate(&resources, false))
+                .await
+                .is_some();
+        let tags_done = tags.is_empty()
+            || self
+                .guarded("retry", self.invalidate(&tags, true))
+                .await
+                .is_some();
+        self.connection.backlog.landed(
+            if resources_done { &resources } else { &[] },
+            if tags_done { &tags } else { &[] },
+            cleared,
+        );
+        #[cfg(feature = "tracing")]
+        if resources_done && tags_done && (cleared || !clear) {
+            tracing::debug!(target: "tower_etag::cache", retried = resources.len() + tags.len(), "tower-etag cache: pending invalidations reached Redis");
+        }
+    }
+}
+
+/// This machine's clock, in microseconds since the Unix epoch.
+fn local_clock() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// A decimal integer reply (Redis strings and integers).
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_read_from_integers_and_decimal_strings_only() {
+        assert_eq!(number(&Value::Int(42)), Some(42));
+        assert_eq!(number(&Value::Int(-1)), None);
+        assert_eq!(number(&Value::BulkString(b"17".to_vec())), Some(17));
+        assert_eq!(number(&Value::BulkString(b"1.5".to_vec())), None);
+        assert_eq!(number(&Value::SimpleString("9".to_owned())), Some(9));
+        assert_eq!(number(&Value::Nil), None);
+    }
+}

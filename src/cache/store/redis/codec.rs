@@ -1,0 +1,224 @@
+//! An entry as Redis keeps it: the format version, the resource's
+//! generation at fill time, then each variant: its request-field digest,
+//! fill time (microseconds on Redis's clock), surrogate tags with their
+//! generations, and remembered field lines (name index, length, value).
+//! Integers are little-endian.
+//!
+//! Reading is defensive: anything malformed is `None` (a miss), and every
+//! variant read back is checked again as a fresh response would be before
+//! it can answer.
+
+use std::time::Duration;
+
+use bytes::BufMut;
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::cache::entry::{
+    remember, remembered_name, Entry, Variant, MAX_LINES, MAX_TAGS, MAX_VARIANTS,
+};
+
+/// The version of the format; an entry in another is a miss.
+const FORMAT: u8 = 1;
+
+/// Encodes `entry`, filled at `generation`, at `now` (microseconds on the
+/// store's clock): each variant's fill time is `now` less its age.
+pub(super) fn encode(entry: &Entry, generation: u64, now: u64) -> Vec<u8> {
+    let variants = entry.variants();
+    let mut out = Vec::with_capacity(
+        10 + variants
+            .iter()
+            .map(|v| 18 + 16 * v.tags.len() + v.lines().map(|(_, l)| 3 + l.len()).sum::<usize>())
+            .sum::<usize>(),
+    );
+    out.put_u8(FORMAT);
+    out.put_u64_le(generation);
+    out.put_u8(variants.len() as u8);
+    for variant in variants {
+        let age = u64::try_from(variant.age().as_micros()).unwrap_or(u64::MAX);
+        out.put_u64_le(variant.fields);
+        out.put_u64_le(now.saturating_sub(age));
+        out.put_u8(variant.tags.len() as u8);
+        for (tag, generation) in variant.tags.iter() {
+            out.put_u64_le(*tag);
+            out.put_u64_le(*generation);
+        }
+        out.put_u8(variant.lines().count() as u8);
+        for (name, value) in variant.lines() {
+            out.put_u8(name);
+            out.put_u16_le(value.len() as u16);
+            out.put_slice(value);
+        }
+    }
+    out
+}
+
+/// Reads what [`encode`] wrote: the generation and the variants younger
+/// than `time_to_live` at `now` (microseconds on the store's clock).
+pub(super) fn decode(
+    mut bytes: &[u8],
+    vary: &[HeaderName],
+    now: u64,
+    time_to_live: Duration,
+) -> Option<(u64, Option<Entry>)> {
+    let input = &mut bytes;
+    if u8_(input)? != FORMAT {
+        return None;
+    }
+    let generation = u64_(input)?;
+    let count = usize::from(u8_(input)?);
+    if count > MAX_VARIANTS {
+        return None;
+    }
+    let ttl = u64::try_from(time_to_live.as_micros()).unwrap_or(u64::MAX);
+    let mut variants = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (variant, filled_at) = decode_variant(input, vary)?;
+        // Past its time-to-live: left out (a clock behind the fill counts
+        // as age zero).
+        let age = now.saturating_sub(filled_at);
+        if age < ttl {
+            variants.push(variant.aged(Duration::from_micros(age)));
+        }
+    }
+    if !input.is_empty() {
+        return None;
+    }
+    Some((generation, Entry::from_variants(variants)))
+}
+
+/// One variant and its fill time.
+fn decode_variant(input: &mut &[u8], vary: &[HeaderName]) -> Option<(Variant, u64)> {
+    let fields = u64_(input)?;
+    let filled_at = u64_(input)?;
+    let tag_count = usize::from(u8_(input)?);
+    if tag_count > MAX_TAGS {
+        return None;
+    }
+    let mut tags = Vec::with_capacity(tag_count);
+    for _ in 0..tag_count {
+        tags.push((u64_(input)?, u64_(input)?));
+    }
+    let line_count = usize::from(u8_(input)?);
+    if line_count > MAX_LINES {
+        return None;
+    }
+    let mut headers = HeaderMap::with_capacity(line_count);
+    for _ in 0..line_count {
+        let name = remembered_name(u8_(input)?)?;
+        let len = usize::from(u16_(input)?);
+        let value = HeaderValue::from_bytes(take(input, len)?).ok()?;
+        headers.append(name.clone(), value);
+    }
+    let extensions = Extensions::new();
+    let remembered = remember(StatusCode::OK, &headers, &extensions, vary).ok()?;
+    let variant = remembered.to_variant(fields).with_tags(tags.into());
+    Some((variant, filled_at))
+}
+
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = bytes.split_at_checked(n)?;
+    *bytes = rest;
+    Some(head)
+}
+
+fn u8_(bytes: &mut &[u8]) -> Option<u8> {
+    Some(take(bytes, 1)?[0])
+}
+
+fn u16_(bytes: &mut &[u8]) -> Option<u16> {
+    Some(u16::from_le_bytes(take(bytes, 2)?.try_into().ok()?))
+}
+
+fn u64_(bytes: &mut &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::config::default_vary;
+
+    fn variant(fields: &[(&str, &str)], digest: u64) -> Variant {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        remember(
+            StatusCode::OK,
+            &headers,
+            &Extensions::new(),
+            &default_vary(),
+        )
+        .unwrap()
+        .to_variant(digest)
+    }
+
+    #[test]
+    fn an_encoded_entry_reads_back_and_damage_is_a_miss() {
+        let ttl = Duration::from_secs(60);
+        let vary = default_vary();
+        let old = variant(&[("etag", "\"old\""), ("vary", "accept")], 1)
+            .aged(Duration::from_secs(49));
+        let new = variant(
+            &[
+                ("etag", "W/\"new\""),
+                ("cache-control", "max-age=60"),
+                ("vary", "accept-encoding"),
+            ],
+            2,
+        )
+        .with_tags(Box::new([(7, 8)]));
+        let entry = Entry::with(Some(&Entry::with(None, old)), new);
+        // Encoded at 50 s on the store's clock: the old variant was filled
+        // at about 1 s, the new one at about 50 s.
+        let bytes = encode(&entry, 42, 50_000_000);
+        let (generation, read) = decode(&bytes, &vary, 55_000_000, ttl).unwrap();
+        assert_eq!(generation, 42);
+        let read = read.unwrap();
+        assert_eq!(read.variants().len(), 2);
+        for (a, b) in read.variants().iter().zip(entry.variants()) {
+            assert!(a.lines().eq(b.lines()));
+            assert_eq!((a.mask, a.fields), (b.mask, b.fields));
+            assert_eq!(a.tags, b.tags);
+            assert_eq!(a.etag_value(), b.etag_value());
+        }
+        let ages: Vec<u64> = read.variants().iter().map(|v| v.age().as_secs()).collect();
+        assert!((4..=6).contains(&ages[0]), "{ages:?}");
+        assert!((53..=55).contains(&ages[1]), "{ages:?}");
+        // 62 s: the old variant is past its time.
+        let (_, read) = decode(&bytes, &vary, 62_000_000, ttl).unwrap();
+        assert_eq!(read.unwrap().variants().len(), 1);
+        let (_, read) = decode(&bytes, &vary, 200_000_000, ttl).unwrap();
+        assert!(read.is_none());
+        // Every truncation, and every single-byte change that leaves the
+        // value unreadable, is a miss rather than a panic.
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len], &vary, 55_000_000, ttl).is_none());
+        }
+        for i in 0..bytes.len() {
+            for byte in [0, 0x7f, 0xff] {
+                let mut damaged = bytes.clone();
+                damaged[i] = byte;
+                let _ = decode(&damaged, &vary, 55_000_000, ttl);
+            }
+        }
+        assert!(decode(b"garbage", &vary, 0, ttl).is_none());
+    }
+
+    #[test]
+    fn a_variant_that_would_not_be_stored_now_is_a_miss() {
+        let vary = default_vary();
+        let entry = Entry::with(None, variant(&[("etag", "\"a\""), ("vary", "accept")], 1));
+        let bytes = encode(&entry, 1, 1_000_000);
+        // Read by a replica that no longer varies on Accept.
+        let narrower = [http::header::ACCEPT_ENCODING];
+        assert!(decode(&bytes, &narrower, 1_000_000, Duration::from_secs(60)).is_none());
+        assert!(decode(&bytes, &vary, 1_000_000, Duration::from_secs(60))
+            .unwrap()
+            .1
+            .is_some());
+    }
+}

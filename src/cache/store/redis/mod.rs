@@ -1,0 +1,287 @@
+//! The shared store on Redis (feature `redis`): entries, generations and
+//! invalidations seen by every replica that points at the same Redis (or
+//! Valkey) and key prefix.
+//!
+//! # Client
+//!
+//! redis-rs (`redis` 1.x) with its Tokio `ConnectionManager`: the most used
+//! Rust client, kept by the Redis organisation, one multiplexed connection
+//! per store (commands from every request share it, pipelined), and it
+//! reconnects by itself after an I/O error. Its types stay inside this
+//! module, so a major release of the client is not one of this crate.
+//!
+//! # Modules
+//!
+//! [`keys`] names the Redis keys (one hash slot per resource), [`scripts`]
+//! holds the Lua scripts (`scripts/*.lua`), [`codec`] the entry format,
+//! [`backend`] the operations, and [`backlog`] the invalidations waiting for
+//! a retry. This module is the public face: [`RedisStore`] and its builder.
+//!
+//! # Atomicity and generations
+//!
+//! Each operation is one Lua script (`EVALSHA`, loaded again on `NOSCRIPT`
+//! by the client): a lookup reads the generation (creating it if missing)
+//! and the entry; a fill stores only if the generation is the one read at
+//! arrival and no write is under way; an invalidation moves the generation
+//! to `max(g + 1, server time in µs)`. Generations are therefore never
+//! reused, also after Redis restarts empty or evicts a generation: a lost
+//! generation is created again at the current time, larger than any issued
+//! before, so an entry stored under the old one is a miss, never a stale
+//! hit. A fill whose generation key is missing stores nothing.
+//!
+//! # Faults
+//!
+//! Every operation is bounded by the store's timeout. A lookup that fails or
+//! times out sends the request to the inner service, as without a cache,
+//! and stores nothing. An invalidation (from a write or from app code) that
+//! fails is kept and retried at once after the next operation that succeeds
+//! and every 100 ms until it lands; meanwhile this replica answers the resources and tags concerned from its
+//! handlers. Other replicas may answer from the old entries until the retry
+//! lands or the entries' time-to-live runs out: that is the only staleness a
+//! fault allows.
+
+mod backend;
+mod backlog;
+mod codec;
+mod keys;
+mod scripts;
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use redis::{aio::ConnectionManager, Client};
+use tokio::runtime::Handle;
+
+use self::{
+    backend::{Backend, Connection},
+    backlog::Backlog,
+    keys::KeyNames,
+    scripts::Scripts,
+};
+use super::{Attach, Settings, Store};
+
+/// A validator cache store on Redis (or Valkey), shared by every replica
+/// that uses the same Redis and prefix; give it to
+/// [`ValidatorCacheBuilder::redis`](crate::cache::ValidatorCacheBuilder::redis).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_etag::cache::{RedisStore, ValidatorCache};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_etag::cache::RedisStoreError> {
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/")
+///     .prefix("notes")
+///     .timeout(Duration::from_millis(5))
+///     .build()?;
+/// let cache = ValidatorCache::builder()
+///     .time_to_live(Duration::from_secs(300))
+///     .redis(store)
+///     .build();
+/// # let _ = cache;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// It connects lazily, reconnects by itself, and never makes a request
+/// fail: see [the module documentation](crate::cache#on-redis) for what happens
+/// when Redis is away. Cloning it shares its connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Arc<Connection>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.connection.keys.prefix())
+            .field("timeout", &self.connection.timeout)
+            .field(
+                "unavailable",
+                &self.connection.unavailable.load(Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A builder for a store at `url` (`redis://host:port/db`, with
+    /// `rediss://` and credentials as the redis crate accepts them).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: "tower-etag".to_owned(),
+            secret: Vec::new(),
+            timeout: Duration::from_millis(5),
+        }
+    }
+
+    /// Operations that failed or ran past the timeout since the store was
+    /// built (the requests concerned went to the inner service).
+    pub fn unavailable(&self) -> u64 {
+        self.connection.unavailable.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds a [`RedisStore`].
+#[must_use]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    secret: Vec<u8>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password, and the secret is one.
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every key (default `tower-etag`), so that several apps
+    /// can share one Redis. Replicas of one app must use the same. It may
+    /// not contain `{` or `}`, which Redis Cluster reads as hash tags.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Key material for the keyed hash that turns URIs, credentials and
+    /// request fields into Redis keys (default: none, the keys are then
+    /// derived from the prefix alone). Replicas of one app must use the
+    /// same. With a secret, someone who can read the Redis keys cannot test
+    /// guesses of the URIs or credentials behind them.
+    pub fn secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.secret = secret.into();
+        self
+    }
+
+    /// How long a request waits for Redis before it goes to the inner
+    /// service as without a cache (default 5 ms). Invalidations wait as
+    /// long, then are retried later.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Builds the store. It connects on first use, in the Tokio runtime this
+    /// is called in.
+    ///
+    /// # Errors
+    ///
+    /// When the URL is not one the redis client accepts, the prefix holds
+    /// `{` or `}`, or no Tokio runtime is running.
+    pub fn build(self) -> Result<RedisStore, RedisStoreError> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(RedisStoreError::new(ErrorKind::Prefix));
+        }
+        let runtime = Handle::try_current()
+            .map_err(|_| RedisStoreError::new(ErrorKind::NoRuntime))?;
+        let client = Client::open(self.url.as_str())
+            .map_err(|error| RedisStoreError::new(ErrorKind::Url(error)))?;
+        // Retry connecting for ever (with backoff up to one second): an
+        // outage longer than the default's few attempts must not leave the
+        // store disconnected until a request notices.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(usize::MAX)
+            .set_max_delay(Duration::from_secs(1))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(None);
+        let connection = {
+            let _guard = runtime.enter();
+            ConnectionManager::new_lazy_with_config(client, config)
+                .map_err(|error| RedisStoreError::new(ErrorKind::Url(error)))?
+        };
+        let mut key_context = Vec::with_capacity(self.prefix.len() + 1 + self.secret.len());
+        key_context.extend_from_slice(self.prefix.as_bytes());
+        key_context.push(0);
+        key_context.extend_from_slice(&self.secret);
+        Ok(RedisStore {
+            connection: Arc::new(Connection {
+                connection,
+                runtime,
+                keys: KeyNames::new(self.prefix),
+                key_context,
+                timeout: self.timeout,
+                scripts: Scripts::new(),
+                backlog: Backlog::default(),
+                healthy: AtomicBool::new(true),
+                unavailable: AtomicU64::new(0),
+                next_write: AtomicU64::new(random_u64()),
+                clock_offset: AtomicI64::new(0),
+            }),
+        })
+    }
+}
+
+impl Attach for RedisStore {
+    fn attach(self: Box<Self>, settings: &Settings) -> Arc<dyn Store> {
+        Arc::new(Backend::new(
+            self.connection,
+            settings.time_to_live,
+            settings.vary.clone(),
+        ))
+    }
+}
+
+/// Why a [`RedisStore`] could not be built.
+#[derive(Debug)]
+pub struct RedisStoreError {
+    kind: ErrorKind,
+}
+
+#[derive(Debug)]
+enum ErrorKind {
+    /// The URL is not one the client accepts (the client's error is the
+    /// source).
+    Url(redis::RedisError),
+    /// The prefix holds `{` or `}`.
+    Prefix,
+    /// No Tokio runtime is running.
+    NoRuntime,
+}
+
+impl RedisStoreError {
+    fn new(kind: ErrorKind) -> Self {
+        Self { kind }
+    }
+}
+
+impl fmt::Display for RedisStoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Url(_) => f.write_str("redis store: invalid Redis URL"),
+            ErrorKind::Prefix => f.write_str("redis store: the prefix may not contain { or }"),
+            ErrorKind::NoRuntime => f.write_str("redis store: no Tokio runtime is running"),
+        }
+    }
+}
+
+impl std::error::Error for RedisStoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ErrorKind::Url(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// A random number (std's per-process random SipHash keys, hashed once).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+

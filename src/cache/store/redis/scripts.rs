@@ -1,0 +1,39 @@
+//! The Lua scripts, one per operation, each atomic on the server. Their
+//! text lives in `scripts/*.lua`; each runs after `prelude.lua`, which
+//! holds what they share (reading a value that may be missing or of another
+//! type, the server clock, moving a generation on).
+
+use redis::Script;
+
+/// Every operation's script, hashed once.
+pub(super) struct Scripts {
+    pub(super) lookup: Script,
+    pub(super) fill: Script,
+    pub(super) invalidate: Script,
+    pub(super) begin_write: Script,
+    pub(super) end_write: Script,
+    pub(super) tag_epoch: Script,
+    pub(super) tag_fill: Script,
+    pub(super) tag_invalidate: Script,
+}
+
+const PRELUDE: &str = include_str!("scripts/prelude.lua");
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Self {
+            lookup: script(include_str!("scripts/lookup.lua")),
+            fill: script(include_str!("scripts/fill.lua")),
+            invalidate: script(include_str!("scripts/invalidate.lua")),
+            begin_write: script(include_str!("scripts/begin_write.lua")),
+            end_write: script(include_str!("scripts/end_write.lua")),
+            tag_epoch: script(include_str!("scripts/tag_epoch.lua")),
+            tag_fill: script(include_str!("scripts/tag_fill.lua")),
+            tag_invalidate: script(include_str!("scripts/tag_invalidate.lua")),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+-- The shared part of every script: reading a value that may be missing or
+-- of another type (written by hand), the server clock, and moving a
+-- generation on.
+local function get(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' then return false end
+  return v
+end
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function num(n)
+  return string.format('%.0f', n)
+end
+local function valid(v)
+  local n = tonumber(v)
+  if n and n >= 1 and n == math.floor(n) and num(n) == v then return n end
+  return false
+end
+local function bump(key, life)
+  local g = valid(get(key)) or 0
+  local n = math.max(g + 1, now())
+  if life then
+    redis.call('SET', key, num(n), 'PX', life)
+  else
+    redis.call('SET', key, num(n))
+  end
+end
