@@ -128,7 +128,7 @@ fn responses(c: &mut Criterion) {
             // What `Router::layer` costs with a layer that does nothing.
             let noop = router(bytes.clone(), chunking).layer(tower::layer::util::Identity::new());
             let skipped = router(bytes.clone(), chunking)
-                .layer(ETagLayer::new().predicate(|_: &http::response::Parts| false));
+                .layer(ETagLayer::new().tag_when(|_: &http::response::Parts| false));
             let tag = rt.block_on(async {
                 let response = tagged
                     .clone()

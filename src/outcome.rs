@@ -57,13 +57,13 @@ pub enum SkipReason {
     /// The status was not `200 OK`. (A 2xx with a validator of its own is
     /// [`OwnValidator`](Self::OwnValidator).)
     Status,
-    /// The response carried the [`SkipETag`](crate::SkipETag) marker.
+    /// The response carried the [`SkipETag`](crate::predicate::SkipETag) marker.
     OptedOut,
     /// The response had an `ETag` of its own, or a `Last-Modified` and a
     /// body the layer could not tag; the preconditions were evaluated
     /// against those and held.
     OwnValidator,
-    /// The [`Predicate`](crate::Predicate) declined it.
+    /// The [`Predicate`](crate::predicate::Predicate) declined it.
     Predicate,
     /// The body was larger than
     /// [`max_body_size`](crate::ETagLayer::max_body_size), announced so or

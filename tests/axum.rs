@@ -18,7 +18,7 @@ use common::*;
 use futures_util::stream::{self, StreamExt};
 use http_body_util::BodyExt;
 use tower::ServiceBuilder;
-use tower_etag::{ETagLayer, SkipETag};
+use tower_etag::{predicate::SkipETag, ETagLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 const PAGE: &str = "<h1>hello</h1>";

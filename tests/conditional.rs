@@ -11,7 +11,10 @@ use common::*;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use tower::ServiceBuilder;
-use tower_etag::{DefaultPredicate, ETagLayer, Predicate, SkipETag};
+use tower_etag::{
+    predicate::{DefaultPredicate, Predicate, SkipETag},
+    ETagLayer,
+};
 
 const HELLO: &str = "hello, world";
 // Sun, 06 Nov 1994 08:49:37 GMT
@@ -223,7 +226,7 @@ async fn default_rule_skips_no_store_grpc_and_ranges() {
 
 #[tokio::test]
 async fn a_custom_predicate_replaces_the_default_rule() {
-    let layer = ETagLayer::new().predicate(|response: &http::response::Parts| {
+    let layer = ETagLayer::new().tag_when(|response: &http::response::Parts| {
         DefaultPredicate::new().should_tag(response)
             && response
                 .headers
@@ -236,7 +239,7 @@ async fn a_custom_predicate_replaces_the_default_rule() {
     assert_eq!(get(addr, "/no-store", &[]).await.etag(), None);
 
     // Tag everything the layer may tag, no-store included.
-    let addr = origin_with(ETagLayer::new().predicate(|_: &http::response::Parts| true)).await;
+    let addr = origin_with(ETagLayer::new().tag_when(|_: &http::response::Parts| true)).await;
     assert_eq!(
         get(addr, "/no-store", &[]).await.etag(),
         Some(tag().as_str())

@@ -10,7 +10,7 @@ use common::*;
 use http::{header, HeaderValue, Response, StatusCode};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tower::ServiceBuilder;
-use tower_etag::{ETagLayer, Outcome, SkipETag};
+use tower_etag::{predicate::SkipETag, ETagLayer, Outcome};
 
 /// Serves routes for every outcome behind `layer`, with an outer layer that
 /// reports the outcome recorded in each response (a channel rather than a

@@ -232,7 +232,9 @@ impl Entry {
     }
 
     /// An entry of `variants` (newest first, at most [`MAX_VARIANTS`]), as a
-    /// store read them back; `None` if there are none.
+    /// store that keeps entries outside this process read them back; `None`
+    /// if there are none.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn from_variants(variants: Vec<Variant>) -> Option<Self> {
         debug_assert!(variants.len() <= MAX_VARIANTS);
         (!variants.is_empty()).then(|| Self(variants.into()))
@@ -240,6 +242,7 @@ impl Entry {
 }
 
 /// The name of remembered line `index`, as [`Variant::lines`] gives it.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn remembered_name(index: u8) -> Option<&'static HeaderName> {
     REMEMBERED.get(usize::from(index))
 }
@@ -457,6 +460,7 @@ impl Variant {
     }
 
     /// The variant as stored `age` ago (a store that reads it back).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn aged(mut self, age: std::time::Duration) -> Self {
         self.filled = Instant::now().checked_sub(age).unwrap_or(self.filled);
         self

@@ -253,7 +253,9 @@ where
                     return Poll::Ready(Ok(response.map(|()| ResponseBody::not_modified())));
                 }
                 KindProj::Waiting { next } => {
-                    let waiting = next.as_mut().expect("ResponseFuture polled after completion");
+                    let waiting = next
+                        .as_mut()
+                        .expect("ResponseFuture polled after completion");
                     let answered = match &mut waiting.then {
                         Then::Lookup(_, later) => later.poll_answer(cx).map(Some),
                         Then::Write(_, later) => later.poll_answer(cx).map(|()| None),

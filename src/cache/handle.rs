@@ -106,7 +106,11 @@ impl ValidatorCache {
     }
 
     async fn invalidate_keys(&self, keys: &[Key], tags: bool) {
-        self.shared.store.invalidate(keys.to_vec(), tags).get().await;
+        self.shared
+            .store
+            .invalidate(keys.to_vec(), tags)
+            .get()
+            .await;
     }
 
     /// The counters since the cache was built. Counting the entries of the
@@ -134,12 +138,14 @@ pub(crate) fn trace_invalidation(what: &str) {
     let _ = what;
 }
 
-/// The configuration and the store; not the statistics, whose count of
-/// entries makes the in-memory store run its pending maintenance (see
-/// [`ValidatorCache::stats`]): formatting has no side effects.
+/// The configuration, the store and the counters, but not the count of
+/// entries, which makes the in-memory store run its pending maintenance
+/// (see [`ValidatorCache::stats`]): formatting has no side effects.
 impl fmt::Debug for ValidatorCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shared = &self.shared;
+        let c = &shared.counters;
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         f.debug_struct("ValidatorCache")
             .field("time_to_live", &shared.policy.time_to_live)
             .field("max_entries", &shared.max_entries)
@@ -147,6 +153,10 @@ impl fmt::Debug for ValidatorCache {
             .field("partition", &shared.policy.partition.is_some())
             .field("record_outcome", &shared.policy.record_outcome)
             .field("store", &shared.store)
+            .field("hits", &count(&c.hits))
+            .field("misses", &count(&c.misses))
+            .field("fills", &count(&c.fills))
+            .field("invalidations", &count(&c.invalidations))
             .finish()
     }
 }

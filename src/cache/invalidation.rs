@@ -24,46 +24,55 @@ pub(crate) fn same_authority_path(
         // The target itself, already invalidated.
         return None;
     }
-    let (relative, has_authority) = if let Some(rest) = strip_scheme(reference) {
-        // An absolute URI: only `scheme://authority…` can name this origin.
-        let rest = rest.strip_prefix("//")?;
-        (same_authority(rest, authority)?, true)
-    } else if let Some(rest) = reference.strip_prefix("//") {
-        // A network-path reference.
-        (same_authority(rest, authority)?, true)
-    } else {
-        (reference, false)
-    };
+    let (relative, has_authority) = relative_part(reference, authority)?;
     let (path, query) = match relative.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (relative, None),
     };
     let base = target.split('?').next().unwrap_or("/");
-    let path = if path.is_empty() && has_authority {
-        // `http://example.com` and `http://example.com?q`: the root.
-        "/".to_owned()
-    } else if path.is_empty() {
-        // `?q`: the base path with another query.
-        base.to_owned()
-    } else if path.starts_with('/') {
-        remove_dot_segments(path)
-    } else {
-        // RFC 3986 §5.2.3: merge with the base's directory.
-        let directory = &base[..base.rfind('/').map_or(0, |i| i + 1)];
-        remove_dot_segments(&format!("{directory}{path}"))
-    };
-    let path = if path.is_empty() && has_authority {
-        // `http://example.com` and `http://example.com?q`: the root.
-        "/".to_owned()
-    } else if path.is_empty() {
-        "/".to_owned()
-    } else {
-        path
-    };
+    let path = resolve_path(path, base, has_authority);
     Some(match query {
         Some(query) => format!("{path}?{query}"),
         None => path,
     })
+}
+
+/// The reference without its scheme and authority, and whether it had an
+/// authority; `None` when it names another origin.
+fn relative_part<'a>(reference: &'a str, authority: Option<&[u8]>) -> Option<(&'a str, bool)> {
+    if let Some(rest) = strip_scheme(reference) {
+        // An absolute URI: only `scheme://authority…` can name this origin.
+        let rest = rest.strip_prefix("//")?;
+        Some((same_authority(rest, authority)?, true))
+    } else if let Some(rest) = reference.strip_prefix("//") {
+        // A network-path reference.
+        Some((same_authority(rest, authority)?, true))
+    } else {
+        Some((reference, false))
+    }
+}
+
+/// RFC 3986 §5.2.2: the path of a reference resolved against the target's
+/// path `base`.
+fn resolve_path(path: &str, base: &str, has_authority: bool) -> String {
+    let resolved = match path {
+        // `http://example.com` and `http://example.com?q`: the root.
+        "" if has_authority => return "/".to_owned(),
+        // `?q`: the base path with another query.
+        "" => base.to_owned(),
+        path if path.starts_with('/') => remove_dot_segments(path),
+        // RFC 3986 §5.2.3: merge with the base's directory.
+        path => {
+            let directory = &base[..base.rfind('/').map_or(0, |i| i + 1)];
+            remove_dot_segments(&format!("{directory}{path}"))
+        }
+    };
+    // Dot segments may remove everything: the root.
+    if resolved.is_empty() {
+        "/".to_owned()
+    } else {
+        resolved
+    }
 }
 
 /// `scheme:` per RFC 3986 §3.1, stripped; `None` when there is none.

@@ -118,4 +118,3 @@ pub(crate) fn kept(
         .filter(move |(i, _)| *i == index)
         .map(|(_, v)| v)
 }
-

@@ -9,7 +9,10 @@ use std::{
 use http::{Method, Request, Response};
 use tower_service::Service;
 
-use super::{body::ResponseBody, future::ResponseFuture, handle::ValidatorCache, read::Read, store::Query, write::Write};
+use super::{
+    body::ResponseBody, future::ResponseFuture, handle::ValidatorCache, read::Read, store::Query,
+    write::Write,
+};
 
 /// Answers revalidations from a [`ValidatorCache`]; built by
 /// [`ValidatorCacheLayer`](super::ValidatorCacheLayer).

@@ -151,8 +151,7 @@ impl Pieces {
         }
         while !rest.is_empty() {
             if self.open.capacity() == 0 {
-                self.open
-                    .reserve(segment.max(rest.len().min(MAX_SEGMENT)));
+                self.open.reserve(segment.max(rest.len().min(MAX_SEGMENT)));
             }
             let room = self.open.capacity() - self.open.len();
             let (now, later) = rest.split_at(room.min(rest.len()));
@@ -518,6 +517,4 @@ mod tests {
             assert!(frames <= total / MIN_SEGMENT + 2, "{frames} frames");
         }
     }
-
 }
-

@@ -61,4 +61,3 @@ impl<P> fmt::Debug for Config<P> {
         debug.finish()
     }
 }
-

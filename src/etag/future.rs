@@ -4,10 +4,10 @@
 
 use std::{
     fmt,
-    time::SystemTime,
     future::Future,
     pin::Pin,
     task::{ready, Context, Poll},
+    time::SystemTime,
 };
 
 use bytes::Bytes;
@@ -308,7 +308,10 @@ where
     }
 
     // The handler's own Last-Modified, if any, is evaluated beside the tag.
-    let last_modified = parts.headers.get(header::LAST_MODIFIED).and_then(parse_date);
+    let last_modified = parts
+        .headers
+        .get(header::LAST_MODIFIED)
+        .and_then(parse_date);
     let tag = buffer.tag(request.config.settings.weak);
     let verdict = request.evaluate(Some(tag.tag_ref()), last_modified);
     parts.headers.insert(header::ETAG, tag.to_header_value());

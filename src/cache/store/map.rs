@@ -183,11 +183,14 @@ mod tests {
             };
             async move { Ok::<_, Infallible>(Response::new(body)) }
         });
-        let service = ValidatorCacheLayer::new(cache.clone()).layer(ETagLayer::new().layer(handler));
+        let service =
+            ValidatorCacheLayer::new(cache.clone()).layer(ETagLayer::new().layer(handler));
         let get = |etag: Option<&http::HeaderValue>| {
             let mut request = Request::get("/a").body(String::new()).unwrap();
             if let Some(etag) = etag {
-                request.headers_mut().insert(header::IF_NONE_MATCH, etag.clone());
+                request
+                    .headers_mut()
+                    .insert(header::IF_NONE_MATCH, etag.clone());
             }
             request
         };
@@ -197,11 +200,18 @@ mod tests {
         assert_eq!(cache.stats().fills, 1);
         let hit = service.clone().oneshot(get(Some(&etag))).await.unwrap();
         assert_eq!(hit.status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "answered by the cache");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "answered by the cache"
+        );
         assert_eq!(cache.stats().hits, 1);
 
         let put = Request::put("/a").body(String::new()).unwrap();
-        assert_eq!(service.clone().oneshot(put).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            service.clone().oneshot(put).await.unwrap().status(),
+            StatusCode::OK
+        );
         let after = service.clone().oneshot(get(Some(&etag))).await.unwrap();
         // The write invalidated the entry: the handler answers (with the
         // same bytes, so a 304 made by the ETag layer).

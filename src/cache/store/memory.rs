@@ -67,7 +67,10 @@ pub(crate) struct InMemory;
 
 impl Attach for InMemory {
     fn attach(self: Box<Self>, settings: &Settings) -> Arc<dyn Store> {
-        Arc::new(MemoryStore::new(settings.time_to_live, settings.max_entries))
+        Arc::new(MemoryStore::new(
+            settings.time_to_live,
+            settings.max_entries,
+        ))
     }
 }
 
@@ -176,12 +179,19 @@ impl fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
+    #[cfg(test)]
     fn lookup(&self, resource: &Key, key: &Key) -> Lookup {
+        self.read(resource, key, true)
+    }
+
+    /// The generations, and the entry if `entry` (a request that can
+    /// neither be answered nor stored does not need it).
+    fn read(&self, resource: &Key, key: &Key, entry: bool) -> Lookup {
         let generation = self.generation(resource);
         let tag_epoch = self.tag_epoch.load(Ordering::SeqCst);
-        let entry = self
-            .entries
-            .get(key)
+        let entry = entry
+            .then(|| self.entries.get(key))
+            .flatten()
             .filter(|stored| stored.generation == generation)
             .and_then(|stored| stored.entry.retain(|i, v| self.is_current(i == 0, v)));
         Lookup {
@@ -268,7 +278,8 @@ impl MemoryStore {
 /// Every operation answers at once.
 impl Store for MemoryStore {
     fn lookup(&self, query: Query) -> Answer<Option<Lookup>> {
-        Answer::Now(Some(self.lookup(&query.resource, &query.entry)))
+        let entry = query.may_hit || query.may_fill;
+        Answer::Now(Some(self.read(&query.resource, &query.entry, entry)))
     }
 
     fn fill(&self, fill: Fill, done: Filled) {

@@ -96,6 +96,8 @@ pub(crate) type Filled = Box<dyn FnOnce(bool) + Send>;
 /// A store's answer: ready now, or later.
 pub(crate) enum Answer<T> {
     Now(T),
+    // Only stores outside this process answer later.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Later(Box<dyn Later<T>>),
 }
 
@@ -187,6 +189,8 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
 pub(crate) struct Settings {
     pub(crate) time_to_live: Duration,
     pub(crate) max_entries: u64,
+    /// For a store that reads entries back (and checks them again).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) vary: Box<[HeaderName]>,
 }
 

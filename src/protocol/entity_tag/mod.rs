@@ -12,7 +12,6 @@ use std::{fmt, str::FromStr};
 
 use http::HeaderValue;
 
-
 /// An entity tag (RFC 9110 §8.8.3): an opaque string in quotes, strong or
 /// weak (`W/"…"`).
 ///
@@ -68,8 +67,7 @@ impl EntityTag {
     /// Parses one entity tag, as an `ETag` field value holds it (surrounding
     /// whitespace allowed).
     pub fn parse(value: impl AsRef<[u8]>) -> Result<Self, InvalidEntityTag> {
-        let tag =
-            TagRef::parse(value.as_ref()).ok_or(InvalidEntityTag { _priv: () })?;
+        let tag = TagRef::parse(value.as_ref()).ok_or(InvalidEntityTag { _priv: () })?;
         Self::from_parts(tag.is_weak(), tag.opaque())
     }
 

@@ -41,6 +41,7 @@ impl<'a> TagRef<'a> {
     /// Parses a field value holding exactly one entity tag, as
     /// [`parse`](Self::parse) does, and tells where its opaque part lies in
     /// `value`.
+    #[cfg_attr(not(feature = "cache"), allow(dead_code))]
     pub(crate) fn locate(value: &'a [u8]) -> Option<(Self, Range<usize>)> {
         let tag = Self::parse(value)?;
         let leading = value.iter().take_while(|&&b| is_ows(b)).count();

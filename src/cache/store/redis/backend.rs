@@ -178,12 +178,7 @@ impl Store for Backend {
     fn begin_write(&self, resource: Key) -> (WriteId, Answer<()>) {
         // Ids only need to differ between the writes under way on one
         // resource, across replicas: a counter from a random start per store.
-        let id = WriteId(
-            self.0
-                .connection
-                .next_write
-                .fetch_add(1, Ordering::Relaxed),
-        );
+        let id = WriteId(self.0.connection.next_write.fetch_add(1, Ordering::Relaxed));
         let this = Arc::clone(&self.0);
         let task = self.0.connection.runtime.spawn(async move {
             let begun = this.guarded("begin write", this.begin_write(resource, id));

@@ -160,8 +160,8 @@ mod tests {
     fn an_encoded_entry_reads_back_and_damage_is_a_miss() {
         let ttl = Duration::from_secs(60);
         let vary = default_vary();
-        let old = variant(&[("etag", "\"old\""), ("vary", "accept")], 1)
-            .aged(Duration::from_secs(49));
+        let old =
+            variant(&[("etag", "\"old\""), ("vary", "accept")], 1).aged(Duration::from_secs(49));
         let new = variant(
             &[
                 ("etag", "W/\"new\""),

@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn the_scan_pattern_escapes_glob_characters() {
-        assert_eq!(KeyNames::new("a*b?[c]\\".to_owned()).pattern(), "a\\*b\\?\\[c\\]\\\\:*");
+        assert_eq!(
+            KeyNames::new("a*b?[c]\\".to_owned()).pattern(),
+            "a\\*b\\?\\[c\\]\\\\:*"
+        );
         assert_eq!(KeyNames::new("plain".to_owned()).pattern(), "plain:*");
     }
 }

@@ -186,8 +186,8 @@ impl RedisStoreBuilder {
         if self.prefix.contains(['{', '}']) {
             return Err(RedisStoreError::new(ErrorKind::Prefix));
         }
-        let runtime = Handle::try_current()
-            .map_err(|_| RedisStoreError::new(ErrorKind::NoRuntime))?;
+        let runtime =
+            Handle::try_current().map_err(|_| RedisStoreError::new(ErrorKind::NoRuntime))?;
         let client = Client::open(self.url.as_str())
             .map_err(|error| RedisStoreError::new(ErrorKind::Url(error)))?;
         // Retry connecting for ever (with backoff up to one second): an
@@ -284,4 +284,3 @@ fn random_u64() -> u64 {
         .build_hasher()
         .finish()
 }
-
