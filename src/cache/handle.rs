@@ -348,3 +348,39 @@ impl ValidatorCacheBuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderName;
+
+    use super::*;
+
+    fn fields(n: usize) -> Vec<HeaderName> {
+        (0..n)
+            .map(|i| HeaderName::try_from(format!("x-field-{i}")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn vary_on_takes_up_to_sixteen_fields() {
+        let cache = ValidatorCache::builder().vary_on(fields(16)).build();
+        assert_eq!(cache.shared.policy.vary.len(), 16);
+    }
+
+    #[test]
+    #[should_panic(expected = "17 fields, at most 16")]
+    fn vary_on_refuses_more_than_sixteen_fields_rather_than_cutting_them() {
+        let _ = ValidatorCache::builder().vary_on(fields(17));
+    }
+
+    #[test]
+    fn debug_shows_the_settings_the_store_and_the_counters() {
+        let cache = ValidatorCache::builder().max_entries(7).build();
+        let debug = format!("{cache:?}");
+        for field in ["max_entries: 7", "hits: 0", "MemoryStore"] {
+            assert!(debug.contains(field), "{debug}");
+        }
+        let builder = format!("{:?}", ValidatorCache::builder());
+        assert!(builder.contains("store: InMemory"), "{builder}");
+    }
+}
