@@ -9,7 +9,9 @@
 //! Routes:
 //! - `GET /notes/{id}`: the note, after 2 ms of "database" latency, with
 //!   `Cache-Control: no-cache` so that clients revalidate every time;
-//! - `PUT /notes/{id}`: replaces the note (the cache invalidates it);
+//! - `PUT /notes/{id}`: replaces the note (the cache invalidates it); with
+//!   `If-Match`, only if the note still has that tag (412 otherwise), and
+//!   the new note's `ETag` in the answer;
 //! - `POST /notes/reset`: restores every note and invalidates them all from
 //!   app code, by their surrogate tag;
 //! - `GET /stats`: the cache's counters.
@@ -23,13 +25,14 @@ use std::{
 
 use axum::{
     extract::{Path, State},
-    http::{header, StatusCode},
-    response::IntoResponse,
+    http::{header, HeaderMap, Method, StatusCode},
+    response::{IntoResponse, Response},
     routing::{get, post},
     Extension, Router,
 };
 use tower_etag::{
     cache::{CacheTags, ValidatorCache, ValidatorCacheLayer},
+    conditional::{Current, Preconditions},
     ETagLayer,
 };
 
@@ -37,6 +40,8 @@ use tower_etag::{
 struct App {
     notes: Arc<Mutex<HashMap<String, String>>>,
     cache: ValidatorCache,
+    /// The layer the `GET`s go through: its configuration decides the tags.
+    etag: ETagLayer,
 }
 
 async fn show(State(app): State<App>, Path(id): Path<String>) -> impl IntoResponse {
@@ -55,15 +60,42 @@ async fn show(State(app): State<App>, Path(id): Path<String>) -> impl IntoRespon
     }
 }
 
-async fn replace(State(app): State<App>, Path(id): Path<String>, body: String) -> StatusCode {
-    let created = app.notes.lock().unwrap().insert(id, body).is_none();
+async fn replace(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let preconditions = Preconditions::new(&method, &headers);
+    // RFC 9110 §9.3.4: the note is stored exactly as sent, so this is the
+    // tag its next GET carries, which the client can send as its next
+    // If-Match.
+    let tag = app.etag.tag_for(&body);
+    // The lock is the transaction: the note the preconditions are checked
+    // against is the one replaced, with no other write in between.
+    let mut notes = app.notes.lock().unwrap();
+    // The tag the note's GET carries: the ETag layer's tag of its bytes.
+    let current_tag = notes.get(&id).map(|note| app.etag.tag_for(note));
+    let current = match &current_tag {
+        Some(tag) => Current::tagged(tag),
+        None => Current::missing(),
+    };
+    // A stale If-Match gets 412 with the current tag; a PUT without
+    // preconditions still replaces the note.
+    if let Err(rejection) = preconditions.check(current) {
+        return rejection.into_http_response().into_response();
+    }
+    let created = notes.insert(id, body).is_none();
+    drop(notes);
     // The cache invalidates /notes/{id} itself: this is a PUT that
     // succeeded (RFC 9111 §4.4).
-    if created {
+    let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::NO_CONTENT
-    }
+    };
+    (status, [(header::ETAG, tag.to_header_value())]).into_response()
 }
 
 async fn reset(State(app): State<App>) -> StatusCode {
@@ -92,15 +124,17 @@ fn initial_notes() -> HashMap<String, String> {
 }
 
 fn app(cache: ValidatorCache) -> Router {
+    let etag = ETagLayer::new();
     let state = App {
         notes: Arc::new(Mutex::new(initial_notes())),
         cache: cache.clone(),
+        etag: etag.clone(),
     };
     Router::new()
         .route("/notes/{id}", get(show).put(replace))
         .route("/notes/reset", post(reset))
         .route("/stats", get(stats))
-        .layer(ETagLayer::new())
+        .layer(etag)
         // Outside the ETag layer, whose responses it remembers; an
         // authentication layer would go after this one (outside it).
         .layer(ValidatorCacheLayer::new(cache))

@@ -128,7 +128,7 @@ async fn write(docs: Documents, id: String, preconditions: Preconditions, edit: 
         let current_tag = stored.as_ref().map(|body| docs.etag.tag_for(body));
         let current = match &current_tag {
             Some(tag) => Current::tagged(tag),
-            None => Current::Missing,
+            None => Current::missing(),
         };
         if let Err(rejection) = preconditions.check(current) {
             return Ok(rejection.into_http_response().into_response());

@@ -16,6 +16,9 @@
 //! - `GET /notes/{id}`: the note, after 2 ms of "database" latency, with
 //!   `Cache-Control: no-cache` so that clients revalidate every time;
 //! - `PUT /notes/{id}`: replaces the note (every replica's cache forgets it);
+//!   with `If-Match`, only if the note still has that tag (412 otherwise),
+//!   checked in the SQLite transaction that writes; the new note's `ETag` in
+//!   the 204;
 //! - `GET /content/1k`, `GET /content/1m`: fixed content of that size;
 //! - `GET /slow/1k`: 1 KiB after 2 ms of awaited latency;
 //! - the same routes under `/memory` with a cache in this process only, and
@@ -30,25 +33,28 @@ use std::{
 
 use axum::{
     extract::{Path, State},
-    http::{header, StatusCode},
-    response::IntoResponse,
+    http::{header, HeaderMap, Method, StatusCode},
+    response::{IntoResponse, Response},
     routing::get,
     Router,
 };
 use bytes::Bytes;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tower_etag::{
     cache::{RedisStore, ValidatorCache, ValidatorCacheLayer},
+    conditional::{Current, Preconditions},
     ETagLayer,
 };
 
 #[derive(Clone)]
 struct Notes {
     db: Arc<Mutex<Connection>>,
+    /// The layer the `GET`s go through: its configuration decides the tags.
+    etag: ETagLayer,
 }
 
 impl Notes {
-    fn open(path: &str) -> rusqlite::Result<Self> {
+    fn open(path: &str, etag: ETagLayer) -> rusqlite::Result<Self> {
         let db = Connection::open(path)?;
         // Several processes share the file.
         db.busy_timeout(Duration::from_secs(5))?;
@@ -59,6 +65,7 @@ impl Notes {
         )?;
         Ok(Self {
             db: Arc::new(Mutex::new(db)),
+            etag,
         })
     }
 }
@@ -81,16 +88,69 @@ async fn show(State(notes): State<Notes>, Path(id): Path<String>) -> impl IntoRe
     }
 }
 
-async fn replace(State(notes): State<Notes>, Path(id): Path<String>, body: String) -> StatusCode {
-    let result = notes.db.lock().unwrap().execute(
+async fn replace(
+    State(notes): State<Notes>,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let preconditions = Preconditions::new(&method, &headers);
+    let written = write(
+        &mut notes.db.lock().unwrap(),
+        &notes.etag,
+        &id,
+        &body,
+        &preconditions,
+    );
+    written.unwrap_or_else(|_| StatusCode::SERVICE_UNAVAILABLE.into_response())
+}
+
+/// One write: read the note, check the preconditions against it and write,
+/// all in one transaction.
+fn write(
+    db: &mut Connection,
+    etag: &ETagLayer,
+    id: &str,
+    body: &str,
+    preconditions: &Preconditions,
+) -> rusqlite::Result<Response> {
+    // IMMEDIATE takes the database's write lock before the read, so no
+    // replica writes the note between this check and this write (a deferred
+    // transaction would instead fail its write with SQLITE_BUSY once another
+    // replica had written since its read).
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let stored: Option<String> = tx
+        .query_row("SELECT body FROM notes WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    // The tag the note's GET carries: the ETag layer's tag of its bytes.
+    let current_tag = stored.map(|note| etag.tag_for(note));
+    let current = match &current_tag {
+        Some(tag) => Current::tagged(tag),
+        None => Current::missing(),
+    };
+    // A stale If-Match gets 412 with the current tag (and the transaction
+    // rolls back); a PUT without preconditions still replaces the note.
+    if let Err(rejection) = preconditions.check(current) {
+        return Ok(rejection.into_http_response().into_response());
+    }
+    tx.execute(
         "INSERT INTO notes (id, body) VALUES (?1, ?2)
          ON CONFLICT (id) DO UPDATE SET body = excluded.body",
         params![id, body],
-    );
-    match result {
-        Ok(_) => StatusCode::NO_CONTENT,
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
+    )?;
+    tx.commit()?;
+    // RFC 9110 §9.3.4: the note is stored exactly as sent, so this is the
+    // tag its next GET carries, which the client can send as its next
+    // If-Match.
+    let tag = etag.tag_for(body);
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::ETAG, tag.to_header_value())],
+    )
+        .into_response())
 }
 
 fn content(len: usize) -> Bytes {
@@ -116,7 +176,7 @@ fn routes(notes: Notes) -> Router {
 }
 
 fn app(notes: Notes, shared: ValidatorCache, local: ValidatorCache) -> Router {
-    let etag = ETagLayer::new().max_body_size(4 * 1024 * 1024);
+    let etag = notes.etag.clone();
     let stats = {
         let (shared, local) = (shared.clone(), local.clone());
         move || async move {
@@ -164,7 +224,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let notes = Notes::open(&db)?;
+        let notes = Notes::open(&db, ETagLayer::new().max_body_size(4 * 1024 * 1024))?;
         let ttl = Duration::from_secs(300);
         let store = RedisStore::builder(redis)
             .prefix("notes")

@@ -10,7 +10,9 @@
 #
 # It fills the cache through replica a, revalidates through replica b (a 304
 # with b's handler never run), writes through b, and revalidates through a
-# again (the new note). Needs redis-server (Debian: redis-server) and curl.
+# again (the new note); then a PUT with a stale If-Match is refused with 412
+# and one with the current tag is accepted. Needs redis-server (Debian:
+# redis-server) and curl.
 #
 #   bash examples/replicas.sh
 set -euo pipefail
@@ -65,3 +67,24 @@ echo "$b_stats" | grep -q '"redis":{"hits":1,"misses":0' || { echo "expected rep
 [ "$put" = 204 ] || { echo "expected 204 from the PUT through b, got $put"; exit 1; }
 [ "$after" = "Buy oat milk 200" ] || { echo "expected the new note from replica a, got: $after"; exit 1; }
 echo "replicas: filled through a, 304 through b (b's handler not run), PUT through b $put, then through a: $after"
+
+# Conditional writes across replicas: a PUT through a with a stale If-Match
+# gets 412 with the current tag and changes nothing; one with the tag read
+# through b gets 204 with the tag the next GET carries, on either replica.
+status_and_tag() {
+    tr -d '\r' | awk -F': ' 'NR == 1 {split($0, line, " "); status = line[2]} tolower($1) == "etag" {tag = $2} END {print status, tag}'
+}
+current=$(curl -s "${host[@]}" -o /dev/null -D - "$b/notes/1" | status_and_tag)
+tag=${current#200 }
+stale=$(curl -s "${host[@]}" -o /dev/null -D - -X PUT -H 'If-Match: "nope"' --data 'Lost update' "$a/notes/1" | status_and_tag)
+kept=$(curl -s "${host[@]}" "$b/notes/1")
+fresh=$(curl -s "${host[@]}" -o /dev/null -D - -X PUT -H "If-Match: $tag" --data 'Buy soy milk' "$a/notes/1" | status_and_tag)
+new_tag=${fresh#204 }
+next=$(curl -s "${host[@]}" -o /dev/null -D - "$b/notes/1" | status_and_tag)
+written=$(curl -s "${host[@]}" "$b/notes/1")
+[ "$current" = "200 $tag" ] && [ -n "$tag" ] || { echo "no ETag from replica b: $current"; exit 1; }
+[ "$stale" = "412 $tag" ] || { echo "expected 412 with the current tag $tag for If-Match: \"nope\" through a, got: $stale"; exit 1; }
+[ "$kept" = "Buy oat milk" ] || { echo "the refused PUT changed the note: $kept"; exit 1; }
+[ "$fresh" = "204 $new_tag" ] && [ -n "$new_tag" ] && [ "$new_tag" != "$tag" ] || { echo "expected 204 with a new tag for If-Match: $tag through a, got: $fresh"; exit 1; }
+[ "$next" = "200 $new_tag" ] && [ "$written" = "Buy soy milk" ] || { echo "expected the new note with $new_tag from replica b, got: $next, $written"; exit 1; }
+echo "replicas: If-Match: \"nope\" through a $stale (note kept), If-Match: $tag through a $fresh, then through b: $written"

@@ -55,13 +55,34 @@ use crate::protocol::{
     precondition::{Conditions, Validators, Verdict},
 };
 
-/// The current state of the resource a request targets.
+/// The current state of the resource a request targets, read by the handler
+/// in the transaction that writes.
+///
+/// Built with [`Current::missing`], [`Current::tagged`] or
+/// [`Current::untagged`], and [`Current::last_modified`] for a
+/// modification date. The enum and its variants are `#[non_exhaustive]`, so
+/// that validators can be added later: code outside this crate cannot build
+/// the variants itself, and a `match` on them needs a wildcard arm.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tower_etag::{conditional::Current, EntityTag};
+///
+/// let tag = EntityTag::strong("v7").unwrap();
+/// let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// let _row = Current::tagged(&tag).last_modified(modified);
+/// let _file = Current::untagged().last_modified(modified);
+/// let _absent = Current::missing();
+/// ```
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub enum Current<'a> {
     /// The resource has no current representation: `If-Match` (even `*`)
     /// fails and `If-None-Match: *` holds (create only if absent).
+    #[non_exhaustive]
     Missing,
     /// The resource exists, with these validators (either may be unknown).
+    #[non_exhaustive]
     Exists {
         /// Its entity tag: from [`ETagLayer::tag_for`](crate::ETagLayer::tag_for)
         /// over the bytes its `GET` returns, or a version of the
@@ -74,12 +95,40 @@ pub enum Current<'a> {
 }
 
 impl<'a> Current<'a> {
+    /// A resource that does not exist (yet, or any more).
+    pub const fn missing() -> Self {
+        Current::Missing
+    }
+
     /// An existing resource with this entity tag.
-    pub fn tagged(etag: &'a EntityTag) -> Self {
+    pub const fn tagged(etag: &'a EntityTag) -> Self {
         Current::Exists {
             etag: Some(etag),
             last_modified: None,
         }
+    }
+
+    /// An existing resource without an entity tag: `If-Match: *` holds,
+    /// `If-Match` with any tag fails, `If-None-Match: *` fails on writes.
+    /// Give it a date with [`Current::last_modified`].
+    pub const fn untagged() -> Self {
+        Current::Exists {
+            etag: None,
+            last_modified: None,
+        }
+    }
+
+    /// Adds the resource's modification date, evaluated by
+    /// `If-Unmodified-Since` (and `If-Modified-Since` on `GET` and `HEAD`).
+    ///
+    /// A resource that does not exist has no validators: on
+    /// [`Current::missing`] this changes nothing.
+    #[must_use]
+    pub const fn last_modified(mut self, at: SystemTime) -> Self {
+        if let Current::Exists { last_modified, .. } = &mut self {
+            *last_modified = Some(at);
+        }
+        self
     }
 
     fn etag(&self) -> Option<&'a EntityTag> {
@@ -189,7 +238,9 @@ enum Kind {
 /// What to answer instead of performing the request: 304, 412 or 428.
 ///
 /// A plain `http::Response` through [`Rejection::into_http_response`]; with
-/// the `axum` feature it is also an `IntoResponse`.
+/// the `axum` feature it is also an `IntoResponse`. It is a
+/// [`std::error::Error`] too, whose message names the status, for code that
+/// carries it through `?` before turning it into the response.
 pub struct Rejection {
     kind: Kind,
     etag: Option<HeaderValue>,
@@ -215,12 +266,8 @@ impl Rejection {
     /// content; a 428 says in plain text what the request lacks.
     pub fn into_http_response(self) -> Response<String> {
         let body = match self.kind {
-            Kind::PreconditionRequired => String::from(
-                "This request must be conditional: send If-Match with the ETag of the \\
-                 representation you are changing (or If-Unmodified-Since with its \\
-                 Last-Modified date).\\n",
-            ),
-            _ => String::new(),
+            Kind::PreconditionRequired => String::from(PRECONDITION_REQUIRED_BODY),
+            Kind::NotModified | Kind::PreconditionFailed => String::new(),
         };
         let mut response = Response::new(body);
         *response.status_mut() = self.status();
@@ -236,6 +283,31 @@ impl Rejection {
         response
     }
 }
+
+/// What a 428 says, for a person reading it in a terminal or a log.
+const PRECONDITION_REQUIRED_BODY: &str = "This request must be conditional: send If-Match \
+    with the ETag of the representation you are changing (or If-Unmodified-Since with its \
+    Last-Modified date).\n";
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // One message per status: the 412 does not record which of the
+        // fields failed (RFC 9110 §13.2.2 evaluates them in turn).
+        f.write_str(match self.kind {
+            Kind::NotModified => "not modified: the representation the client has is current",
+            Kind::PreconditionFailed => {
+                "precondition failed: the resource's current state does not satisfy \
+                 If-Match, If-Unmodified-Since or If-None-Match"
+            }
+            Kind::PreconditionRequired => {
+                "precondition required: a change to an existing resource must carry \
+                 If-Match or If-Unmodified-Since"
+            }
+        })
+    }
+}
+
+impl std::error::Error for Rejection {}
 
 impl fmt::Debug for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -326,10 +398,10 @@ mod tests {
             (vec![("if-match", "W/\"v1\"")], Current::tagged(&v1), failed),
             (vec![("if-match", "\"v1\"")], Current::tagged(&weak), failed),
             (vec![("if-match", "*")], Current::tagged(&v1), ok),
-            (vec![("if-match", "*")], Current::Missing, failed),
-            (vec![("if-match", "\"v1\"")], Current::Missing, failed),
+            (vec![("if-match", "*")], Current::missing(), failed),
+            (vec![("if-match", "\"v1\"")], Current::missing(), failed),
             // Create only if absent.
-            (vec![("if-none-match", "*")], Current::Missing, ok),
+            (vec![("if-none-match", "*")], Current::missing(), ok),
             (vec![("if-none-match", "*")], Current::tagged(&v1), failed),
             // A malformed If-Match fails safe on a write.
             (vec![("if-match", "v1")], Current::tagged(&v1), failed),
@@ -365,7 +437,7 @@ mod tests {
                 "{method}"
             );
             assert_eq!(
-                status(required.check(Current::Missing)),
+                status(required.check(Current::missing())),
                 StatusCode::OK,
                 "{method}"
             );
@@ -393,15 +465,156 @@ mod tests {
     }
 
     #[test]
-    fn rejections_carry_the_current_tag_or_say_what_is_missing() {
+    fn dates_are_checked_only_where_the_resource_has_one() {
+        let v1 = EntityTag::strong("v1").unwrap();
+        let modified = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
+        let before = "Sat, 05 Nov 1994 08:49:37 GMT";
+        let at = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let put = |fields: &[(&str, &str)], current| {
+            status(preconditions(Method::PUT, fields).check(current))
+        };
+        let failed = StatusCode::PRECONDITION_FAILED;
+        let unmodified_since = |date| [("if-unmodified-since", date)];
+        assert_eq!(
+            put(
+                &unmodified_since(before),
+                Current::tagged(&v1).last_modified(modified)
+            ),
+            failed
+        );
+        assert_eq!(
+            put(
+                &unmodified_since(at),
+                Current::tagged(&v1).last_modified(modified)
+            ),
+            StatusCode::OK
+        );
+        assert_eq!(
+            put(
+                &unmodified_since(before),
+                Current::untagged().last_modified(modified)
+            ),
+            failed
+        );
+        // RFC 9110 §13.1.4: no modification date, nothing to compare.
+        assert_eq!(
+            put(&unmodified_since(before), Current::tagged(&v1)),
+            StatusCode::OK
+        );
+        assert_eq!(
+            put(&unmodified_since(before), Current::untagged()),
+            StatusCode::OK
+        );
+        // A missing resource has no date to give.
+        assert!(matches!(
+            Current::missing().last_modified(modified),
+            Current::Missing
+        ));
+        let get = |fields: &[(&str, &str)], current| {
+            status(preconditions(Method::GET, fields).check(current))
+        };
+        assert_eq!(
+            get(
+                &[("if-modified-since", at)],
+                Current::untagged().last_modified(modified)
+            ),
+            StatusCode::NOT_MODIFIED
+        );
+        assert_eq!(
+            get(
+                &[("if-modified-since", before)],
+                Current::untagged().last_modified(modified)
+            ),
+            StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn an_untagged_resource_exists_without_matching_any_tag() {
+        let put = |fields: &[(&str, &str)]| {
+            status(preconditions(Method::PUT, fields).check(Current::untagged()))
+        };
+        assert_eq!(put(&[("if-match", "*")]), StatusCode::OK);
+        assert_eq!(
+            put(&[("if-match", "\"v1\"")]),
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(
+            put(&[("if-none-match", "*")]),
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(put(&[("if-none-match", "\"v1\"")]), StatusCode::OK);
+        assert_eq!(put(&[]), StatusCode::OK);
+    }
+
+    #[test]
+    fn rejections_carry_the_current_tag_and_no_content_or_say_what_is_missing() {
         let v2 = EntityTag::strong("v2").unwrap();
-        let rejection = preconditions(Method::PUT, &[("if-match", "\"v1\"")])
-            .check(Current::tagged(&v2))
-            .unwrap_err();
-        let response = rejection.into_http_response();
-        assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
-        assert_eq!(response.headers()["etag"], "\"v2\"");
-        assert!(response.body().is_empty());
+        let modified = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
+        let before = "Sat, 05 Nov 1994 08:49:37 GMT";
+        // Every way to a 412 on a write, and a 304 on a read: the current
+        // tag if there is one, and no content at all.
+        for (method, fields, current, expected, etag) in [
+            (
+                Method::PUT,
+                vec![("if-match", "\"v1\"")],
+                Current::tagged(&v2),
+                StatusCode::PRECONDITION_FAILED,
+                Some("\"v2\""),
+            ),
+            (
+                Method::DELETE,
+                vec![("if-match", "*")],
+                Current::missing(),
+                StatusCode::PRECONDITION_FAILED,
+                None,
+            ),
+            (
+                Method::PUT,
+                vec![("if-none-match", "*")],
+                Current::tagged(&v2),
+                StatusCode::PRECONDITION_FAILED,
+                Some("\"v2\""),
+            ),
+            (
+                Method::PATCH,
+                vec![("if-unmodified-since", before)],
+                Current::tagged(&v2).last_modified(modified),
+                StatusCode::PRECONDITION_FAILED,
+                Some("\"v2\""),
+            ),
+            (
+                Method::PUT,
+                vec![("if-unmodified-since", before)],
+                Current::untagged().last_modified(modified),
+                StatusCode::PRECONDITION_FAILED,
+                None,
+            ),
+            (
+                Method::GET,
+                vec![("if-none-match", "\"v2\"")],
+                Current::tagged(&v2),
+                StatusCode::NOT_MODIFIED,
+                Some("\"v2\""),
+            ),
+        ] {
+            let rejection = preconditions(method.clone(), &fields)
+                .check(current)
+                .unwrap_err();
+            let response = rejection.into_http_response();
+            let context = format!("{method} {fields:?} {current:?}");
+            assert_eq!(response.status(), expected, "{context}");
+            assert_eq!(response.body(), "", "{context}");
+            let headers: Vec<_> = response.headers().iter().collect();
+            match etag {
+                Some(etag) => assert_eq!(
+                    headers,
+                    [(&header::ETAG, &HeaderValue::from_static(etag))],
+                    "{context}"
+                ),
+                None => assert!(headers.is_empty(), "{context}: {headers:?}"),
+            }
+        }
 
         let required = preconditions(Method::DELETE, &[]).require(true);
         let response = required
@@ -409,7 +622,53 @@ mod tests {
             .unwrap_err()
             .into_http_response();
         assert_eq!(response.status(), StatusCode::PRECONDITION_REQUIRED);
-        assert!(response.body().contains("If-Match"));
-        assert!(response.headers().get("etag").is_none());
+        // On one line, without continuations: the text as a client reads it.
+        assert_eq!(
+            response.body(),
+            "This request must be conditional: send If-Match with the ETag of the representation you are changing (or If-Unmodified-Since with its Last-Modified date).\n"
+        );
+        let headers: Vec<_> = response.headers().iter().collect();
+        assert_eq!(
+            headers,
+            [(
+                &header::CONTENT_TYPE,
+                &HeaderValue::from_static("text/plain; charset=utf-8")
+            )]
+        );
+    }
+
+    #[test]
+    fn rejections_are_errors_with_a_message_per_status() {
+        let v2 = EntityTag::strong("v2").unwrap();
+        let rejection = |method: Method, fields: &[(&str, &str)]| {
+            preconditions(method, fields)
+                .require(true)
+                .check(Current::tagged(&v2))
+                .unwrap_err()
+        };
+        let failed = rejection(Method::PUT, &[("if-match", "\"v1\"")]);
+        assert_eq!(
+            failed.to_string(),
+            "precondition failed: the resource's current state does not satisfy \
+             If-Match, If-Unmodified-Since or If-None-Match"
+        );
+        let not_modified = rejection(Method::GET, &[("if-none-match", "\"v2\"")]);
+        assert_eq!(
+            not_modified.to_string(),
+            "not modified: the representation the client has is current"
+        );
+        let required = rejection(Method::PUT, &[]);
+        assert_eq!(
+            required.to_string(),
+            "precondition required: a change to an existing resource must carry \
+             If-Match or If-Unmodified-Since"
+        );
+        assert_eq!(
+            format!("{required:?}"),
+            "Rejection { status: 428, etag: None }"
+        );
+        let error: Box<dyn std::error::Error + Send + Sync> = Box::new(failed);
+        assert!(error.source().is_none());
+        assert!(error.to_string().starts_with("precondition failed: "));
     }
 }

@@ -587,10 +587,14 @@ proptest! {
             None => Some(ETagLayer::new().tag_for(BODY)),
         };
         let last_modified = last_modified.and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
-        let current = if exists {
-            Current::Exists { etag: etag.as_ref(), last_modified }
-        } else {
-            Current::Missing
+        let current = match (exists, &etag) {
+            (false, _) => Current::missing(),
+            (true, Some(etag)) => Current::tagged(etag),
+            (true, None) => Current::untagged(),
+        };
+        let current = match last_modified {
+            Some(at) => current.last_modified(at),
+            None => current,
         };
         let got = Preconditions::from_parts(&parts)
             .check(current)
