@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
 """Fails when the crate's modules import each other in a cycle.
 
-Every path a module names (`use crate::…`, `use super::…`, `crate::a::b::f()`
-in code) is resolved to the module that defines the item, following `pub use`
-re-exports, and the resulting "uses" graph must have no cycle. A module's
-`mod` declarations and its tests (`mod tests`) are not uses.
+Every path a module names (`use` trees, and `crate::…`, `super::…`,
+`self::…` or `child_module::…` paths in code) is resolved to the module that
+defines the item, following `pub use` re-exports, and the resulting "uses"
+graph must have no cycle. A module's `mod` declarations and its
+`#[cfg(test)]` modules are not uses; neither are a parent's re-exports of its
+own children's items (`pub use child::Item`).
 
 Written here rather than run through `cargo modules dependencies --acyclic`:
 that tool builds rust-analyzer's crates (minutes on a CI machine) for an
 answer this crate's plain layout gives in a second. Macros and glob imports
-are not expanded (the crate uses neither for its own modules).
+(`use x::*`) are not expanded; the crate uses neither for its own modules
+outside tests.
+
+    python3 .ci/acyclic.py           # check
+    python3 .ci/acyclic.py --edges   # print the graph
 """
 
 import re
@@ -23,8 +29,7 @@ def module_files():
     """Module path (tuple) -> file."""
     modules = {}
     for path in SRC.rglob("*.rs"):
-        rel = path.relative_to(SRC).with_suffix("")
-        parts = list(rel.parts)
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
         if parts == ["lib"]:
             parts = []
         elif parts[-1] == "mod":
@@ -33,33 +38,88 @@ def module_files():
     return modules
 
 
-def strip(source):
-    """Code without comments, string literals and `#[cfg(test)] mod tests`."""
-    source = re.sub(r"//[^\n]*", "", source)
-    source = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
-    source = re.sub(r'r#*"(?:.|\n)*?"#*', '""', source)
-    source = re.sub(r'"(?:\\.|[^"\\])*"', '""', source)
-    match = re.search(r"#\[cfg\(test\)\]\s*mod tests\s*\{", source)
-    if match:
-        source = source[: match.start()]
-    return source
+def code_of(source):
+    """The source with comments, string and character literals blanked
+    (replaced by spaces or empty literals), lifetimes kept."""
+    out, i, n = [], 0, len(source)
+    while i < n:
+        c = source[i]
+        if source.startswith("//", i):
+            j = source.find("\n", i)
+            i = n if j < 0 else j
+        elif source.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if source.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif source.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            out.append(" ")
+        elif re.match(r'b?r#*"', source[i:]):
+            m = re.match(r'b?r(#*)"', source[i:])
+            end = source.find('"' + m.group(1), i + m.end())
+            i = n if end < 0 else end + 1 + len(m.group(1))
+            out.append('""')
+        elif c == '"' or source.startswith('b"', i):
+            i += 2 if c == "b" else 1
+            while i < n and source[i] != '"':
+                i += 2 if source[i] == "\\" else 1
+            i += 1
+            out.append('""')
+        elif c == "'" or source.startswith("b'", i):
+            # A character literal ('x', '\n', '\u{..}'), else a lifetime.
+            start = i + (2 if c == "b" else 1)
+            m = re.match(r"(\\u\{[0-9a-fA-F]+\}|\\.|[^\\'])'", source[start:])
+            if m:
+                i = start + m.end()
+                out.append("' '")
+            else:
+                out.append(c)
+                i += 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
-def use_paths(code):
-    """Every path named by a `use` tree (expanded) or inline in code."""
-    paths = []
-    for tree in re.findall(r"\buse\s+([^;]+);", code):
-        paths.extend(expand(re.sub(r"\s+", "", tree)))
-    code_without_uses = re.sub(r"\buse\s+[^;]+;", "", code)
-    for path in re.findall(r"\b((?:crate|super|self)(?:::\w+)+)", code_without_uses):
-        paths.append(path.split("::"))
-    return [p for p in paths if p and p[0] in ("crate", "super", "self")]
+def without_test_modules(code):
+    """Drops every `#[cfg(test)]` item that is a module with a body."""
+    while True:
+        m = re.search(r"#\[cfg\(test\)\](?:\s*#\[[^\]]*\])*\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+\w+\s*\{", code)
+        if not m:
+            return code
+        depth, i = 1, m.end()
+        while depth and i < len(code):
+            depth += {"{": 1, "}": -1}.get(code[i], 0)
+            i += 1
+        code = code[: m.start()] + code[i:]
+
+
+def inline_modules(module, code):
+    """The module's code, and each inline `mod name { … }` in it as a module
+    of its own."""
+    out = {}
+    while True:
+        m = re.search(r"\bmod\s+(\w+)\s*\{", code)
+        if not m:
+            out[module] = code
+            return out
+        depth, i = 1, m.end()
+        while depth and i < len(code):
+            depth += {"{": 1, "}": -1}.get(code[i], 0)
+            i += 1
+        out.update(inline_modules(module + (m.group(1),), code[m.end() : i - 1]))
+        code = code[: m.start()] + code[i:]
 
 
 def expand(tree):
-    """`a::{b,c::{d}}` -> [[a,b],[a,c,d]]."""
+    """A `use` tree -> its paths: `a::{b, c::{d as e}}` -> [[a, b], [a, c, d]]."""
+    tree = re.sub(r"\s*(::|\{|\}|,)\s*", r"\1", tree.strip())
     if "{" not in tree:
-        return [tree.split(" as ")[0].split("::")] if tree else []
+        leaf = tree.split()[0] if tree else ""
+        return [[p for p in leaf.split("::") if p]] if leaf else []
     head, rest = tree.split("{", 1)
     inner = rest[: rest.rindex("}")]
     items, depth, start = [], 0, 0
@@ -72,31 +132,58 @@ def expand(tree):
             items.append(inner[start:i])
             start = i + 1
     items.append(inner[start:])
-    prefix = [p for p in head.rstrip(":").split("::") if p]
+    prefix = [p for p in head.split("::") if p]
     out = []
     for item in items:
         for path in expand(item):
-            out.append(prefix + path if path != ["self"] else prefix)
+            out.append(prefix if path == ["self"] else prefix + path)
     return out
+
+
+USE = re.compile(r"\b(pub(?:\([^)]*\))?\s+)?use\s+([^;]+);")
 
 
 def main():
     modules = module_files()
-    codes = {m: strip(f.read_text()) for m, f in modules.items()}
-    # Re-exports: module -> {name: absolute path of the target}.
+    codes = {}
+    for module, file in modules.items():
+        codes.update(inline_modules(module, without_test_modules(code_of(file.read_text()))))
+    modules.update({m: None for m in codes})
+
+    def absolute(module, path):
+        """`path` as written in `module`, from the crate root; None when it
+        names nothing of this crate (std, a dependency, a local item)."""
+        first = path[0]
+        if first == "crate":
+            return path[1:]
+        if first in ("self", "super"):
+            base, rest = list(module), list(path)
+            while rest and rest[0] in ("self", "super"):
+                if rest[0] == "super":
+                    base = base[:-1]
+                rest = rest[1:]
+            return base + rest
+        if tuple(module) + (first,) in modules:
+            return list(module) + path
+        return None
+
+    # Re-exports: module -> {name: absolute path of what it re-exports}.
     reexports = {}
     for module, code in codes.items():
-        for tree in re.findall(r"\bpub(?:\([^)]*\))?\s+use\s+([^;]+);", code):
-            for path in expand(re.sub(r"\s+", "", tree)):
-                reexports.setdefault(module, {})[path[-1]] = absolute(module, path)
+        for public, tree in USE.findall(code):
+            if not public:
+                continue
+            for path in expand(tree):
+                target = absolute(module, path)
+                if target:
+                    reexports.setdefault(module, {})[path[-1]] = target
 
     def resolve(path, seen=()):
-        """The module defining what `path` (absolute) names."""
+        """The module defining what the absolute `path` names."""
         current = ()
         for i, segment in enumerate(path):
-            child = current + (segment,)
-            if child in modules:
-                current = child
+            if current + (segment,) in modules:
+                current += (segment,)
                 continue
             target = reexports.get(current, {}).get(segment)
             if target and tuple(target) not in seen:
@@ -106,46 +193,33 @@ def main():
 
     edges = {}
     for module, code in codes.items():
-        for path in use_paths(code):
+        paths = []
+        for public, tree in USE.findall(code):
+            paths += [(bool(public), p) for p in expand(tree)]
+        rest = USE.sub("", code)
+        paths += [(False, p.split("::")) for p in re.findall(r"\b(?:\w+::)+\w+", rest)]
+        for public, path in paths:
             absolute_path = absolute(module, path)
             if absolute_path is None:
                 continue
             target = resolve(absolute_path)
-            # A module's own items, and its children's that it re-exports or
-            # declares, are not uses of another module.
-            if target == module or target[: len(module)] == module and is_reexport(
-                code, path
-            ):
+            inside = target[: len(module)] == module
+            # Its own items, and re-exports of its own children's, are not
+            # uses of another module.
+            if target == module or (public and inside):
                 continue
             edges.setdefault(module, set()).add(target)
 
-    cycle = find_cycle(edges)
     name = lambda m: "crate::" + "::".join(m) if m else "crate"
+    if "--edges" in sys.argv:
+        for module in sorted(edges):
+            print(f"{name(module)} -> " + ", ".join(name(t) for t in sorted(edges[module])))
+    cycle = find_cycle(edges)
     if cycle:
         print("import cycle: " + " -> ".join(name(m) for m in cycle))
         return 1
     print(f"no import cycles among {len(modules)} modules")
     return 0
-
-
-def is_reexport(code, path):
-    return re.search(r"\bpub(?:\([^)]*\))?\s+use\s+[^;]*\b" + re.escape(path[-1]) + r"\b", code)
-
-
-def absolute(module, path):
-    """`path` as seen from `module`, from the crate root; None if external."""
-    base = list(module)
-    if path[0] == "crate":
-        base, rest = [], path[1:]
-    elif path[0] in ("super", "self"):
-        rest = list(path)
-        while rest and rest[0] in ("super", "self"):
-            if rest[0] == "super":
-                base = base[:-1]
-            rest = rest[1:]
-    else:
-        return None
-    return base + rest
 
 
 def find_cycle(edges):

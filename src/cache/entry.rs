@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::{
-    keys::{Hashing, Key},
+    hashing::{Hashing, Key},
     read::kept,
 };
 use crate::protocol::{directives::has_directive, entity_tag::TagRef, not_modified::FromOk};
@@ -84,7 +84,13 @@ pub(crate) struct Variant {
     /// The first `ETag` line's place in `block`, and its opaque part's, so
     /// that a hit compares without parsing.
     etag: Etag,
-    pub(crate) filled: Instant,
+    /// When its age was last known (its fill, or when a store read it
+    /// back), on the monotonic clock.
+    filled: Instant,
+    /// Its age at `filled`: zero when filled here, the stored age when a
+    /// store read it back (so that an age is never lost to an `Instant`
+    /// that cannot go back that far).
+    age_then: std::time::Duration,
     /// Surrogate tags and their generations at fill time.
     pub(crate) tags: Box<[(Key, u64)]>,
 }
@@ -94,7 +100,7 @@ impl fmt::Debug for Variant {
         f.debug_struct("Variant")
             .field("mask", &self.mask)
             .field("header_bytes", &self.block.len())
-            .field("filled", &self.filled)
+            .field("age", &self.age())
             .field("tags", &self.tags.len())
             .finish()
     }
@@ -447,6 +453,7 @@ impl Remembered<'_> {
             block: block.freeze(),
             etag,
             filled: Instant::now(),
+            age_then: std::time::Duration::ZERO,
             tags: Box::new([]),
         }
     }
@@ -462,20 +469,21 @@ impl Variant {
     /// The variant as stored `age` ago (a store that reads it back).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn aged(mut self, age: std::time::Duration) -> Self {
-        self.filled = Instant::now().checked_sub(age).unwrap_or(self.filled);
+        self.filled = Instant::now();
+        self.age_then = age;
         self
     }
 
     /// How long ago it was stored.
     pub(crate) fn age(&self) -> std::time::Duration {
-        self.filled.elapsed()
+        self.age_then.saturating_add(self.filled.elapsed())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::config::default_vary;
+    use crate::cache::policy::default_vary;
 
     fn response(fields: &[(&str, &str)]) -> (StatusCode, HeaderMap, Extensions) {
         let mut headers = HeaderMap::new();

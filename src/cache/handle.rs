@@ -12,9 +12,9 @@ use std::{
 use http::{request::Parts, HeaderName, Uri};
 
 use super::{
-    config::{default_vary, Partition, Policy, MAX_VARY_FIELDS},
-    keys::{Hashing, Key},
-    store::{memory::InMemory, Attach, Settings, Store},
+    hashing::{Hashing, Key},
+    policy::{default_vary, Partition, Policy, MAX_VARY_FIELDS},
+    store::{memory::InMemory, Attach, Setup, Store},
 };
 
 #[derive(Default)]
@@ -324,7 +324,7 @@ impl ValidatorCacheBuilder {
     /// [`redis`](Self::redis).
     pub fn build(self) -> ValidatorCache {
         let vary = self.vary.into_boxed_slice();
-        let store = self.store.attach(&Settings {
+        let store = self.store.attach(&Setup {
             time_to_live: self.time_to_live,
             max_entries: self.max_entries,
             vary: vary.clone(),

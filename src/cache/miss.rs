@@ -6,7 +6,7 @@ use http::{HeaderValue, Response};
 use super::{
     entry::{remember, Entry},
     handle::{Counters, ValidatorCache},
-    keys::Key,
+    hashing::Key,
     read::Read,
     store::{Fill, Lookup},
 };

@@ -120,11 +120,13 @@
 //! # Layout of this module
 //!
 //! [`ValidatorCacheLayer`] builds a [`ValidatorCacheService`], which reads
-//! each request (`read`), asks the store (`store`, behind one trait with an
-//! in-memory and a Redis implementation), and returns a [`ResponseFuture`]
-//! that answers a hit or calls the inner service, then stores the response
-//! of a miss (`miss`, `entry`) or ends a write (`write`, `invalidation`).
-//! [`ValidatorCache`] is the handle the app keeps (`handle`).
+//! each request (`read`: its keys, under the cache's keyed hash,
+//! `hashing`), asks the store (`store`, behind one trait with an in-memory
+//! and a Redis implementation), and returns a [`ResponseFuture`] that
+//! answers a hit or calls the inner service, then stores the response of a
+//! miss (`miss`, `entry`) or ends a write (`write`, `invalidation`).
+//! [`ValidatorCache`] is the handle the app keeps (`handle`), with the
+//! policy it was built with (`policy`).
 //!
 //! # Placement
 //!
@@ -135,14 +137,14 @@
 //! still runs the handler.
 
 mod body;
-mod config;
 mod entry;
 mod future;
 mod handle;
+mod hashing;
 mod invalidation;
-mod keys;
 mod layer;
 mod miss;
+mod policy;
 mod read;
 mod service;
 mod store;

@@ -7,8 +7,8 @@ use std::hash::Hasher;
 use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Uri};
 
 use super::{
-    config::Policy,
-    keys::{write_item, Domain, Hashing, Key},
+    hashing::{write_item, Domain, Hashing, Key},
+    policy::Policy,
 };
 use crate::protocol::directives::has_directive;
 

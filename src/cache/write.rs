@@ -8,8 +8,8 @@ use http::{header, uri::PathAndQuery, Request, Response};
 
 use super::{
     handle::{trace_invalidation, Counters, ValidatorCache},
+    hashing::Key,
     invalidation::same_authority_path,
-    keys::Key,
     read::authority,
     store::{Answer, WriteId},
 };

@@ -4,34 +4,43 @@
 //! without a server.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
-use super::{Answer, Attach, Fill, Filled, Later, Lookup, Query, Settings, Store, WriteId};
-use crate::cache::{entry::Entry, keys::Key};
+use super::{Answer, Attach, Fill, FillDone, Later, Lookup, Query, Setup, Store, WriteId};
+use crate::cache::{entry::Entry, hashing::Key};
 
 #[derive(Debug, Default)]
 struct State {
-    /// Generations of resources and tags; a missing one reads as 0.
+    /// Generations of resources and tags; a missing one reads as `floor`.
     generations: HashMap<Key, u64>,
+    /// What a generation never recorded reads as: raised by a clear, so
+    /// that fills in flight for any key, known or not, store nothing.
+    floor: u64,
     /// Entries and the generation of their resource at fill time.
     entries: HashMap<Key, (u64, Entry)>,
-    /// Resources with a write under way.
-    writing: HashSet<Key>,
+    /// The writes under way, per resource.
+    writing: HashMap<Key, u32>,
     tag_epoch: u64,
+    /// Every generation issued so far is at most this.
     next: u64,
 }
 
 impl State {
-    fn bump(&mut self, key: Key) {
+    fn fresh(&mut self) -> u64 {
         self.next += 1;
-        self.generations.insert(key, self.next);
+        self.next
+    }
+
+    fn bump(&mut self, key: Key) {
+        let fresh = self.fresh();
+        self.generations.insert(key, fresh);
     }
 
     fn generation(&self, key: &Key) -> u64 {
-        self.generations.get(key).copied().unwrap_or(0)
+        self.generations.get(key).copied().unwrap_or(self.floor)
     }
 }
 
@@ -42,7 +51,7 @@ pub(crate) struct MapStore {
 }
 
 impl Attach for MapStore {
-    fn attach(self: Box<Self>, _settings: &Settings) -> Arc<dyn Store> {
+    fn attach(self: Box<Self>, _settings: &Setup) -> Arc<dyn Store> {
         Arc::new(*self)
     }
 }
@@ -90,11 +99,11 @@ impl Store for MapStore {
         }))
     }
 
-    fn fill(&self, fill: Fill, done: Filled) {
+    fn fill(&self, fill: Fill, done: FillDone) {
         let stored = {
             let mut state = self.state();
             let fresh = state.generation(&fill.resource) == fill.generation
-                && !state.writing.contains(&fill.resource)
+                && !state.writing.contains_key(&fill.resource)
                 && (fill.tags.is_empty() || state.tag_epoch == fill.tag_epoch);
             if fresh {
                 let tags = fill
@@ -124,7 +133,7 @@ impl Store for MapStore {
     fn begin_write(&self, resource: Key) -> (WriteId, Answer<()>) {
         let mut state = self.state();
         state.bump(resource);
-        state.writing.insert(resource);
+        *state.writing.entry(resource).or_default() += 1;
         (WriteId(0), later(()))
     }
 
@@ -136,15 +145,18 @@ impl Store for MapStore {
                 state.bump(key);
             }
         }
-        state.writing.remove(&resource);
+        if let Some(count) = state.writing.get_mut(&resource) {
+            *count -= 1;
+            if *count == 0 {
+                state.writing.remove(&resource);
+            }
+        }
     }
 
     fn clear(&self) -> Answer<()> {
         let mut state = self.state();
-        let keys: Vec<Key> = state.generations.keys().copied().collect();
-        for key in keys {
-            state.bump(key);
-        }
+        state.floor = state.fresh();
+        state.generations.clear();
         state.entries.clear();
         later(())
     }

@@ -13,10 +13,10 @@ use std::{
 
 use moka::{policy::EvictionPolicy, sync::Cache};
 
-use super::{Answer, Attach, Fill, Filled, Lookup, Query, Settings, Store, WriteId};
+use super::{Answer, Attach, Fill, FillDone, Lookup, Query, Setup, Store, WriteId};
 use crate::cache::{
     entry::{Entry, Variant},
-    keys::Key,
+    hashing::Key,
 };
 
 /// An entry and the generation of its resource at fill time.
@@ -66,7 +66,7 @@ impl Hasher for Identity {
 pub(crate) struct InMemory;
 
 impl Attach for InMemory {
-    fn attach(self: Box<Self>, settings: &Settings) -> Arc<dyn Store> {
+    fn attach(self: Box<Self>, settings: &Setup) -> Arc<dyn Store> {
         Arc::new(MemoryStore::new(
             settings.time_to_live,
             settings.max_entries,
@@ -160,7 +160,7 @@ impl MemoryStore {
         // RFC 9111 §4.2: never past the time-to-live, on a monotonic clock.
         // The newest variant was stored with the entry, whose age moka has
         // just checked against the same time-to-live.
-        (newest || variant.filled.elapsed() < self.time_to_live)
+        (newest || variant.age() < self.time_to_live)
             && variant
                 .tags
                 .iter()
@@ -201,7 +201,7 @@ impl MemoryStore {
         }
     }
 
-    fn fill(&self, fill: Fill) -> bool {
+    fn try_fill(&self, fill: Fill) -> bool {
         // Read the tags' generations first, then check the epoch: a tag
         // invalidated after the request arrived shows in the epoch, one
         // invalidated after this read shows in the generation.
@@ -215,7 +215,7 @@ impl MemoryStore {
         }
         // No fill while a write is under way; the generation is read after
         // that check: a write that ended since the request arrived has moved
-        // it on before it let fills happen again (see `end_write`).
+        // it on before it let fills happen again (see `finish_write`).
         if self.writing(&fill.resource).load(Ordering::SeqCst) != 0 {
             return false;
         }
@@ -236,7 +236,7 @@ impl MemoryStore {
         true
     }
 
-    fn invalidate(&self, keys: &[Key], tags: bool) {
+    fn invalidate_keys(&self, keys: &[Key], tags: bool) {
         for key in keys {
             self.bump(key);
         }
@@ -245,12 +245,12 @@ impl MemoryStore {
         }
     }
 
-    fn begin_write(&self, resource: &Key) {
+    fn start_write(&self, resource: &Key) {
         self.writing(resource).fetch_add(1, Ordering::SeqCst);
         self.bump(resource);
     }
 
-    fn end_write(&self, resource: &Key, others: &[Key], invalidate: bool) {
+    fn finish_write(&self, resource: &Key, others: &[Key], invalidate: bool) {
         if invalidate {
             self.bump(resource);
             for key in others {
@@ -260,7 +260,7 @@ impl MemoryStore {
         self.writing(resource).fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn clear(&self) {
+    fn clear_all(&self) {
         // Every slot moves on, so fills in flight store nothing; moka never
         // returns entries inserted before `invalidate_all`.
         for slot in self.generations.iter() {
@@ -269,7 +269,7 @@ impl MemoryStore {
         self.entries.invalidate_all();
     }
 
-    fn len(&self) -> u64 {
+    fn weight(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.weighted_size()
     }
@@ -282,31 +282,31 @@ impl Store for MemoryStore {
         Answer::Now(Some(self.read(&query.resource, &query.entry, entry)))
     }
 
-    fn fill(&self, fill: Fill, done: Filled) {
-        done(self.fill(fill));
+    fn fill(&self, fill: Fill, done: FillDone) {
+        done(self.try_fill(fill));
     }
 
     fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<()> {
-        self.invalidate(&keys, tags);
+        self.invalidate_keys(&keys, tags);
         Answer::Now(())
     }
 
     fn begin_write(&self, resource: Key) -> (WriteId, Answer<()>) {
-        self.begin_write(&resource);
+        self.start_write(&resource);
         (WriteId(0), Answer::Now(()))
     }
 
     fn end_write(&self, resource: Key, _id: WriteId, others: Vec<Key>, invalidate: bool) {
-        self.end_write(&resource, &others, invalidate);
+        self.finish_write(&resource, &others, invalidate);
     }
 
     fn clear(&self) -> Answer<()> {
-        self.clear();
+        self.clear_all();
         Answer::Now(())
     }
 
     fn entries(&self) -> u64 {
-        self.len()
+        self.weight()
     }
 }
 
@@ -315,7 +315,7 @@ mod tests {
     use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 
     use super::*;
-    use crate::cache::{config::default_vary, entry::remember};
+    use crate::cache::{entry::remember, policy::default_vary};
 
     const RESOURCE: Key = 1;
     const KEY: Key = 2;
@@ -335,7 +335,7 @@ mod tests {
     }
 
     fn fill(store: &MemoryStore, lookup: &Lookup, tags: Vec<Key>) -> bool {
-        store.fill(Fill {
+        store.try_fill(Fill {
             resource: RESOURCE,
             key: KEY,
             generation: lookup.generation,
@@ -357,7 +357,7 @@ mod tests {
         assert!(lookup.entry.is_none());
         assert!(fill(&store, &lookup, vec![]));
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
-        store.invalidate(&[RESOURCE], false);
+        store.invalidate_keys(&[RESOURCE], false);
         let after = store.lookup(&RESOURCE, &KEY);
         assert!(after.entry.is_none());
         assert!(after.generation > lookup.generation, "never reused");
@@ -367,7 +367,7 @@ mod tests {
     fn a_fill_that_arrived_before_an_invalidation_stores_nothing() {
         let store = store();
         let lookup = store.lookup(&RESOURCE, &KEY);
-        store.invalidate(&[RESOURCE], false);
+        store.invalidate_keys(&[RESOURCE], false);
         assert!(!fill(&store, &lookup, vec![]));
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
     }
@@ -375,11 +375,11 @@ mod tests {
     #[test]
     fn no_fill_is_stored_while_a_write_is_under_way() {
         let store = store();
-        store.begin_write(&RESOURCE);
+        store.start_write(&RESOURCE);
         // A GET that arrives while the write runs and reads the old data.
         let during = store.lookup(&RESOURCE, &KEY);
         assert!(!fill(&store, &during, vec![]), "refused during the write");
-        store.end_write(&RESOURCE, &[], true);
+        store.finish_write(&RESOURCE, &[], true);
         assert!(
             !fill(&store, &during, vec![]),
             "and after it: the generation moved"
@@ -387,10 +387,10 @@ mod tests {
         let after = store.lookup(&RESOURCE, &KEY);
         assert!(fill(&store, &after, vec![]));
         // A write that failed lets fills happen again without invalidating.
-        store.begin_write(&RESOURCE);
+        store.start_write(&RESOURCE);
         let during = store.lookup(&RESOURCE, &KEY);
         assert!(during.entry.is_none(), "the arrival invalidated");
-        store.end_write(&RESOURCE, &[], false);
+        store.finish_write(&RESOURCE, &[], false);
         assert!(fill(&store, &during, vec![]));
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
     }
@@ -399,12 +399,12 @@ mod tests {
     fn a_tagged_fill_is_refused_after_any_tag_invalidation_since_arrival() {
         let store = store();
         let lookup = store.lookup(&RESOURCE, &KEY);
-        store.invalidate(&[TAG + 1000], true);
+        store.invalidate_keys(&[TAG + 1000], true);
         assert!(!fill(&store, &lookup, vec![TAG]));
         let lookup = store.lookup(&RESOURCE, &KEY);
         assert!(fill(&store, &lookup, vec![TAG]));
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
-        store.invalidate(&[TAG], true);
+        store.invalidate_keys(&[TAG], true);
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
     }
 
@@ -417,9 +417,9 @@ mod tests {
         assert!(fill(&store, &lookup, vec![]));
         // A key in another slot leaves the entry alone; one in the same slot
         // (a hash collision) invalidates it: a miss, never a stale hit.
-        store.invalidate(&[RESOURCE + 1], false);
+        store.invalidate_keys(&[RESOURCE + 1], false);
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
-        store.invalidate(&[RESOURCE + slots], false);
+        store.invalidate_keys(&[RESOURCE + slots], false);
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
     }
 
@@ -439,7 +439,7 @@ mod tests {
         let lookup = store.lookup(&RESOURCE, &KEY);
         assert!(fill(&store, &lookup, vec![]));
         let in_flight = store.lookup(&RESOURCE, &KEY);
-        store.clear();
+        store.clear_all();
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
         assert!(!fill(&store, &in_flight, vec![]));
     }
@@ -449,7 +449,7 @@ mod tests {
         let store = MemoryStore::new(Duration::from_secs(60), 10);
         for key in 0..100 {
             let lookup = store.lookup(&key, &key);
-            store.fill(Fill {
+            store.try_fill(Fill {
                 resource: key,
                 key,
                 generation: lookup.generation,
@@ -459,6 +459,6 @@ mod tests {
                 tags: vec![],
             });
         }
-        assert!(store.len() <= 10, "{}", store.len());
+        assert!(store.weight() <= 10, "{}", store.weight());
     }
 }

@@ -21,8 +21,9 @@
 //! A store answers each operation [now or later](Answer): in memory at once,
 //! over the network once the server has answered (the request waits for it,
 //! and the cache's future polls the answer). A new store is one module here
-//! that implements [`Store`] and [`Attach`]; [`map`] (for the tests) is the
-//! smallest example.
+//! that implements [`Store`] and [`Attach`], and a method on the cache's
+//! builder that hands it over (as `ValidatorCacheBuilder::redis` does);
+//! [`map`] (for the tests) is the smallest example.
 
 use std::{
     fmt,
@@ -35,7 +36,7 @@ use http::HeaderName;
 
 use super::{
     entry::{Entry, Variant},
-    keys::Key,
+    hashing::Key,
 };
 
 #[cfg(test)]
@@ -71,7 +72,7 @@ pub(crate) struct Lookup {
     pub(crate) entry: Option<Entry>,
 }
 
-/// A conditional store.
+/// A response to store, on conditions (see [`Store::fill`]).
 #[derive(Debug)]
 pub(crate) struct Fill {
     pub(crate) resource: Key,
@@ -91,7 +92,7 @@ pub(crate) struct Fill {
 pub(crate) struct WriteId(pub(crate) u64);
 
 /// Told whether a fill was stored, once the store knows.
-pub(crate) type Filled = Box<dyn FnOnce(bool) + Send>;
+pub(crate) type FillDone = Box<dyn FnOnce(bool) + Send>;
 
 /// A store's answer: ready now, or later.
 pub(crate) enum Answer<T> {
@@ -129,8 +130,11 @@ impl<T> fmt::Debug for Answer<T> {
 
 /// Where a cache keeps its entries and generations.
 ///
-/// Every operation is atomic as seen by the others on the same keys (in
-/// memory by ordering atomics, on a server by one script each).
+/// What matters is that no entry can answer after an invalidation that
+/// happened after it was current: a fill's checks and its write may be one
+/// atomic step (a script on a server) or separate steps ordered so that an
+/// invalidation between them leaves an entry no lookup will match (in
+/// memory).
 pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// For a store shared by several processes: what each one derives its
     /// keys from (the same everywhere, so that they agree on keys). `None`:
@@ -149,7 +153,7 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     /// `fill.generation`, no write to it is under way, and, when the
     /// response has surrogate tags, no tag was invalidated since
     /// `fill.tag_epoch`; then calls `done` with whether it stored.
-    fn fill(&self, fill: Fill, done: Filled);
+    fn fill(&self, fill: Fill, done: FillDone);
 
     /// Moves the generations of `keys` (resources, or surrogate tags with
     /// `tags`, which also bumps the tag epoch) to fresh values, so that
@@ -186,7 +190,7 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
 
 /// What a store is built with, from the cache's builder.
 #[derive(Debug)]
-pub(crate) struct Settings {
+pub(crate) struct Setup {
     pub(crate) time_to_live: Duration,
     pub(crate) max_entries: u64,
     /// For a store that reads entries back (and checks them again).
@@ -196,5 +200,5 @@ pub(crate) struct Settings {
 
 /// A store's configuration, attached to one cache when it is built.
 pub(crate) trait Attach: fmt::Debug + Send + Sync {
-    fn attach(self: Box<Self>, settings: &Settings) -> Arc<dyn Store>;
+    fn attach(self: Box<Self>, settings: &Setup) -> Arc<dyn Store>;
 }

@@ -2,14 +2,14 @@
 //! one lands, this replica neither answers nor stores what it concerns.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
         Mutex, MutexGuard,
     },
 };
 
-use crate::cache::keys::Key;
+use crate::cache::hashing::Key;
 
 /// The invalidations waiting for a retry.
 #[derive(Debug, Default)]
@@ -22,17 +22,44 @@ pub(super) struct Backlog {
     retrying: AtomicBool,
 }
 
-/// What is waiting, taken out for a retry.
+/// What is waiting. Each key carries the number of the addition that put
+/// it there, so that a retry removes only what it took: a key added again
+/// after the retry read it stays for the next one.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
-    pub(super) resources: HashSet<Key>,
-    pub(super) tags: HashSet<Key>,
+    resources: HashMap<Key, u64>,
+    tags: HashMap<Key, u64>,
+    clear: Option<u64>,
+    additions: u64,
+}
+
+/// One addition to the backlog.
+#[derive(Debug, Default)]
+pub(super) struct Add<'a> {
+    pub(super) resources: &'a [Key],
+    pub(super) tags: &'a [Key],
     pub(super) clear: bool,
+}
+
+/// What a retry takes: the keys and the additions they came from.
+#[derive(Debug, Default)]
+pub(super) struct Snapshot {
+    pub(super) resources: Vec<Key>,
+    pub(super) tags: Vec<Key>,
+    pub(super) clear: bool,
+    seen: Vec<(Kind, Key, u64)>,
+    clear_seen: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Resource,
+    Tag,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.resources.is_empty() && self.tags.is_empty() && !self.clear
+        self.resources.is_empty() && self.tags.is_empty() && self.clear.is_none()
     }
 }
 
@@ -42,14 +69,26 @@ impl Backlog {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        !self.nonempty.load(Ordering::Acquire)
+        !self.nonempty.load(Ordering::SeqCst)
     }
 
     /// Adds to what is waiting.
-    pub(super) fn add(&self, add: impl FnOnce(&mut Pending)) {
+    pub(super) fn add(&self, add: Add<'_>) {
         let mut pending = self.lock();
-        add(&mut pending);
-        self.nonempty.store(!pending.is_empty(), Ordering::Release);
+        pending.additions += 1;
+        let n = pending.additions;
+        for resource in add.resources {
+            pending.resources.insert(*resource, n);
+        }
+        for tag in add.tags {
+            pending.tags.insert(*tag, n);
+        }
+        if add.clear {
+            pending.clear = Some(n);
+        }
+        // SeqCst here and in `stop_retrying`: each side stores its flag and
+        // then reads the other's, which weaker orderings may reorder.
+        self.nonempty.store(!pending.is_empty(), Ordering::SeqCst);
     }
 
     /// Whether an invalidation of `resource` is waiting (or a clear).
@@ -58,7 +97,7 @@ impl Backlog {
             return false;
         }
         let pending = self.lock();
-        pending.clear || pending.resources.contains(resource)
+        pending.clear.is_some() || pending.resources.contains_key(resource)
     }
 
     /// Whether an invalidation of any of `tags` is waiting (or a clear).
@@ -67,44 +106,58 @@ impl Backlog {
             return false;
         }
         let pending = self.lock();
-        pending.clear || tags.iter().any(|(tag, _)| pending.tags.contains(tag))
+        pending.clear.is_some() || tags.iter().any(|(tag, _)| pending.tags.contains_key(tag))
     }
 
-    /// A copy of what is waiting, for a retry.
-    pub(super) fn snapshot(&self) -> (Vec<Key>, Vec<Key>, bool) {
+    /// What is waiting, for a retry.
+    pub(super) fn snapshot(&self) -> Snapshot {
         let pending = self.lock();
-        (
-            pending.resources.iter().copied().collect(),
-            pending.tags.iter().copied().collect(),
-            pending.clear,
-        )
+        let mut snapshot = Snapshot {
+            clear: pending.clear.is_some(),
+            clear_seen: pending.clear,
+            ..Snapshot::default()
+        };
+        for (&key, &n) in &pending.resources {
+            snapshot.resources.push(key);
+            snapshot.seen.push((Kind::Resource, key, n));
+        }
+        for (&key, &n) in &pending.tags {
+            snapshot.tags.push(key);
+            snapshot.seen.push((Kind::Tag, key, n));
+        }
+        snapshot
     }
 
-    /// Removes what a retry landed (what was added since stays).
-    pub(super) fn landed(&self, resources: &[Key], tags: &[Key], clear: bool) {
+    /// Removes what a retry landed: the resources if `resources`, the tags
+    /// if `tags`, the clear if `clear`; a key added again since the
+    /// snapshot stays.
+    pub(super) fn landed(&self, snapshot: &Snapshot, resources: bool, tags: bool, clear: bool) {
         let mut pending = self.lock();
-        if clear {
-            pending.clear = false;
+        if clear && pending.clear == snapshot.clear_seen {
+            pending.clear = None;
         }
-        for resource in resources {
-            pending.resources.remove(resource);
+        for &(kind, key, n) in &snapshot.seen {
+            let (done, set) = match kind {
+                Kind::Resource => (resources, &mut pending.resources),
+                Kind::Tag => (tags, &mut pending.tags),
+            };
+            if done && set.get(&key) == Some(&n) {
+                set.remove(&key);
+            }
         }
-        for tag in tags {
-            pending.tags.remove(tag);
-        }
-        self.nonempty.store(!pending.is_empty(), Ordering::Release);
+        self.nonempty.store(!pending.is_empty(), Ordering::SeqCst);
     }
 
     /// Claims the retry loop; `false` if one runs already.
     pub(super) fn start_retrying(&self) -> bool {
-        !self.retrying.swap(true, Ordering::AcqRel)
+        !self.retrying.swap(true, Ordering::SeqCst)
     }
 
     /// Leaves the retry loop once nothing is waiting; `false` (and the loop
     /// goes on) when something was added meanwhile and no other loop took
     /// over.
     pub(super) fn stop_retrying(&self) -> bool {
-        self.retrying.store(false, Ordering::Release);
+        self.retrying.store(false, Ordering::SeqCst);
         // Something added after the loop's last look and before the flag
         // was lowered would otherwise wait for the next failure.
         self.is_empty() || !self.start_retrying()
@@ -115,36 +168,63 @@ impl Backlog {
 mod tests {
     use super::*;
 
+    fn resources(keys: &[Key]) -> Add<'_> {
+        Add {
+            resources: keys,
+            ..Add::default()
+        }
+    }
+
     #[test]
     fn what_landed_leaves_and_what_was_added_meanwhile_stays() {
         let backlog = Backlog::default();
         assert!(backlog.is_empty());
-        backlog.add(|p| {
-            p.resources.insert(1);
-            p.tags.insert(7);
+        backlog.add(Add {
+            resources: &[1],
+            tags: &[7],
+            clear: false,
         });
         assert!(backlog.has_resource(&1));
         assert!(!backlog.has_resource(&2));
         assert!(backlog.has_tag(&[(7, 0)]));
-        let (resources, tags, clear) = backlog.snapshot();
-        backlog.add(|p| {
-            p.resources.insert(2);
-        });
-        backlog.landed(&resources, &tags, clear);
-        assert!(!backlog.has_resource(&1));
+        let snapshot = backlog.snapshot();
+        // Added after the retry read the backlog: 2 is new, 1 again.
+        backlog.add(resources(&[2, 1]));
+        backlog.landed(&snapshot, true, true, false);
+        assert!(backlog.has_resource(&1), "added again since: kept");
         assert!(backlog.has_resource(&2));
-        assert!(!backlog.is_empty());
-        backlog.landed(&[2], &[], false);
+        assert!(!backlog.has_tag(&[(7, 0)]));
+        let snapshot = backlog.snapshot();
+        backlog.landed(&snapshot, true, true, false);
         assert!(backlog.is_empty());
+    }
+
+    #[test]
+    fn only_what_landed_is_removed() {
+        let backlog = Backlog::default();
+        backlog.add(Add {
+            resources: &[1],
+            tags: &[7],
+            clear: false,
+        });
+        let snapshot = backlog.snapshot();
+        backlog.landed(&snapshot, true, false, false);
+        assert!(!backlog.has_resource(&1));
+        assert!(backlog.has_tag(&[(7, 0)]));
     }
 
     #[test]
     fn a_pending_clear_covers_everything() {
         let backlog = Backlog::default();
-        backlog.add(|p| p.clear = true);
+        backlog.add(Add {
+            clear: true,
+            ..Add::default()
+        });
         assert!(backlog.has_resource(&42));
         assert!(backlog.has_tag(&[(9, 1)]));
-        backlog.landed(&[], &[], true);
+        let snapshot = backlog.snapshot();
+        assert!(snapshot.clear);
+        backlog.landed(&snapshot, true, true, true);
         assert!(backlog.is_empty());
     }
 
@@ -154,9 +234,7 @@ mod tests {
         assert!(backlog.start_retrying());
         assert!(!backlog.start_retrying());
         assert!(backlog.stop_retrying(), "nothing waiting: it stops");
-        backlog.add(|p| {
-            p.resources.insert(1);
-        });
+        backlog.add(resources(&[1]));
         assert!(backlog.start_retrying());
         assert!(!backlog.stop_retrying(), "something waits: it goes on");
     }

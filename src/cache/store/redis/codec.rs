@@ -1,8 +1,14 @@
-//! An entry as Redis keeps it: the format version, the resource's
-//! generation at fill time, then each variant: its request-field digest,
-//! fill time (microseconds on Redis's clock), surrogate tags with their
-//! generations, and remembered field lines (name index, length, value).
-//! Integers are little-endian.
+//! An entry as Redis keeps it: the server's clock when it was stored (in
+//! microseconds, decimal, followed by `:`; written by the fill script, so
+//! that no replica's clock is involved), then the format version, the
+//! resource's generation at fill time, and each variant: its request-field
+//! digest, its age when the entry was encoded (microseconds), surrogate tags
+//! with their generations, and remembered field lines (name index, length,
+//! value). Integers are little-endian.
+//!
+//! A variant's age at a lookup is its age at encoding plus the time since
+//! the entry was stored, both on clocks that do not step: the encoding
+//! replica's monotonic clock and Redis's.
 //!
 //! Reading is defensive: anything malformed is `None` (a miss), and every
 //! variant read back is checked again as a fresh response would be before
@@ -18,11 +24,11 @@ use crate::cache::entry::{
 };
 
 /// The version of the format; an entry in another is a miss.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
-/// Encodes `entry`, filled at `generation`, at `now` (microseconds on the
-/// store's clock): each variant's fill time is `now` less its age.
-pub(super) fn encode(entry: &Entry, generation: u64, now: u64) -> Vec<u8> {
+/// Encodes `entry`, filled at `generation` (the fill script prefixes the
+/// server's clock).
+pub(super) fn encode(entry: &Entry, generation: u64) -> Vec<u8> {
     let variants = entry.variants();
     let mut out = Vec::with_capacity(
         10 + variants
@@ -36,7 +42,7 @@ pub(super) fn encode(entry: &Entry, generation: u64, now: u64) -> Vec<u8> {
     for variant in variants {
         let age = u64::try_from(variant.age().as_micros()).unwrap_or(u64::MAX);
         out.put_u64_le(variant.fields);
-        out.put_u64_le(now.saturating_sub(age));
+        out.put_u64_le(age);
         out.put_u8(variant.tags.len() as u8);
         for (tag, generation) in variant.tags.iter() {
             out.put_u64_le(*tag);
@@ -52,15 +58,20 @@ pub(super) fn encode(entry: &Entry, generation: u64, now: u64) -> Vec<u8> {
     out
 }
 
-/// Reads what [`encode`] wrote: the generation and the variants younger
-/// than `time_to_live` at `now` (microseconds on the store's clock).
+/// Reads what the fill script stored: the generation and the variants
+/// younger than `time_to_live` at `now` (microseconds on the server's
+/// clock).
 pub(super) fn decode(
-    mut bytes: &[u8],
+    value: &[u8],
     vary: &[HeaderName],
     now: u64,
     time_to_live: Duration,
 ) -> Option<(u64, Option<Entry>)> {
-    let input = &mut bytes;
+    let colon = value.iter().position(|&b| b == b':')?;
+    let stored_at: u64 = std::str::from_utf8(&value[..colon]).ok()?.parse().ok()?;
+    // A clock behind the store counts as no time passed.
+    let since = now.saturating_sub(stored_at);
+    let input = &mut &value[colon + 1..];
     if u8_(input)? != FORMAT {
         return None;
     }
@@ -72,11 +83,11 @@ pub(super) fn decode(
     let ttl = u64::try_from(time_to_live.as_micros()).unwrap_or(u64::MAX);
     let mut variants = Vec::with_capacity(count);
     for _ in 0..count {
-        let (variant, filled_at) = decode_variant(input, vary)?;
-        // Past its time-to-live: left out (a clock behind the fill counts
-        // as age zero).
-        let age = now.saturating_sub(filled_at);
+        let stored = decode_variant(input)?;
+        let age = stored.age.saturating_add(since);
+        // Past its time-to-live: left out, unread.
         if age < ttl {
+            let variant = stored.remember(vary)?;
             variants.push(variant.aged(Duration::from_micros(age)));
         }
     }
@@ -86,10 +97,18 @@ pub(super) fn decode(
     Some((generation, Entry::from_variants(variants)))
 }
 
-/// One variant and its fill time.
-fn decode_variant(input: &mut &[u8], vary: &[HeaderName]) -> Option<(Variant, u64)> {
+/// One variant as stored.
+struct Stored {
+    fields: u64,
+    /// Its age when encoded, in microseconds.
+    age: u64,
+    tags: Vec<(u64, u64)>,
+    headers: HeaderMap,
+}
+
+fn decode_variant(input: &mut &[u8]) -> Option<Stored> {
     let fields = u64_(input)?;
-    let filled_at = u64_(input)?;
+    let age = u64_(input)?;
     let tag_count = usize::from(u8_(input)?);
     if tag_count > MAX_TAGS {
         return None;
@@ -109,10 +128,25 @@ fn decode_variant(input: &mut &[u8], vary: &[HeaderName]) -> Option<(Variant, u6
         let value = HeaderValue::from_bytes(take(input, len)?).ok()?;
         headers.append(name.clone(), value);
     }
-    let extensions = Extensions::new();
-    let remembered = remember(StatusCode::OK, &headers, &extensions, vary).ok()?;
-    let variant = remembered.to_variant(fields).with_tags(tags.into());
-    Some((variant, filled_at))
+    Some(Stored {
+        fields,
+        age,
+        tags,
+        headers,
+    })
+}
+
+impl Stored {
+    /// The variant, checked as a fresh response would be.
+    fn remember(self, vary: &[HeaderName]) -> Option<Variant> {
+        let extensions = Extensions::new();
+        let remembered = remember(StatusCode::OK, &self.headers, &extensions, vary).ok()?;
+        Some(
+            remembered
+                .to_variant(self.fields)
+                .with_tags(self.tags.into()),
+        )
+    }
 }
 
 fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -136,7 +170,7 @@ fn u64_(bytes: &mut &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::config::default_vary;
+    use crate::cache::policy::default_vary;
 
     fn variant(fields: &[(&str, &str)], digest: u64) -> Variant {
         let mut headers = HeaderMap::new();
@@ -156,6 +190,13 @@ mod tests {
         .to_variant(digest)
     }
 
+    /// The value as the fill script stores it at `now`.
+    fn stored_at(now: u64, encoded: &[u8]) -> Vec<u8> {
+        let mut value = format!("{now}:").into_bytes();
+        value.extend_from_slice(encoded);
+        value
+    }
+
     #[test]
     fn an_encoded_entry_reads_back_and_damage_is_a_miss() {
         let ttl = Duration::from_secs(60);
@@ -172,9 +213,9 @@ mod tests {
         )
         .with_tags(Box::new([(7, 8)]));
         let entry = Entry::with(Some(&Entry::with(None, old)), new);
-        // Encoded at 50 s on the store's clock: the old variant was filled
+        // Stored at 50 s on the server's clock: the old variant was filled
         // at about 1 s, the new one at about 50 s.
-        let bytes = encode(&entry, 42, 50_000_000);
+        let bytes = stored_at(50_000_000, &encode(&entry, 42));
         let (generation, read) = decode(&bytes, &vary, 55_000_000, ttl).unwrap();
         assert_eq!(generation, 42);
         let read = read.unwrap();
@@ -209,10 +250,26 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_variant_is_left_out_unread() {
+        let ttl = Duration::from_secs(60);
+        let old =
+            variant(&[("etag", "\"old\""), ("vary", "accept")], 1).aged(Duration::from_secs(59));
+        let new = variant(&[("etag", "\"new\"")], 2);
+        let entry = Entry::with(Some(&Entry::with(None, old)), new);
+        let bytes = stored_at(0, &encode(&entry, 1));
+        // A replica that no longer varies on Accept reads the live variant
+        // once the one that names Accept has expired.
+        let narrower = [http::header::ACCEPT_ENCODING];
+        assert!(decode(&bytes, &narrower, 0, ttl).is_none());
+        let (_, read) = decode(&bytes, &narrower, 2_000_000, ttl).unwrap();
+        assert_eq!(read.unwrap().variants().len(), 1);
+    }
+
+    #[test]
     fn a_variant_that_would_not_be_stored_now_is_a_miss() {
         let vary = default_vary();
         let entry = Entry::with(None, variant(&[("etag", "\"a\""), ("vary", "accept")], 1));
-        let bytes = encode(&entry, 1, 1_000_000);
+        let bytes = stored_at(1_000_000, &encode(&entry, 1));
         // Read by a replica that no longer varies on Accept.
         let narrower = [http::header::ACCEPT_ENCODING];
         assert!(decode(&bytes, &narrower, 1_000_000, Duration::from_secs(60)).is_none());

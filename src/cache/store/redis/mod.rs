@@ -12,10 +12,10 @@
 //!
 //! # Modules
 //!
-//! [`keys`] names the Redis keys (one hash slot per resource), [`scripts`]
+//! [`names`] names the Redis keys (one hash slot per resource), [`scripts`]
 //! holds the Lua scripts (`scripts/*.lua`), [`codec`] the entry format,
-//! [`backend`] the operations, and [`backlog`] the invalidations waiting for
-//! a retry. This module is the public face: [`RedisStore`] and its builder.
+//! [`attached`] the operations of a store attached to one cache, and
+//! [`backlog`] the invalidations waiting for a retry. This module is the public face: [`RedisStore`] and its builder.
 //!
 //! # Atomicity and generations
 //!
@@ -40,16 +40,16 @@
 //! lands or the entries' time-to-live runs out: that is the only staleness a
 //! fault allows.
 
-mod backend;
+mod attached;
 mod backlog;
 mod codec;
-mod keys;
+mod names;
 mod scripts;
 
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -59,12 +59,12 @@ use redis::{aio::ConnectionManager, Client};
 use tokio::runtime::Handle;
 
 use self::{
-    backend::{Backend, Connection},
+    attached::{Attached, Connection},
     backlog::Backlog,
-    keys::KeyNames,
+    names::KeyNames,
     scripts::Scripts,
 };
-use super::{Attach, Settings, Store};
+use super::{Attach, Setup, Store};
 
 /// A validator cache store on Redis (or Valkey), shared by every replica
 /// that uses the same Redis and prefix; give it to
@@ -189,7 +189,7 @@ impl RedisStoreBuilder {
         let runtime =
             Handle::try_current().map_err(|_| RedisStoreError::new(ErrorKind::NoRuntime))?;
         let client = Client::open(self.url.as_str())
-            .map_err(|error| RedisStoreError::new(ErrorKind::Url(error)))?;
+            .map_err(|error| RedisStoreError::new(ErrorKind::Client(error)))?;
         // Retry connecting for ever (with backoff up to one second): an
         // outage longer than the default's few attempts must not leave the
         // store disconnected until a request notices.
@@ -201,7 +201,7 @@ impl RedisStoreBuilder {
         let connection = {
             let _guard = runtime.enter();
             ConnectionManager::new_lazy_with_config(client, config)
-                .map_err(|error| RedisStoreError::new(ErrorKind::Url(error)))?
+                .map_err(|error| RedisStoreError::new(ErrorKind::Client(error)))?
         };
         let mut key_context = Vec::with_capacity(self.prefix.len() + 1 + self.secret.len());
         key_context.extend_from_slice(self.prefix.as_bytes());
@@ -209,7 +209,7 @@ impl RedisStoreBuilder {
         key_context.extend_from_slice(&self.secret);
         Ok(RedisStore {
             connection: Arc::new(Connection {
-                connection,
+                manager: connection,
                 runtime,
                 keys: KeyNames::new(self.prefix),
                 key_context,
@@ -219,15 +219,14 @@ impl RedisStoreBuilder {
                 healthy: AtomicBool::new(true),
                 unavailable: AtomicU64::new(0),
                 next_write: AtomicU64::new(random_u64()),
-                clock_offset: AtomicI64::new(0),
             }),
         })
     }
 }
 
 impl Attach for RedisStore {
-    fn attach(self: Box<Self>, settings: &Settings) -> Arc<dyn Store> {
-        Arc::new(Backend::new(
+    fn attach(self: Box<Self>, settings: &Setup) -> Arc<dyn Store> {
+        Arc::new(Attached::new(
             self.connection,
             settings.time_to_live,
             settings.vary.clone(),
@@ -243,9 +242,9 @@ pub struct RedisStoreError {
 
 #[derive(Debug)]
 enum ErrorKind {
-    /// The URL is not one the client accepts (the client's error is the
-    /// source).
-    Url(redis::RedisError),
+    /// The client refused the URL or the connection settings (its error is
+    /// the source).
+    Client(redis::RedisError),
     /// The prefix holds `{` or `}`.
     Prefix,
     /// No Tokio runtime is running.
@@ -261,7 +260,9 @@ impl RedisStoreError {
 impl fmt::Display for RedisStoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ErrorKind::Url(_) => f.write_str("redis store: invalid Redis URL"),
+            ErrorKind::Client(_) => f.write_str(
+                "redis store: the Redis client refused the URL or the connection settings",
+            ),
             ErrorKind::Prefix => f.write_str("redis store: the prefix may not contain { or }"),
             ErrorKind::NoRuntime => f.write_str("redis store: no Tokio runtime is running"),
         }
@@ -271,7 +272,7 @@ impl fmt::Display for RedisStoreError {
 impl std::error::Error for RedisStoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            ErrorKind::Url(error) => Some(error),
+            ErrorKind::Client(error) => Some(error),
             _ => None,
         }
     }

@@ -7,22 +7,27 @@ use std::{
     fmt,
     future::Future,
     sync::{
-        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     task::{Context, Poll},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use http::HeaderName;
 use redis::{aio::ConnectionManager, ScriptInvocation, Value};
 use tokio::{runtime::Handle, task::JoinHandle};
 
-use super::{backlog::Backlog, codec, keys::KeyNames, scripts::Scripts};
+use super::{
+    backlog::{Add, Backlog},
+    codec,
+    names::KeyNames,
+    scripts::Scripts,
+};
 use crate::cache::{
     entry::Entry,
-    keys::Key,
-    store::{Answer, Fill, Filled, Later, Lookup, Query, Store, WriteId},
+    hashing::Key,
+    store::{Answer, Fill, FillDone, Later, Lookup, Query, Store, WriteId},
 };
 
 /// How often invalidations that could not reach Redis are tried again.
@@ -31,7 +36,7 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// A store's connection and state, shared by its clones and by every cache
 /// it is attached to.
 pub(super) struct Connection {
-    pub(super) connection: ConnectionManager,
+    pub(super) manager: ConnectionManager,
     pub(super) runtime: Handle,
     pub(super) keys: KeyNames,
     /// What the keyed hash of keys is derived from: the prefix and the
@@ -43,28 +48,25 @@ pub(super) struct Connection {
     pub(super) healthy: AtomicBool,
     pub(super) unavailable: AtomicU64,
     pub(super) next_write: AtomicU64,
-    /// Redis's clock less this machine's, in microseconds, as of the last
-    /// lookup: fill times are recorded on Redis's clock, so that every
-    /// replica reads the same age.
-    pub(super) clock_offset: AtomicI64,
 }
 
-/// A [`Connection`] attached to one cache, with the cache's settings.
-pub(super) struct Backend(Arc<Attached>);
+/// A [`Connection`] attached to one cache, with the cache's settings: the
+/// store the cache uses.
+pub(super) struct Attached(Arc<Inner>);
 
-struct Attached {
+struct Inner {
     connection: Arc<Connection>,
     time_to_live: Duration,
     vary: Box<[HeaderName]>,
 }
 
-impl Backend {
+impl Attached {
     pub(super) fn new(
         connection: Arc<Connection>,
         time_to_live: Duration,
         vary: Box<[HeaderName]>,
     ) -> Self {
-        Self(Arc::new(Attached {
+        Self(Arc::new(Inner {
             connection,
             time_to_live,
             vary,
@@ -72,7 +74,7 @@ impl Backend {
     }
 }
 
-impl fmt::Debug for Backend {
+impl fmt::Debug for Attached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let connection = &self.0.connection;
         f.debug_struct("RedisStore")
@@ -118,7 +120,7 @@ impl<T: Default + Send> Later<T> for Task<T> {
     }
 }
 
-impl Store for Backend {
+impl Store for Attached {
     fn key_material(&self) -> Option<&[u8]> {
         Some(&self.0.connection.key_context)
     }
@@ -146,7 +148,7 @@ impl Store for Backend {
         Answer::Later(Box::new(Task(task)))
     }
 
-    fn fill(&self, fill: Fill, done: Filled) {
+    fn fill(&self, fill: Fill, done: FillDone) {
         if self.0.connection.backlog.has_resource(&fill.resource) {
             return done(false);
         }
@@ -162,13 +164,12 @@ impl Store for Backend {
         let task = self.0.connection.runtime.spawn(async move {
             let done = this.guarded("invalidate", this.invalidate(&keys, tags));
             if done.await.is_none() {
-                this.keep_pending(|pending| {
-                    let set = if tags {
-                        &mut pending.tags
-                    } else {
-                        &mut pending.resources
-                    };
-                    set.extend(keys.iter().copied());
+                let (resources, tag_keys): (&[Key], &[Key]) =
+                    if tags { (&[], &keys) } else { (&keys, &[]) };
+                this.keep_pending(Add {
+                    resources,
+                    tags: tag_keys,
+                    clear: false,
                 });
             }
         });
@@ -183,8 +184,9 @@ impl Store for Backend {
         let task = self.0.connection.runtime.spawn(async move {
             let begun = this.guarded("begin write", this.begin_write(resource, id));
             if begun.await.is_none() {
-                this.keep_pending(|pending| {
-                    pending.resources.insert(resource);
+                this.keep_pending(Add {
+                    resources: &[resource],
+                    ..Add::default()
                 });
             }
         });
@@ -199,9 +201,11 @@ impl Store for Backend {
                 this.end_write(resource, id, &others, invalidate),
             );
             if ended.await.is_none() && invalidate {
-                this.keep_pending(|pending| {
-                    pending.resources.insert(resource);
-                    pending.resources.extend(others.iter().copied());
+                let mut resources = others;
+                resources.push(resource);
+                this.keep_pending(Add {
+                    resources: &resources,
+                    ..Add::default()
                 });
             }
         });
@@ -213,7 +217,10 @@ impl Store for Backend {
         let this = Arc::clone(&self.0);
         let task = self.0.connection.runtime.spawn(async move {
             if this.clear().await.is_err() {
-                this.keep_pending(|pending| pending.clear = true);
+                this.keep_pending(Add {
+                    clear: true,
+                    ..Add::default()
+                });
             }
         });
         Answer::Later(Box::new(Task(task)))
@@ -224,7 +231,7 @@ impl Store for Backend {
     }
 }
 
-impl Attached {
+impl Inner {
     fn ttl_ms(&self) -> u64 {
         u64::try_from(self.time_to_live.as_millis())
             .unwrap_or(u64::MAX)
@@ -250,8 +257,6 @@ impl Attached {
         };
         let generation = items.first().and_then(number).ok_or(Failure::Reply)?;
         let clock = items.get(1).and_then(number).ok_or(Failure::Reply)?;
-        let offset = i64::try_from(clock).unwrap_or(i64::MAX) - local_clock();
-        connection.clock_offset.store(offset, Ordering::Relaxed);
         let entry = match items.get(2) {
             Some(Value::BulkString(bytes)) => {
                 match codec::decode(bytes, &self.vary, clock, self.time_to_live) {
@@ -278,13 +283,6 @@ impl Attached {
         })
     }
 
-    /// Redis's clock now, in microseconds, as estimated from the last
-    /// lookup.
-    fn server_clock(&self) -> u64 {
-        let offset = self.connection.clock_offset.load(Ordering::Relaxed);
-        u64::try_from(local_clock().saturating_add(offset)).unwrap_or(0)
-    }
-
     /// The surrogate-tag epoch (in another hash slot than the resource's
     /// keys, hence a command of its own).
     async fn tag_epoch(&self) -> Result<u64, Failure> {
@@ -298,7 +296,7 @@ impl Attached {
     /// Runs a script (`EVALSHA`, loaded again on `NOSCRIPT`) on a handle of
     /// the shared connection.
     async fn run(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
-        let mut connection = self.connection.connection.clone();
+        let mut connection = self.connection.manager.clone();
         Ok(invocation.invoke_async(&mut connection).await?)
     }
 
@@ -319,7 +317,7 @@ impl Attached {
         for tag in &tags {
             command.arg(self.connection.keys.tag(*tag));
         }
-        let mut connection = self.connection.connection.clone();
+        let mut connection = self.connection.manager.clone();
         let values: Vec<Value> = command.query_async(&mut connection).await?;
         let current = |tag: &Key| {
             let index = tags.binary_search(tag).ok()?;
@@ -367,7 +365,7 @@ impl Attached {
             .key(connection.keys.entry(fill.resource, fill.key))
             .key(connection.keys.writes(fill.resource))
             .arg(fill.generation)
-            .arg(codec::encode(&entry, fill.generation, self.server_clock()))
+            .arg(codec::encode(&entry, fill.generation))
             .arg(self.ttl_ms())
             .arg(self.life_ms());
         let stored = self.run(&invocation).await?;
@@ -442,7 +440,7 @@ impl Attached {
         let pattern = self.connection.keys.pattern();
         let mut cursor = 0u64;
         loop {
-            let mut connection = self.connection.connection.clone();
+            let mut connection = self.connection.manager.clone();
             let scan = async {
                 let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                     .arg(cursor)
@@ -508,7 +506,7 @@ impl Attached {
     }
 
     /// Keeps an invalidation for a retry, and starts retrying.
-    fn keep_pending(self: &Arc<Self>, add: impl FnOnce(&mut super::backlog::Pending)) {
+    fn keep_pending(self: &Arc<Self>, add: Add<'_>) {
         self.connection.backlog.add(add);
         self.retry();
     }
@@ -537,35 +535,25 @@ impl Attached {
     /// One attempt at every pending invalidation; what lands leaves the
     /// backlog.
     async fn retry_once(self: &Arc<Self>) {
-        let (resources, tags, clear) = self.connection.backlog.snapshot();
-        let cleared = clear && self.clear().await.is_ok();
-        let resources_done = resources.is_empty()
+        let snapshot = self.connection.backlog.snapshot();
+        let cleared = snapshot.clear && self.clear().await.is_ok();
+        let resources_done = snapshot.resources.is_empty()
             || self
-                .guarded("retry", self.invalidate(&resources, false))
+                .guarded("retry", self.invalidate(&snapshot.resources, false))
                 .await
                 .is_some();
-        let tags_done = tags.is_empty()
+        let tags_done = snapshot.tags.is_empty()
             || self
-                .guarded("retry", self.invalidate(&tags, true))
+                .guarded("retry", self.invalidate(&snapshot.tags, true))
                 .await
                 .is_some();
-        self.connection.backlog.landed(
-            if resources_done { &resources } else { &[] },
-            if tags_done { &tags } else { &[] },
-            cleared,
-        );
+        let backlog = &self.connection.backlog;
+        backlog.landed(&snapshot, resources_done, tags_done, cleared);
         #[cfg(feature = "tracing")]
-        if resources_done && tags_done && (cleared || !clear) {
-            tracing::debug!(target: "tower_etag::cache", retried = resources.len() + tags.len(), "tower-etag cache: pending invalidations reached Redis");
+        if resources_done && tags_done && (cleared || !snapshot.clear) {
+            tracing::debug!(target: "tower_etag::cache", retried = snapshot.resources.len() + snapshot.tags.len(), "tower-etag cache: pending invalidations reached Redis");
         }
     }
-}
-
-/// This machine's clock, in microseconds since the Unix epoch.
-fn local_clock() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// A decimal integer reply (Redis strings and integers).

@@ -6,6 +6,8 @@ use std::hash::{BuildHasher, Hasher};
 
 use http::HeaderValue;
 
+use super::policy::MAX_VARY_FIELDS;
+
 /// A hashed key: of a resource (its generation), of an entry, of a tag, of
 /// the fields a response varies on.
 pub(crate) type Key = u64;
@@ -157,7 +159,7 @@ impl Hashing {
     {
         let mut hasher = self.start(Domain::Vary);
         hasher.write_u16(mask);
-        for index in 0..16u8 {
+        for index in 0..MAX_VARY_FIELDS as u8 {
             if mask & (1 << index) != 0 {
                 for value in values_of(index) {
                     hasher.write_u8(index);

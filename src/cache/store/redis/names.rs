@@ -12,7 +12,7 @@
 //! keys (`{tags}`), so every script touches one slot and works on Redis
 //! Cluster too.
 
-use crate::cache::keys::Key;
+use crate::cache::hashing::Key;
 
 /// Names the keys under one prefix.
 #[derive(Debug)]
