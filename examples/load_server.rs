@@ -20,6 +20,16 @@
 //!
 //! - `GET {prefix}/slow/{size}`: the one-chunk content after 2 ms of
 //!   awaited latency, as a handler that queries a database.
+//! - `GET {prefix}/frames/{body}/{frame}/{kind}`: `body` bytes (`64k`, `1m`
+//!   or `16m`) streamed without `Content-Length` in frames of `frame` bytes
+//!   (`1k`, `8k`, `16k`, `64k`, `256k`, or `whole` for one frame); `kind`
+//!   `fresh`: each frame allocated by the handler as it is sent (a file read
+//!   piecewise, a proxied upstream, a generated export), or `shared`: slices
+//!   of one buffer shared by every request.
+//! - `GET {prefix}/files/{name}`: tower-http's `ServeDir` over a directory
+//!   holding `1m.bin` and `16m.bin` (it sends its own `ETag`, which the
+//!   layer keeps without hashing), and `GET {prefix}/files-untagged/{name}`:
+//!   the same with `ServeDir`'s `ETag` removed, so that the layer hashes.
 //!
 //! `/etag-small` has a 512-byte cap, so `/etag-small/announced` is passed
 //! through unbuffered; `/etag-default` has the default 2 MiB cap. `/cached`
@@ -40,6 +50,7 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::stream;
+use tower_http::services::ServeDir;
 use tower_etag::{
     cache::{ValidatorCache, ValidatorCacheLayer},
     ETagLayer,
@@ -74,6 +85,68 @@ async fn announced() -> impl IntoResponse {
     ([(header::CONTENT_LENGTH, "1024")], shared_content(1))
 }
 
+/// Parses `64k`, `1m`, `16m`-style sizes.
+fn parse_size(text: &str) -> Option<usize> {
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+    let n: usize = digits.parse().ok()?;
+    match unit {
+        "k" => Some(n * 1024),
+        "m" => Some(n * 1024 * 1024),
+        _ => None,
+    }
+}
+
+/// The body of `/frames/{body}/{frame}/{kind}`, or `None` for a path
+/// outside the matrix.
+fn frames(body: &str, frame: &str, kind: &str) -> Option<Body> {
+    let len = parse_size(body)?;
+    let index = SIZES.iter().position(|&(_, size)| size == len);
+    let content = match index {
+        Some(index) => shared_content(index),
+        // 64 KiB is not among the one-chunk sizes.
+        None => extra_content(len),
+    };
+    let frame = match frame {
+        "whole" => len,
+        frame => parse_size(frame)?,
+    };
+    let fresh = match kind {
+        "fresh" => true,
+        "shared" => false,
+        _ => return None,
+    };
+    let pieces = (0..len).step_by(frame).map(move |at| {
+        let end = (at + frame).min(len);
+        Ok::<_, Infallible>(if fresh {
+            Bytes::copy_from_slice(&content[at..end])
+        } else {
+            content.slice(at..end)
+        })
+    });
+    Some(Body::from_stream(stream::iter(pieces)))
+}
+
+/// Content of a size outside [`SIZES`] (64 KiB), built once.
+fn extra_content(len: usize) -> Bytes {
+    static CONTENT: OnceLock<Bytes> = OnceLock::new();
+    let content = CONTENT.get_or_init(|| content(64 * 1024));
+    assert_eq!(content.len(), len, "only 64 KiB is served besides SIZES");
+    content.clone()
+}
+
+/// A directory with the files `/files` serves, written at start.
+fn files_dir() -> &'static std::path::Path {
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tower-etag-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        for (name, len) in [("1m.bin", 1024 * 1024), ("16m.bin", 16 * 1024 * 1024)] {
+            std::fs::write(dir.join(name), content(len)).expect("a file to serve");
+        }
+        dir
+    })
+}
+
 fn chunks(bytes: &Bytes) -> Vec<Bytes> {
     let size = (bytes.len() / 4).clamp(1, 16 * 1024);
     (0..bytes.len())
@@ -84,6 +157,24 @@ fn chunks(bytes: &Bytes) -> Vec<Bytes> {
 
 fn content_routes() -> Router {
     let mut router = Router::new()
+        .route(
+            "/frames/{body}/{frame}/{kind}",
+            get(
+                |Path((body, frame, kind)): Path<(String, String, String)>| async move {
+                    frames(&body, &frame, &kind).ok_or(StatusCode::NOT_FOUND)
+                },
+            ),
+        )
+        .nest_service("/files", ServeDir::new(files_dir()))
+        .nest_service(
+            "/files-untagged",
+            tower::ServiceBuilder::new()
+                .map_response(|mut response: axum::http::Response<_>| {
+                    response.headers_mut().remove(header::ETAG);
+                    response
+                })
+                .service(ServeDir::new(files_dir())),
+        )
         .route("/post", post(|| async { shared_content(1) }))
         .route("/announced", get(announced))
         .route(
@@ -181,7 +272,30 @@ fn app() -> Router {
         )
 }
 
+/// `--blake3-floor`: the median time of one `blake3::hash` call over each
+/// body of the frame matrix, as `floor,SIZE,MICROSECONDS` lines: the least
+/// any layer that hashes the body must add.
+fn blake3_floor() {
+    for (name, len) in [("64k", 64 * 1024), ("1m", 1024 * 1024), ("16m", 16 * 1024 * 1024)] {
+        let body = content(len);
+        let rounds = (256 * 1024 * 1024 / len).clamp(11, 4001);
+        let mut times: Vec<f64> = (0..rounds)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                std::hint::black_box(blake3::hash(std::hint::black_box(&body)));
+                start.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!("floor,{name},{:.2}", times[times.len() / 2]);
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("--blake3-floor") {
+        blake3_floor();
+        return Ok(());
+    }
     let addr: SocketAddr = std::env::args()
         .nth(1)
         .as_deref()
