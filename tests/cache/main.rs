@@ -2,6 +2,8 @@
 //! (`cache`), and with arbitrary fields in the model world of
 //! `tests/cache_world`, which the fuzz target shares (`cache_robustness`).
 
+// Helpers of which these tests use some.
+#[allow(dead_code)]
 #[path = "../common/mod.rs"]
 mod common;
 

@@ -2,6 +2,8 @@
 //! with the real servers and clients of `tests/common`.
 //!
 //! The other test binaries: `tests/cache` (the validator cache),
+//! `tests/external` (the tests that need redis-server or curl, with a harness
+//! that reports them ignored where the program is missing), and
 //! `tests/allocations.rs` and `tests/tracing.rs` (each installs process-wide
 //! state: a counting global allocator, the global tracing subscriber).
 
