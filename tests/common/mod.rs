@@ -1,5 +1,9 @@
 //! Real servers on 127.0.0.1:0 and real clients for the integration tests.
-#![allow(dead_code, unreachable_pub)]
+//!
+//! The layer's tests use every item (their binary reports one that none
+//! uses); the other binaries that include this module use some, and allow
+//! dead code in it.
+#![allow(unreachable_pub)]
 
 use std::{
     collections::VecDeque,

@@ -2,7 +2,10 @@
 //! a temporary directory and no persistence, stopped, restarted on the same
 //! port, paused and resumed; and a TCP link in front of it that a test can
 //! cut, as a network partition between one replica and Redis.
-#![allow(dead_code, unreachable_pub)]
+//!
+//! The binary is the one `harness::REDIS_SERVER` finds (`PATH`, `/usr/bin`,
+//! `/usr/sbin`, or `TOWER_ETAG_REDIS_SERVER`).
+#![allow(unreachable_pub)]
 
 use std::{
     net::{SocketAddr, TcpListener as StdListener},
@@ -17,18 +20,7 @@ use std::{
 
 use tokio::net::{TcpListener, TcpStream};
 
-/// The `redis-server` binary, if this machine has one (`.ci/run` installs
-/// Debian's package when it is missing).
-pub fn binary() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")]);
-    candidates
-        .map(|dir| dir.join("redis-server"))
-        .find(|path| path.is_file())
-}
+use crate::harness::REDIS_SERVER;
 
 pub struct RedisServer {
     binary: PathBuf,
@@ -38,15 +30,10 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server, or `None` (with a message) when there is no
-    /// `redis-server` on this machine.
-    pub fn start() -> Option<Self> {
-        let Some(binary) = binary() else {
-            eprintln!(
-                "redis-server is not installed (Debian: apt-get install redis-server); skipping"
-            );
-            return None;
-        };
+    /// Starts a server. Panics when this machine has no `redis-server`
+    /// (the harness starts no test that needs one then, unless asked to).
+    pub fn start() -> Self {
+        let binary = REDIS_SERVER.path();
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("tower-etag-redis-{}-{port}", std::process::id()));
@@ -58,7 +45,7 @@ impl RedisServer {
             child: None,
         };
         server.restart();
-        Some(server)
+        server
     }
 
     pub fn url(&self) -> String {

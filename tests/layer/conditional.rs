@@ -2,12 +2,9 @@
 //! responses are tagged, RFC 9110 §13.2.2 evaluation, the 304 and 412 on the
 //! wire, HEAD, and what passes through untouched.
 
-mod common;
-
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use common::*;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use tower::ServiceBuilder;
@@ -15,6 +12,8 @@ use tower_etag::{
     predicate::{DefaultPredicate, Predicate, SkipETag},
     ETagLayer,
 };
+
+use crate::common::*;
 
 const HELLO: &str = "hello, world";
 // Sun, 06 Nov 1994 08:49:37 GMT

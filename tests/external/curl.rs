@@ -1,8 +1,6 @@
 //! curl as the client: `--etag-save` keeps the tag of a response in a file
-//! and `--etag-compare` sends it back as `If-None-Match`. Skipped, with a
-//! message, when curl is not installed.
-
-mod common;
+//! and `--etag-compare` sends it back as `If-None-Match`. Ignored, with the
+//! reason, where curl is missing (see `harness`).
 
 use std::{
     net::SocketAddr,
@@ -15,13 +13,22 @@ use std::{
 };
 
 use axum::{extract::State, routing, Router};
-use common::*;
 use tower_etag::ETagLayer;
+
+use crate::{
+    common::*,
+    harness::{add, Suite, CURL},
+};
+
+/// The tests of this module, for the harness.
+pub(crate) fn add_to(suite: &mut Suite) {
+    add!(suite, Some(&CURL), async [curl_etag_save_and_compare_round_trip]);
+}
 
 /// Runs curl with `args`, returning the status code it reports and the body.
 async fn curl(args: Vec<String>) -> (String, String) {
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("curl")
+        Command::new(CURL.path())
             .args(["--silent", "--show-error", "--max-time", "10"])
             .args(["--write-out", "\n%{http_code}"])
             .args(args)
@@ -34,10 +41,6 @@ async fn curl(args: Vec<String>) -> (String, String) {
     let stdout = String::from_utf8(output.stdout).unwrap();
     let (body, code) = stdout.rsplit_once('\n').unwrap();
     (code.to_owned(), body.to_owned())
-}
-
-fn curl_is_installed() -> bool {
-    Command::new("curl").arg("--version").output().is_ok()
 }
 
 /// A page whose content is its version number, which the test can bump.
@@ -58,12 +61,7 @@ fn etag_in(file: &Path) -> String {
     std::fs::read_to_string(file).unwrap().trim().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_etag_save_and_compare_round_trip() {
-    if !curl_is_installed() {
-        eprintln!("curl is not installed; skipping");
-        return;
-    }
     let version = Arc::new(AtomicUsize::new(1));
     let addr = start(version.clone()).await;
     let url = format!("http://{addr}/");

@@ -4,18 +4,17 @@
 //! bytes of the same page need different strong tags. With the ETag layer
 //! outermost it hashes what is sent, encoded or not.
 
-mod common;
-
 use std::{io::Read, net::SocketAddr};
 
 use axum::{
     http::{header, StatusCode},
     routing, Router,
 };
-use common::*;
 use tower::ServiceBuilder;
 use tower_etag::ETagLayer;
 use tower_http::compression::CompressionLayer;
+
+use crate::common::*;
 
 /// Large and repetitive enough to be worth compressing.
 fn page() -> String {

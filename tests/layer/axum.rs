@@ -1,8 +1,6 @@
 //! The layer in axum apps over real TCP, in both placements: `Router::layer`
 //! and wrapped around the whole `Router`.
 
-mod common;
-
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use axum::{
@@ -14,12 +12,13 @@ use axum::{
     },
     routing, Extension, Json, Router,
 };
-use common::*;
 use futures_util::stream::{self, StreamExt};
 use http_body_util::BodyExt;
 use tower::ServiceBuilder;
 use tower_etag::{predicate::SkipETag, ETagLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::common::*;
 
 const PAGE: &str = "<h1>hello</h1>";
 

@@ -3,19 +3,18 @@
 //! 428 when required, tags that chain from a 204 to the next `If-Match`,
 //! and no lost update among 50 concurrent writers.
 
-mod common;
-
-#[path = "../examples/documents.rs"]
+#[path = "../../examples/documents.rs"]
 #[allow(dead_code)]
 mod example;
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use tower_etag::{cache::ValidatorCache, ETagLayer};
+
+use crate::common::*;
 
 async fn start(require_precondition: bool) -> SocketAddr {
     let docs = example::Documents::in_memory(require_precondition).unwrap();

@@ -2,16 +2,13 @@
 //! on one tonic server with the layer around both, called by a real tonic
 //! client and by hyper over TCP.
 
-mod common;
-
-#[path = "../examples/tonic.rs"]
+#[path = "../../examples/tonic.rs"]
 #[allow(dead_code)]
 mod example;
 
 use std::net::SocketAddr;
 
 use bytes::{BufMut, BytesMut};
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::net::TcpListener;
@@ -22,6 +19,8 @@ use tonic::{
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
+
+use crate::common::*;
 
 /// The example's server, with the layer.
 async fn start_layered() -> SocketAddr {

@@ -1,8 +1,6 @@
 //! The validator cache over real TCP: an axum app with the cache outside the
 //! ETag layer, a counter of handler calls, and hyper's client.
 
-mod common;
-
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -20,12 +18,13 @@ use axum::{
     response::{IntoResponse, Response},
     routing, Extension, Router,
 };
-use common::*;
 use tokio::sync::Notify;
 use tower_etag::{
     cache::{CacheTags, ValidatorCache, ValidatorCacheLayer},
     ETagLayer, Outcome,
 };
+
+use crate::common::*;
 
 const LAST_MODIFIED: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
 

@@ -3,11 +3,8 @@
 //! counter, both read the same data (a database, here a map), and both point
 //! at one Redis. Faults are real: the server is killed, restarted, paused
 //! with SIGSTOP, its keys overwritten by hand, and one replica's link to it
-//! cut.
-#![cfg(feature = "redis")]
-
-mod common;
-mod redis_server;
+//! cut. Ignored, with the reason, where redis-server is missing (see
+//! `harness`).
 
 use std::{
     collections::HashMap,
@@ -26,13 +23,39 @@ use axum::{
     response::{IntoResponse, Response},
     routing, Extension, Router,
 };
-use common::*;
-use redis_server::{Link, RedisServer};
 use tokio::sync::Notify;
 use tower_etag::{
     cache::{CacheTags, RedisStore, ValidatorCache, ValidatorCacheLayer},
     ETagLayer,
 };
+
+use crate::{
+    common::*,
+    harness::{add, Suite, REDIS_SERVER},
+    redis_server::{Link, RedisServer},
+};
+
+/// The tests of this module, for the harness.
+pub(crate) fn add_to(suite: &mut Suite) {
+    add!(suite, Some(&REDIS_SERVER), async [
+        a_fill_on_one_replica_is_a_hit_on_the_other_until_a_write_on_either,
+        a_get_that_read_old_data_on_one_replica_stores_nothing_after_a_write_on_the_other,
+        a_get_during_a_write_on_the_other_replica_stores_nothing,
+        a_tagged_get_that_read_old_data_stores_nothing_after_its_tag_is_invalidated,
+        invalidations_from_app_code_reach_every_replica,
+        requests_go_to_the_handlers_while_redis_is_down_and_hits_resume_after_a_restart,
+        a_paused_redis_costs_each_request_at_most_the_timeout,
+        garbage_and_lost_records_in_redis_are_misses,
+        an_invalidation_cut_off_from_redis_is_retried_and_its_replica_answers_from_handlers,
+    ]);
+    // These two need no server.
+    add!(
+        suite,
+        None,
+        [a_store_is_refused_for_a_bad_url_or_prefix_or_outside_a_runtime]
+    );
+    add!(suite, None, async [the_store_counts_what_redis_did_not_answer]);
+}
 
 /// What both replicas read and write: a version per note.
 #[derive(Clone, Default)]
@@ -244,18 +267,8 @@ async fn fill(replica: &Replica, path: &str) -> String {
     }
 }
 
-macro_rules! redis_or_skip {
-    () => {
-        match RedisServer::start() {
-            Some(server) => server,
-            None => return,
-        }
-    };
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_on_one_replica_is_a_hit_on_the_other_until_a_write_on_either() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start();
     let (_, a, b) = two_replicas(&redis).await;
 
     let tag = fill(&a, "/notes/1").await;
@@ -302,9 +315,8 @@ async fn a_fill_on_one_replica_is_a_hit_on_the_other_until_a_write_on_either() {
     assert_eq!(b.cache.stats().unavailable, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_that_read_old_data_on_one_replica_stores_nothing_after_a_write_on_the_other() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start();
     let (data, a, b) = two_replicas(&redis).await;
 
     // A's GET reads version 1, then waits.
@@ -330,9 +342,8 @@ async fn a_get_that_read_old_data_on_one_replica_stores_nothing_after_a_write_on
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_during_a_write_on_the_other_replica_stores_nothing() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start();
     let (data, a, b) = two_replicas(&redis).await;
     let tag = fill(&a, "/held/8").await;
 
@@ -362,9 +373,8 @@ async fn a_get_during_a_write_on_the_other_replica_stores_nothing() {
     assert_eq!(write.await.unwrap().unwrap().status, StatusCode::NO_CONTENT);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tagged_get_that_read_old_data_stores_nothing_after_its_tag_is_invalidated() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start();
     let (data, a, b) = two_replicas(&redis).await;
 
     // A's GET reads version 1, then waits.
@@ -383,9 +393,8 @@ async fn a_tagged_get_that_read_old_data_stores_nothing_after_its_tag_is_invalid
     assert_eq!(got.body, "note 9 v2");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidations_from_app_code_reach_every_replica() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start();
     let (_, a, b) = two_replicas(&redis).await;
 
     // Surrogate tags.
@@ -436,9 +445,8 @@ async fn run(replica: &Replica, path: &str, tag: &str, n: usize, bound: Duration
 const TIMEOUT_FAULTS: Duration = Duration::from_millis(25);
 const BOUND: Duration = Duration::from_millis(1000);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_go_to_the_handlers_while_redis_is_down_and_hits_resume_after_a_restart() {
-    let mut redis = redis_or_skip!();
+    let mut redis = RedisServer::start();
     let data = Data::default();
     let a = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
     let tag = fill(&a, "/notes/1").await;
@@ -479,9 +487,8 @@ async fn requests_go_to_the_handlers_while_redis_is_down_and_hits_resume_after_a
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_redis_costs_each_request_at_most_the_timeout() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start();
     let data = Data::default();
     let a = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
     let tag = fill(&a, "/notes/1").await;
@@ -525,9 +532,8 @@ async fn a_paused_redis_costs_each_request_at_most_the_timeout() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_lost_records_in_redis_are_misses() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start();
     let data = Data::default();
     let a = replica(&redis.url(), &data, PATIENT).await;
     let tag = fill(&a, "/notes/1").await;
@@ -601,9 +607,8 @@ async fn garbage_and_lost_records_in_redis_are_misses() {
     assert!(!a.revalidate("/notes/1", &tag).await.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_cut_off_from_redis_is_retried_and_its_replica_answers_from_handlers() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start();
     let data = Data::default();
     let a = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
     // B reaches Redis through a link the test can cut.
@@ -660,7 +665,6 @@ async fn an_invalidation_cut_off_from_redis_is_retried_and_its_replica_answers_f
     }
 }
 
-#[test]
 fn a_store_is_refused_for_a_bad_url_or_prefix_or_outside_a_runtime() {
     let build = |url: &str, prefix: &str| {
         RedisStore::builder(url)
@@ -690,7 +694,6 @@ fn a_store_is_refused_for_a_bad_url_or_prefix_or_outside_a_runtime() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_counts_what_redis_did_not_answer() {
     // Nothing listens on this port: every lookup fails within the timeout.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -2,15 +2,14 @@
 //! `blake3::keyed_hash(key, body)`, cannot be recomputed without the key,
 //! and replicas that share the key validate each other's tags.
 
-mod common;
-
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use common::*;
 use http::{Response, StatusCode};
 use tower::ServiceBuilder;
 use tower_etag::ETagLayer;
+
+use crate::common::*;
 
 const KEY: [u8; 32] = *b"an example key of 32 bytes long!";
 

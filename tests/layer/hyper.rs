@@ -1,17 +1,16 @@
 //! The hyper example (`examples/hyper.rs`: a `service_fn` behind
 //! `ServiceBuilder`, no axum) served on a real port, with real clients.
 
-mod common;
-
-#[path = "../examples/hyper.rs"]
+#[path = "../../examples/hyper.rs"]
 #[allow(dead_code)]
 mod example;
 
 use std::net::SocketAddr;
 
-use common::*;
 use http::StatusCode;
 use tokio::net::TcpListener;
+
+use crate::common::*;
 
 async fn start() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,16 +1,15 @@
 //! The `Outcome` the layer records for each response, read by an outer
 //! layer, over real TCP.
 
-mod common;
-
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use common::*;
 use http::{header, HeaderValue, Response, StatusCode};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tower::ServiceBuilder;
 use tower_etag::{predicate::SkipETag, ETagLayer, Outcome};
+
+use crate::common::*;
 
 /// Serves routes for every outcome behind `layer`, with an outer layer that
 /// reports the outcome recorded in each response (a channel rather than a

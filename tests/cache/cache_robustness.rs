@@ -10,12 +10,12 @@
 //! `ETag`; and a 304 answered without the handler only with a tag the handler
 //! path gave for that path since it was last written.
 
-mod cache_world;
-
 use futures_util::FutureExt;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use tower::ServiceExt;
 use tower_etag::cache::ValidatorCache;
+
+use crate::cache_world;
 
 struct Rng(u64);
 

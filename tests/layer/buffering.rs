@@ -1,8 +1,6 @@
 //! Buffering over real TCP with a plain hyper server: tags, the cap, chunking,
 //! trailers, body errors and responses that must not be delayed.
 
-mod common;
-
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -12,12 +10,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::*;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::SizeHint;
 use http_body_util::BodyExt;
 use tower::ServiceBuilder;
 use tower_etag::ETagLayer;
+
+use crate::common::*;
 
 const CAP: usize = 1000;
 

@@ -8,15 +8,12 @@
 //! byte the inner service produced reaches the client in order, followed by
 //! its trailers or its error, unless the answer is a bodiless 304 or 412.
 
-mod common;
-
 use std::{
     sync::atomic::{AtomicU64, Ordering},
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
-use common::{End, ScriptBody};
 use futures_util::FutureExt;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -26,6 +23,8 @@ use proptest::{
 };
 use tower::{ServiceBuilder, ServiceExt};
 use tower_etag::ETagLayer;
+
+use crate::common::{End, ScriptBody};
 
 /// Small, so that bodies often outgrow it.
 const CAP: usize = 48;

@@ -3,8 +3,6 @@
 //! body is dropped and the server keeps serving. (`tests/allocations.rs`
 //! shows that cancelled requests free every byte.)
 
-mod common;
-
 use std::{
     net::SocketAddr,
     sync::{
@@ -15,12 +13,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::*;
 use http::Response;
 use http_body_util::{BodyExt, Empty};
 use tokio::{io::AsyncReadExt, net::TcpStream};
 use tower::ServiceBuilder;
 use tower_etag::ETagLayer;
+
+use crate::common::*;
 
 const CAP: usize = 1000;
 

@@ -3,12 +3,9 @@
 //! repeated lines and dates out of range. Each is ignored or answered as
 //! RFC 9110 says, and the server keeps serving.
 
-mod common;
-
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use common::*;
 use http::{header, HeaderValue, Response};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -16,6 +13,8 @@ use tokio::{
 };
 use tower::ServiceBuilder;
 use tower_etag::ETagLayer;
+
+use crate::common::*;
 
 const PAGE: &[u8] = b"<p>the page</p>";
 
