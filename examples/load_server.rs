@@ -50,11 +50,11 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::stream;
-use tower_http::services::ServeDir;
 use tower_etag::{
     cache::{ValidatorCache, ValidatorCacheLayer},
     ETagLayer,
 };
+use tower_http::services::ServeDir;
 
 #[path = "../benches/support/naive.rs"]
 mod naive;
@@ -276,7 +276,11 @@ fn app() -> Router {
 /// body of the frame matrix, as `floor,SIZE,MICROSECONDS` lines: the least
 /// any layer that hashes the body must add.
 fn blake3_floor() {
-    for (name, len) in [("64k", 64 * 1024), ("1m", 1024 * 1024), ("16m", 16 * 1024 * 1024)] {
+    for (name, len) in [
+        ("64k", 64 * 1024),
+        ("1m", 1024 * 1024),
+        ("16m", 16 * 1024 * 1024),
+    ] {
         let body = content(len);
         let rounds = (256 * 1024 * 1024 / len).clamp(11, 4001);
         let mut times: Vec<f64> = (0..rounds)
