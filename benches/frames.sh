@@ -39,7 +39,6 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 target_dir=$(cargo metadata --no-deps --format-version 1 | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
-cargo build --release --example load_server --quiet
 
 work=$(mktemp -d)
 servers=()
@@ -54,7 +53,9 @@ trap cleanup EXIT
 
 # The baseline commit's crate, built with this load server (it uses only
 # `ETagLayer`, the validator cache and the naive middleware, which the
-# baseline has too) and this Cargo.toml's dev-dependencies.
+# baseline has too) and this Cargo.toml's dev-dependencies, in the same
+# target directory (its dependencies are this build's) and copied out
+# before this tree's server is built over it.
 if [ -n "$BASELINE" ]; then
     git worktree add --detach --quiet "$work/baseline" "$BASELINE"
     cp examples/load_server.rs "$work/baseline/examples/load_server.rs"
@@ -67,9 +68,11 @@ section = lambda text: re.search(r"\[dev-dependencies\]\n(?:[^\[].*\n|\n)*", tex
 open(sys.argv[1], "w").write(baseline.replace(section(baseline), section(current)))
 PY
     cp Cargo.lock "$work/baseline/Cargo.lock"
-    (cd "$work/baseline" && CARGO_TARGET_DIR="$target_dir/frames-baseline" \
+    (cd "$work/baseline" && CARGO_TARGET_DIR="$target_dir" \
         cargo build --release --example load_server --quiet)
+    cp "$target_dir/release/examples/load_server" "$work/baseline_server"
 fi
+cargo build --release --example load_server --quiet
 
 # start NAME BINARY: a server on the server core; sets NAME's base URL.
 start() {
@@ -81,7 +84,7 @@ start() {
     eval "url_$name=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/$name.log")"
 }
 start current "$target_dir/release/examples/load_server"
-[ -n "$BASELINE" ] && start baseline "$target_dir/frames-baseline/release/examples/load_server"
+if [ -n "$BASELINE" ]; then start baseline "$work/baseline_server"; fi
 
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
