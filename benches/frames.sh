@@ -21,7 +21,10 @@
 # Settings (environment): BODIES (64k 1m 16m), FRAMES (1k 8k 16k 64k 256k
 # whole), KINDS (fresh shared), FILES (1: the ServeDir rows), REPS (5),
 # DURATION seconds per run (2), CONNECTIONS (8), BASELINE (d25c7e8; empty:
-# none), CSV (benches/frames.csv), SERVER_CPU (0), CLIENT_CPU (1).
+# none), CSV (benches/frames.csv), SERVER_CPU (0), CLIENT_CPU (1), and
+# LOAD_SERVER_NODELAY=1 to turn Nagle's algorithm off in both servers
+# (axum::serve leaves it on): requests/s then show CPU cost rather than
+# latency stalls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -46,6 +46,7 @@ use axum::{
     middleware,
     response::IntoResponse,
     routing::{get, post},
+    serve::ListenerExt,
     Router,
 };
 use bytes::Bytes;
@@ -312,7 +313,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("listening on http://{}", listener.local_addr()?);
-        axum::serve(listener, app()).await
+        // axum::serve leaves Nagle's algorithm on, as most servers do;
+        // `LOAD_SERVER_NODELAY=1` turns it off, to tell latency stalls from
+        // CPU cost.
+        if std::env::var("LOAD_SERVER_NODELAY").is_ok_and(|v| v == "1") {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app()).await
+        } else {
+            axum::serve(listener, app()).await
+        }
     })?;
     Ok(())
 }

@@ -241,6 +241,7 @@ const _: fn() = || {
 };
 
 // The README's examples are compiled and run as doctests.
-#[cfg(doctest)]
+// (They use the validator cache too.)
+#[cfg(all(doctest, feature = "cache"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
