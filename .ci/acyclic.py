@@ -38,6 +38,10 @@ def module_files():
     return modules
 
 
+RAW = re.compile(r'b?r(#*)"')
+CHAR = re.compile(r"(\\x[0-9a-fA-F]{2}|\\u\{[0-9a-fA-F_]+\}|\\.|[^\\'])'")
+
+
 def code_of(source):
     """The source with comments, string and character literals blanked
     (replaced by spaces or empty literals), lifetimes kept."""
@@ -57,9 +61,9 @@ def code_of(source):
                 else:
                     i += 1
             out.append(" ")
-        elif re.match(r'b?r#*"', source[i:]):
-            m = re.match(r'b?r(#*)"', source[i:])
-            end = source.find('"' + m.group(1), i + m.end())
+        elif RAW.match(source, i):
+            m = RAW.match(source, i)
+            end = source.find('"' + m.group(1), m.end())
             i = n if end < 0 else end + 1 + len(m.group(1))
             out.append('""')
         elif c == '"' or source.startswith('b"', i):
@@ -70,10 +74,9 @@ def code_of(source):
             out.append('""')
         elif c == "'" or source.startswith("b'", i):
             # A character literal ('x', '\n', '\u{..}'), else a lifetime.
-            start = i + (2 if c == "b" else 1)
-            m = re.match(r"(\\u\{[0-9a-fA-F]+\}|\\.|[^\\'])'", source[start:])
+            m = CHAR.match(source, i + (2 if c == "b" else 1))
             if m:
-                i = start + m.end()
+                i = m.end()
                 out.append("' '")
             else:
                 out.append(c)
@@ -115,11 +118,17 @@ def inline_modules(module, code):
 
 
 def expand(tree):
-    """A `use` tree -> its paths: `a::{b, c::{d as e}}` -> [[a, b], [a, c, d]]."""
+    """A `use` tree -> its (path, name) pairs:
+    `a::{b, c::{d as e}}` -> [([a, b], b), ([a, c, d], e)]. A path from the
+    extern prelude (`::x`) starts with an empty segment."""
     tree = re.sub(r"\s*(::|\{|\}|,)\s*", r"\1", tree.strip())
     if "{" not in tree:
-        leaf = tree.split()[0] if tree else ""
-        return [[p for p in leaf.split("::") if p]] if leaf else []
+        words = tree.split()
+        if not words:
+            return []
+        path = words[0].split("::")
+        name = words[2] if len(words) == 3 and words[1] == "as" else path[-1]
+        return [(path, name)]
     head, rest = tree.split("{", 1)
     inner = rest[: rest.rindex("}")]
     items, depth, start = [], 0, 0
@@ -132,11 +141,14 @@ def expand(tree):
             items.append(inner[start:i])
             start = i + 1
     items.append(inner[start:])
-    prefix = [p for p in head.split("::") if p]
+    prefix = head.split("::")[:-1] if head.endswith("::") else head.split("::")
     out = []
     for item in items:
-        for path in expand(item):
-            out.append(prefix if path == ["self"] else prefix + path)
+        for path, name in expand(item):
+            if path == ["self"]:
+                out.append((prefix, name if name != "self" else prefix[-1]))
+            else:
+                out.append((prefix + path, name))
     return out
 
 
@@ -150,10 +162,14 @@ def main():
         codes.update(inline_modules(module, without_test_modules(code_of(file.read_text()))))
     modules.update({m: None for m in codes})
 
+    imports = {}
+
     def absolute(module, path):
         """`path` as written in `module`, from the crate root; None when it
         names nothing of this crate (std, a dependency, a local item)."""
         first = path[0]
+        if first == "":
+            return None
         if first == "crate":
             return path[1:]
         if first in ("self", "super"):
@@ -165,18 +181,22 @@ def main():
             return base + rest
         if tuple(module) + (first,) in modules:
             return list(module) + path
+        imported = imports.get(module, {}).get(first)
+        if imported:
+            return imported + path[1:]
         return None
 
-    # Re-exports: module -> {name: absolute path of what it re-exports}.
+    # Names each module imports, and the ones it re-exports: module ->
+    # {name: absolute path}.
     reexports = {}
     for module, code in codes.items():
         for public, tree in USE.findall(code):
-            if not public:
-                continue
-            for path in expand(tree):
+            for path, name in expand(tree):
                 target = absolute(module, path)
                 if target:
-                    reexports.setdefault(module, {})[path[-1]] = target
+                    imports.setdefault(module, {})[name] = target
+                    if public:
+                        reexports.setdefault(module, {})[name] = target
 
     def resolve(path, seen=()):
         """The module defining what the absolute `path` names."""
@@ -194,19 +214,21 @@ def main():
     edges = {}
     for module, code in codes.items():
         paths = []
-        for public, tree in USE.findall(code):
-            paths += [(bool(public), p) for p in expand(tree)]
         rest = USE.sub("", code)
-        paths += [(False, p.split("::")) for p in re.findall(r"\b(?:\w+::)+\w+", rest)]
-        for public, path in paths:
+        for public, tree in USE.findall(code):
+            for path, name in expand(tree):
+                # A re-export of its own descendant's item is not a use,
+                # unless the module also uses the item itself.
+                used_here = re.search(r"\b" + re.escape(name) + r"\b", rest)
+                paths.append((bool(public) and not used_here, path))
+        paths += [(False, p.split("::")) for p in re.findall(r"(?<!::)\b(?:\w+::)+\w+", rest)]
+        for reexport, path in paths:
             absolute_path = absolute(module, path)
             if absolute_path is None:
                 continue
             target = resolve(absolute_path)
             inside = target[: len(module)] == module
-            # Its own items, and re-exports of its own children's, are not
-            # uses of another module.
-            if target == module or (public and inside):
+            if target == module or (reexport and inside):
                 continue
             edges.setdefault(module, set()).add(target)
 

@@ -568,12 +568,25 @@ async fn garbage_and_lost_records_in_redis_are_misses() {
     assert!(!a.revalidate("/notes/1", &tag).await.0);
 
     // Garbage written by hand, in several shapes.
-    let garbage: [&[&[&str]]; 6] = [
+    let garbage: [&[&[&str]]; 8] = [
         &[&["SET", &entry, "garbage"]],
+        // The stored-at prefix, then another format's version byte.
         &[&[
             "SET",
             &entry,
-            "\u{1}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{9}",
+            "123:\u{1}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{9}",
+        ]],
+        // This format's version byte, then a truncated entry.
+        &[&[
+            "SET",
+            &entry,
+            "123:\u{2}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{9}",
+        ]],
+        // No stored-at prefix.
+        &[&[
+            "SET",
+            &entry,
+            "\u{2}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{9}",
         ]],
         &[&["SET", &generation, "not a number"]],
         &[&["SET", &generation, "-1"], &["DEL", &entry]],

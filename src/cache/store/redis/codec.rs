@@ -6,9 +6,11 @@
 //! with their generations, and remembered field lines (name index, length,
 //! value). Integers are little-endian.
 //!
-//! A variant's age at a lookup is its age at encoding plus the time since
-//! the entry was stored, both on clocks that do not step: the encoding
-//! replica's monotonic clock and Redis's.
+//! A variant's age at a lookup is its age at encoding (on the encoding
+//! replica's monotonic clock) plus the time since the entry was stored, on
+//! Redis's clock, which is the server's wall clock: a step back makes
+//! variants look younger by as much, as it delays Redis's own expiry of the
+//! entry. No replica's wall clock is involved.
 //!
 //! Reading is defensive: anything malformed is `None` (a miss), and every
 //! variant read back is checked again as a fresh response would be before
