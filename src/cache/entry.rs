@@ -480,6 +480,22 @@ impl Variant {
     }
 }
 
+/// A variant of a 200 with these fields, for the stores' tests.
+#[cfg(test)]
+pub(crate) fn test_variant(fields: &[(&str, &str)], digest: Key) -> Variant {
+    let mut headers = HeaderMap::new();
+    for (name, value) in fields {
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    let vary = super::policy::default_vary();
+    remember(StatusCode::OK, &headers, &Extensions::new(), &vary)
+        .unwrap()
+        .to_variant(digest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::{
 use http::{request::Parts, HeaderName, Uri};
 
 use super::{
-    hashing::{Hashing, Key},
+    hashing::Hashing,
     policy::{default_vary, Partition, Policy, MAX_VARY_FIELDS},
     store::{memory::InMemory, Attach, Setup, Store},
 };
@@ -82,7 +82,7 @@ impl ValidatorCache {
     pub async fn invalidate(&self, uri: &Uri) {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let key = self.shared.hashing.resource(path);
-        self.invalidate_keys(&[key], false).await;
+        self.shared.store.invalidate(vec![key], false).get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation(path);
     }
@@ -91,7 +91,7 @@ impl ValidatorCache {
     /// [`CacheTags`](super::CacheTags)). Done when it returns.
     pub async fn invalidate_tag(&self, tag: &str) {
         let key = self.shared.hashing.tag(tag);
-        self.invalidate_keys(&[key], true).await;
+        self.shared.store.invalidate(vec![key], true).get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation(tag);
     }
@@ -103,14 +103,6 @@ impl ValidatorCache {
         self.shared.store.clear().get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation("*");
-    }
-
-    async fn invalidate_keys(&self, keys: &[Key], tags: bool) {
-        self.shared
-            .store
-            .invalidate(keys.to_vec(), tags)
-            .get()
-            .await;
     }
 
     /// The counters since the cache was built. Counting the entries of the

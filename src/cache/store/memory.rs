@@ -312,26 +312,15 @@ impl Store for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use http::{Extensions, HeaderMap, HeaderValue, StatusCode};
-
     use super::*;
-    use crate::cache::{entry::remember, policy::default_vary};
+    use crate::cache::entry::test_variant;
 
     const RESOURCE: Key = 1;
     const KEY: Key = 2;
     const TAG: Key = 3;
 
     fn variant() -> Variant {
-        let mut headers = HeaderMap::new();
-        headers.insert("etag", HeaderValue::from_static("\"a\""));
-        remember(
-            StatusCode::OK,
-            &headers,
-            &Extensions::new(),
-            &default_vary(),
-        )
-        .unwrap()
-        .to_variant(0)
+        test_variant(&[("etag", "\"a\"")], 0)
     }
 
     fn fill(store: &MemoryStore, lookup: &Lookup, tags: Vec<Key>) -> bool {

@@ -172,25 +172,7 @@ fn u64_(bytes: &mut &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::policy::default_vary;
-
-    fn variant(fields: &[(&str, &str)], digest: u64) -> Variant {
-        let mut headers = HeaderMap::new();
-        for (name, value) in fields {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        remember(
-            StatusCode::OK,
-            &headers,
-            &Extensions::new(),
-            &default_vary(),
-        )
-        .unwrap()
-        .to_variant(digest)
-    }
+    use crate::cache::{entry::test_variant as variant, policy::default_vary};
 
     /// The value as the fill script stores it at `now`.
     fn stored_at(now: u64, encoded: &[u8]) -> Vec<u8> {
