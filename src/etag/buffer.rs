@@ -1,15 +1,20 @@
 //! Where the body is buffered and hashed.
 //!
-//! A [`Buffer`] reads the inner body frame by frame. Frames at least as long
-//! as the next segment are kept as they are (reference-counted [`Bytes`], not
-//! copied); shorter ones are copied, as they arrive, into a segment (16 KiB
-//! for the first, growing with the body to 128 KiB, or the exact size left
-//! when the body announces it; 16 KiB again past the first 2 MiB), and
-//! dropped once copied. So a body streamed
-//! in many small frames is held as a few large pieces: BLAKE3 hashes each
-//! piece in one `update` call at its full SIMD width, and the response is
-//! sent as a few large frames, which costs the server far less than many
-//! small ones. Memory stays at most the body plus one segment.
+//! A [`Buffer`] reads the inner body frame by frame. A body that says how
+//! long it is at most (`Content-Length`, a file's length: its size hint),
+//! within [`COALESCE_LIMIT`], is copied into one segment of exactly that
+//! length unless it comes as one frame, and is sent as one frame. Otherwise
+//! frames at least as long as the next segment are kept as they are
+//! (reference-counted [`Bytes`], not copied); shorter ones are copied, as
+//! they arrive, into a segment (16 KiB for the first, growing with the body
+//! to 128 KiB; 16 KiB again past the first 2 MiB), and dropped once copied;
+//! and the last piece of a body longer than 128 KiB is made at least that
+//! long (see [`Pieces::even_out_tail`]). So a body streamed in many small
+//! frames is held as a few large pieces: BLAKE3 hashes each piece in one
+//! `update` call at its full SIMD width, and the response is sent as a few
+//! large frames, which costs the server far less than many small ones and
+//! never ends in a short write that Nagle's algorithm would hold. Memory
+//! stays at most the body plus one segment.
 //!
 //! Pieces are hashed as they are completed once the body has two; a body
 //! held in one piece (the usual `Full<Bytes>` or `Body::from(bytes)`, or a
@@ -129,7 +134,12 @@ impl Pieces {
 
     /// Takes a data frame, given the length of the segment it would start.
     fn push(&mut self, data: Bytes, segment: usize) {
-        if data.len() >= segment {
+        let room = self.open.capacity() - self.open.len();
+        if !self.open.is_empty() && data.len() <= room {
+            // Fits in the open segment (one sized from the body's hint
+            // holds all of it): copied, so the segment stays one piece.
+            self.copy(&data, segment);
+        } else if data.len() >= segment {
             // Long enough to stand as a piece (or all the body has left):
             // kept, not copied.
             self.close();
@@ -139,6 +149,25 @@ impl Pieces {
             self.held = Some(data);
         } else {
             self.copy(&data, segment);
+        }
+    }
+
+    /// The segment a copy starting with `frame` bytes would begin, when the
+    /// body says that at most `left` bytes follow them: a body that fits
+    /// within [`COALESCE_LIMIT`] goes whole into one segment of exactly the
+    /// bytes not yet in a piece (one allocation, and the body is sent as one
+    /// frame); otherwise the hint can only shorten `segment` to what is
+    /// left.
+    fn hinted_segment(&self, frame: usize, left: u64, segment: usize) -> usize {
+        let rest = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .saturating_add(frame);
+        let held = self.held.as_ref().map_or(0, Bytes::len);
+        let before = usize::try_from(self.len).unwrap_or(usize::MAX) - frame;
+        if before.saturating_add(rest) <= COALESCE_LIMIT {
+            held + rest
+        } else {
+            segment.min(rest)
         }
     }
 
@@ -161,6 +190,73 @@ impl Pieces {
                 self.close();
             }
         }
+    }
+
+    /// Once the whole body is read and hashed: if it is longer than
+    /// [`MAX_SEGMENT`] and its last piece is shorter, the bytes just before
+    /// that piece are moved into it, so that the body is never sent with a
+    /// short last frame.
+    ///
+    /// Why: hyper writes a response in several flushes once it holds more
+    /// than its write buffer's limit (about 400 KiB by default), and each
+    /// flush but the last leaves a part-filled TCP segment. With Nagle's
+    /// algorithm on (`axum::serve` and hyper leave it on), a short last
+    /// flush is then held until the client acknowledges that segment, and a
+    /// client that delays its acknowledgements (most do, by up to 40 ms)
+    /// stalls every such response: a 1 MiB body streamed in 8 KiB frames
+    /// was served at 0.2× the requests per second of the same body sent
+    /// in one frame (`benches/frames.sh`, loopback, whose segments are
+    /// 64 KiB). A last frame of at least two segments makes the client
+    /// acknowledge at once. The cost is one copy of at most [`MAX_SEGMENT`]
+    /// bytes, into the last piece's own buffer where it is ours, so memory
+    /// stays at most the body plus one segment.
+    fn even_out_tail(&mut self) {
+        if self.len <= MAX_SEGMENT as u64 {
+            return;
+        }
+        let Some(last) = self.chunks.pop_back_if(|last| last.len() < MAX_SEGMENT) else {
+            return;
+        };
+        // Every byte is hashed already: only how the bytes are framed
+        // changes from here on.
+        debug_assert!(self.hasher.is_some() || !self.hashing);
+        let moved = MAX_SEGMENT - last.len();
+        // The pieces, from the end, whose bytes move: the first of them
+        // only in part.
+        let mut parts = Vec::new();
+        let mut needed = moved;
+        while needed > 0 {
+            let mut piece = self.chunks.pop_back().expect("the body is longer");
+            if piece.len() > needed {
+                parts.push(piece.split_off(piece.len() - needed));
+                self.chunks.push(piece);
+                break;
+            }
+            needed -= piece.len();
+            parts.push(piece);
+        }
+        let tail = match last.try_into_mut() {
+            // Our own segment (or a frame no one else holds): the moved bytes
+            // are appended and rotated to the front, in its own buffer.
+            Ok(mut tail) => {
+                let len = tail.len();
+                tail.reserve(moved);
+                for part in parts.iter().rev() {
+                    tail.extend_from_slice(part);
+                }
+                tail.rotate_left(len);
+                tail
+            }
+            Err(shared) => {
+                let mut tail = BytesMut::with_capacity(MAX_SEGMENT);
+                for part in parts.iter().rev() {
+                    tail.extend_from_slice(part);
+                }
+                tail.extend_from_slice(&shared);
+                tail
+            }
+        };
+        self.chunks.push(tail.freeze());
     }
 
     /// Keeps everything read, and `data`, to send it, but stops hashing:
@@ -208,6 +304,18 @@ impl Chunks {
 
     fn pop(&mut self) -> Option<Bytes> {
         self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn pop_back(&mut self) -> Option<Bytes> {
+        self.rest.pop_back().or_else(|| self.first.take())
+    }
+
+    /// Removes the last piece if there are several and it satisfies `f`.
+    fn pop_back_if(&mut self, f: impl FnOnce(&Bytes) -> bool) -> Option<Bytes> {
+        match self.rest.back() {
+            Some(last) if f(last) => self.rest.pop_back(),
+            _ => None,
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -275,6 +383,7 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
             let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
                 None => {
                     pieces.close();
+                    pieces.even_out_tail();
                     *this.state = State::Complete;
                     return Poll::Ready(Filled::Complete);
                 }
@@ -305,12 +414,9 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                 return Poll::Ready(Filled::Overflowed);
             }
             let mut segment = segment_len(pieces.len);
-            // The body's hint can only shorten the segment (to exactly what
-            // is left): asked only when that matters.
-            if data.len() < segment {
+            if data.len() < MAX_SEGMENT {
                 if let Some(left) = this.body.size_hint().upper() {
-                    let left = usize::try_from(left).unwrap_or(usize::MAX);
-                    segment = segment.min(data.len().saturating_add(left));
+                    segment = pieces.hinted_segment(data.len(), left, segment);
                 }
             }
             pieces.push(data, segment);
@@ -479,11 +585,23 @@ mod tests {
                 );
                 assert_eq!(buffer.size_hint().exact(), Some(total as u64));
                 let mut sent = Vec::new();
+                let mut frames = Vec::new();
                 while let Poll::Ready(Some(frame)) = buffer.as_mut().poll_frame(&mut cx) {
-                    sent.extend_from_slice(&frame.unwrap().into_data().unwrap());
+                    let frame = frame.unwrap().into_data().unwrap();
+                    frames.push(frame.len());
+                    sent.extend_from_slice(&frame);
                 }
                 assert_eq!(sent, bytes, "{total} bytes in pieces of {piece}");
                 assert!(buffer.is_end_stream());
+                let shape = format!("{total} bytes in pieces of {piece}: {frames:?}");
+                if total > MAX_SEGMENT {
+                    // Never a short last frame after others.
+                    assert!(*frames.last().unwrap() >= MAX_SEGMENT, "{shape}");
+                }
+                if announced && piece < MAX_SEGMENT {
+                    // A body that says how long it is goes out as one frame.
+                    assert!(frames.len() <= 1, "{shape}");
+                }
             }
         }
     }
@@ -508,10 +626,14 @@ mod tests {
             );
             let mut sent = Vec::new();
             let mut frames = 0;
+            let mut last = 0;
             while let Poll::Ready(Some(frame)) = buffer.as_mut().poll_frame(&mut cx) {
-                sent.extend_from_slice(&frame.unwrap().into_data().unwrap());
+                let frame = frame.unwrap().into_data().unwrap();
+                last = frame.len();
+                sent.extend_from_slice(&frame);
                 frames += 1;
             }
+            assert!(last >= MAX_SEGMENT, "pieces of {piece}: last frame {last}");
             assert_eq!(sent, data, "pieces of {piece}");
             // Short frames are sent as segments of at least 16 KiB.
             assert!(frames <= total / MIN_SEGMENT + 2, "{frames} frames");
