@@ -9,6 +9,11 @@
 # default d25c7e8, built from a temporary worktree with this load server),
 # alternating, on one pinned server core with wrk pinned on the other.
 #
+# The shapes in REVALIDATE are also requested with their tag in
+# If-None-Match, through tower-etag and through the baseline commit's layer
+# (modes etag304 and base304): the handler runs and the body is hashed, then
+# a 304 is sent; the summary gives their requests/s against the plain 200.
+#
 # Prints requests/s and server CPU µs per request, the efficiency
 # (plain CPU + one-call BLAKE3 of the body) / tower-etag CPU, and the
 # ratios tower-etag / baseline commit and tower-etag / naive (req/s), all
@@ -19,7 +24,8 @@
 #   BODIES=1m FRAMES="16k 64k" REPS=3 bash benches/frames.sh
 #
 # Settings (environment): BODIES (64k 1m 16m), FRAMES (1k 8k 16k 64k 256k
-# whole), KINDS (fresh shared), FILES (1: the ServeDir rows), REPS (5),
+# whole), KINDS (fresh shared), FILES (1: the ServeDir rows), REVALIDATE
+# (1m/8k/fresh 1m/64k/fresh 1m/64k/shared hashed-1m), REPS (5),
 # DURATION seconds per run (2), CONNECTIONS (8), BASELINE (d25c7e8; empty:
 # none), CSV (benches/frames.csv), SERVER_CPU (0), CLIENT_CPU (1), and
 # LOAD_SERVER_NODELAY=1 to turn Nagle's algorithm off in both servers
@@ -32,6 +38,7 @@ BODIES=${BODIES:-"64k 1m 16m"}
 FRAMES=${FRAMES:-"1k 8k 16k 64k 256k whole"}
 KINDS=${KINDS:-"fresh shared"}
 FILES=${FILES:-1}
+REVALIDATE=${REVALIDATE-"1m/8k/fresh 1m/64k/fresh 1m/64k/shared hashed-1m"}
 REPS=${REPS:-5}
 DURATION=${DURATION:-2}
 CONNECTIONS=${CONNECTIONS:-8}
@@ -92,20 +99,35 @@ if [ -n "$BASELINE" ]; then start baseline "$work/baseline_server"; fi
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# path_of SHAPE PREFIX: the shape's path under a mode's prefix.
+path_of() {
+    local shape=$1 prefix=$2 body frame kind
+    case $shape in
+        file-*) echo "$prefix/files/${shape#file-}.bin" ;;
+        hashed-*) echo "$prefix/files-untagged/${shape#hashed-}.bin" ;;
+        *) IFS=/ read -r body frame kind <<<"$shape"; echo "$prefix/frames/$body/$frame/$kind" ;;
+    esac
+}
+
+# tag_of SHAPE: the ETag tower-etag gives the shape's body.
+tag_of() {
+    curl -s -o /dev/null -D - "$url_current/$(path_of "$1" etag)" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r'
+}
+
 # run SHAPE MODE: one wrk run against the mode's server and path.
 run() {
     local shape=$1 mode=$2 pid url path before after out rps requests cpu
+    local condition=()
     case $mode in
         base) pid=$pid_baseline url=$url_baseline prefix=etag ;;
+        base304) pid=$pid_baseline url=$url_baseline prefix=etag ;;
+        etag304) pid=$pid_current url=$url_current prefix=etag ;;
         *) pid=$pid_current url=$url_current prefix=$mode ;;
     esac
-    case $shape in
-        file-*) path="$prefix/files/${shape#file-}.bin" ;;
-        hashed-*) path="$prefix/files-untagged/${shape#hashed-}.bin" ;;
-        *) IFS=/ read -r body frame kind <<<"$shape"; path="$prefix/frames/$body/$frame/$kind" ;;
-    esac
+    path=$(path_of "$shape" "$prefix")
+    case $mode in *304) condition=(-H "If-None-Match: ${tags[$shape]}") ;; esac
     before=$(ticks "$pid")
-    out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 30s "$url/$path")
+    out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 30s "${condition[@]}" "$url/$path")
     after=$(ticks "$pid")
     if echo "$out" | grep -q 'Socket errors\|Non-2xx'; then
         echo "$out" >&2
@@ -141,6 +163,14 @@ if [ "$FILES" = 1 ]; then
     [ "$plain_tags" = 0 ] || { echo "files-untagged still carries an ETag" >&2; exit 1; }
 fi
 
+# The tag of each revalidated shape; every 304 run must get 304s.
+declare -A tags
+for shape in $REVALIDATE; do
+    tags[$shape]=$(tag_of "$shape")
+    status=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: ${tags[$shape]}" "$url_current/$(path_of "$shape" etag)")
+    [ "$status" = 304 ] || { echo "$shape: $status to its own tag, want 304" >&2; exit 1; }
+done
+
 echo "shape,mode,rep,requests_per_sec,server_cpu_us_per_request" >"$CSV"
 modes="plain etag naive"
 [ -n "$BASELINE" ] && modes="plain etag base naive"
@@ -151,6 +181,9 @@ for rep in $(seq 1 "$REPS"); do
     [ $((rep % 2)) -eq 0 ] && ordered=$(echo "$modes" | tr ' ' '\n' | tac | xargs)
     for shape in "${shapes[@]}"; do
         for mode in $ordered; do run "$shape" "$mode"; done
+        if [ -n "${tags[$shape]:-}" ]; then
+            for mode in etag304 $([ -n "$BASELINE" ] && echo base304); do run "$shape" "$mode"; done
+        fi
     done
 done
 

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Summarises the CSV benches/frames.sh writes.
 
-    python3 benches/frames_table.py benches/frames.csv FLOORS [--markdown]
+    python3 benches/frames_table.py benches/frames.csv FLOORS [--markdown] [--compact]
 
 FLOORS holds `floor,SIZE,MICROSECONDS` lines (the load server's
 `--blake3-floor`). For every shape: requests/s plain, tower-etag's
 efficiency = (plain CPU + one-call BLAKE3 of the body) / tower-etag CPU, and
 tower-etag's requests/s against the baseline commit's (`base`) and the naive
-middleware's, each the median of per-repetition ratios with their range. For
+middleware's, and, where the run revalidated the shape (`etag304`,
+`base304`: the request carries the body's tag, so the handler runs, the
+body is hashed and a 304 is sent), the 304's requests/s against the plain
+200's, each the median of per-repetition ratios with their range. For
 `file-*` rows (ServeDir's own ETag, which the layer keeps without hashing)
-the floor is zero.
+the floor is zero. `--compact` (with `--markdown`: the README's table) puts
+the fresh and shared shapes of one body and frame size in one row, as
+`fresh / shared` medians, without the ranges.
 """
 
 import csv
@@ -55,7 +60,13 @@ def main():
             return f"{med:.{digits}f}"
         return f"{med:.{digits}f} [{min(values):.{digits}f}–{max(values):.{digits}f}]"
 
+    revalidated = any(row["mode"] == "etag304" for row in rows)
+    if "--compact" in sys.argv:
+        compact(shapes, floors, body_of, per_rep, revalidated)
+        return
     header = ["shape", "plain req/s", "plain µs", "tower-etag µs", "efficiency", "× baseline", "× naive"]
+    if revalidated:
+        header += ["304 × plain", "baseline 304 × plain"]
     if markdown:
         print("| " + " | ".join(header) + " |")
         print("|---|" + "---:|" * (len(header) - 1))
@@ -73,6 +84,9 @@ def main():
         if eff:
             worst.append((statistics.median(eff), shape))
         cells = [shape, fmt(plain_rps, 0), fmt(plain_cpu, 0), fmt(etag_cpu, 0), fmt(eff), fmt(vs_base), fmt(vs_naive)]
+        if revalidated:
+            cells.append(fmt(per_rep(shape, lambda m: m["etag304"][0] / m["plain"][0])))
+            cells.append(fmt(per_rep(shape, lambda m: m["base304"][0] / m["plain"][0])))
         if markdown:
             print("| " + " | ".join(cells) + " |")
         else:
@@ -80,6 +94,46 @@ def main():
     if worst and not markdown:
         worst.sort()
         print(f"lowest efficiency: {worst[0][0]:.2f} ({worst[0][1]})")
+
+
+def compact(shapes, floors, body_of, per_rep, revalidated):
+    """One markdown row per body and frame size: `fresh / shared` medians."""
+
+    def med(values, digits=2):
+        return f"{statistics.median(values):.{digits}f}" if values else "–"
+
+    def columns(shape):
+        floor = 0.0 if shape.startswith("file-") else floors.get(body_of(shape), 0.0)
+        return [
+            med(per_rep(shape, lambda m: (m["plain"][1] + floor) / m["etag"][1])),
+            med(per_rep(shape, lambda m: m["etag"][0] / m["base"][0])),
+            med(per_rep(shape, lambda m: m["etag"][0] / m["naive"][0])),
+            med(per_rep(shape, lambda m: m["etag304"][0] / m["plain"][0])),
+        ]
+
+    header = ["body, frames", "efficiency", "× baseline (req/s)", "× naive (req/s)"]
+    if revalidated:
+        header.append("304 × plain 200")
+    print("| " + " | ".join(header) + " |")
+    print("|---|" + "---:|" * (len(header) - 1))
+    done = set()
+    for shape in shapes:
+        if shape in done:
+            continue
+        if shape.endswith("/fresh") or shape.endswith("/shared"):
+            stem = shape.rsplit("/", 1)[0]
+            pair = [f"{stem}/fresh", f"{stem}/shared"]
+            done.update(pair)
+            cells = [columns(s) if s in shapes else ["–"] * 4 for s in pair]
+            label = stem.replace("/", " in ", 1).replace("whole", "one frame")
+            row = [label] + ["–" if a == b == "–" else f"{a} / {b}" for a, b in zip(*cells)]
+        else:
+            done.add(shape)
+            label = {"file": "ServeDir, its own ETag", "hashed": "ServeDir, hashed"}[shape.split("-")[0]]
+            row = [f"{label}, {shape.split('-')[1]}"] + columns(shape)
+        if not revalidated:
+            row = row[:4]
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

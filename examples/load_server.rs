@@ -5,7 +5,12 @@
 //!
 //! ```text
 //! cargo run --release --example load_server -- 127.0.0.1:0
+//! cargo run --release --example load_server -- 127.0.0.1:0 --cache-outside
 //! ```
+//!
+//! With `--cache-outside`, the same routes are served with a validator cache
+//! around the whole `Router` (`ValidatorCacheLayer::layer(router)`), so that
+//! a hit on `/etag/...` is answered before axum routes the request.
 //!
 //! Routes, for each prefix `/plain`, `/etag`, `/naive`, `/noop` (a layer that
 //! does nothing):
@@ -42,12 +47,13 @@ use std::{convert::Infallible, net::SocketAddr, sync::OnceLock, time::Duration};
 use axum::{
     body::Body,
     extract::Path,
+    extract::Request,
     http::{header, StatusCode},
     middleware,
     response::IntoResponse,
     routing::{get, post},
     serve::ListenerExt,
-    Router,
+    Router, ServiceExt,
 };
 use bytes::Bytes;
 use futures_util::stream;
@@ -310,17 +316,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let cache_outside = std::env::args().nth(2).as_deref() == Some("--cache-outside");
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("listening on http://{}", listener.local_addr()?);
         // axum::serve leaves Nagle's algorithm on, as most servers do;
         // `LOAD_SERVER_NODELAY=1` turns it off, to tell latency stalls from
         // CPU cost.
-        if std::env::var("LOAD_SERVER_NODELAY").is_ok_and(|v| v == "1") {
-            let listener = listener.tap_io(|tcp| {
+        let nodelay = std::env::var("LOAD_SERVER_NODELAY").is_ok_and(|v| v == "1");
+        let listener = listener.tap_io(move |tcp| {
+            if nodelay {
                 let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app()).await
+            }
+        });
+        if cache_outside {
+            let cache = ValidatorCache::builder()
+                .time_to_live(Duration::from_secs(3600))
+                .build();
+            // axum::serve takes services that answer with axum's body type.
+            let app = tower::ServiceBuilder::new()
+                .map_response(IntoResponse::into_response)
+                .layer(ValidatorCacheLayer::new(cache))
+                .service(app());
+            axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).await
         } else {
             axum::serve(listener, app()).await
         }

@@ -37,18 +37,23 @@ use pin_project_lite::pin_project;
 
 use super::mint::{self, MintedTag, TagKey};
 
-/// The smallest segment: frames this long or longer are never copied, and
-/// every piece but the last is at least this long, which keeps every BLAKE3
+/// The smallest segment: frames this long or longer are not copied (unless
+/// they fit in an open segment, as in a body that announced its length),
+/// and every piece but the last is at least this long, which keeps every BLAKE3
 /// `update` at its full SIMD width (16 of its 1 KiB chunks side by side).
 pub(crate) const MIN_SEGMENT: usize = 16 * 1024;
 
 /// The largest segment. Segments grow with the body (each as long as the
 /// body so far) up to this: hyper writes a 128 KiB frame at close to the cost
 /// of one large buffer, and a larger one would only add to what a response
-/// may hold beyond its body.
+/// may hold beyond its body. It is also the shortest last frame of a body
+/// longer than it ([`Pieces::even_out_tail`]): two full TCP segments even on
+/// loopback, whose segments are 64 KiB.
 pub(crate) const MAX_SEGMENT: usize = 128 * 1024;
 
-/// How much of a body is coalesced into growing segments. Past it, segments
+/// How much of a body is coalesced into growing segments, and the longest
+/// body that is copied into one segment when it announces its length. Past
+/// it, segments
 /// stay at [`MIN_SEGMENT`]: frames that long pass as they are, and only
 /// shorter ones are copied (for the hash's SIMD width). Copying pays while
 /// the body is still in the CPU's caches: `bash benches/load.sh` measured
@@ -99,6 +104,10 @@ struct Pieces {
     // kept, to be sent on untagged.
     hashing: bool,
     key: Option<TagKey>,
+    // The body's length, when it announced one (an exact size hint or
+    // `Content-Length`) within [`COALESCE_LIMIT`]: the rest of the body is
+    // then copied into one segment as long as what is left.
+    announced: Option<usize>,
 }
 
 impl Pieces {
@@ -135,9 +144,9 @@ impl Pieces {
     /// Takes a data frame, given the length of the segment it would start.
     fn push(&mut self, data: Bytes, segment: usize) {
         let room = self.open.capacity() - self.open.len();
-        if !self.open.is_empty() && data.len() <= room {
-            // Fits in the open segment (one sized from the body's hint
-            // holds all of it): copied, so the segment stays one piece.
+        if self.announced.is_some() && !self.open.is_empty() && data.len() <= room {
+            // The open segment was sized for the rest of an announced body:
+            // it takes every frame, so that the body stays one piece.
             self.copy(&data, segment);
         } else if data.len() >= segment {
             // Long enough to stand as a piece (or all the body has left):
@@ -152,23 +161,25 @@ impl Pieces {
         }
     }
 
-    /// The segment a copy starting with `frame` bytes would begin, when the
-    /// body says that at most `left` bytes follow them: a body that fits
-    /// within [`COALESCE_LIMIT`] goes whole into one segment of exactly the
-    /// bytes not yet in a piece (one allocation, and the body is sent as one
-    /// frame); otherwise the hint can only shorten `segment` to what is
-    /// left.
-    fn hinted_segment(&self, frame: usize, left: u64, segment: usize) -> usize {
-        let rest = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .saturating_add(frame);
-        let held = self.held.as_ref().map_or(0, Bytes::len);
-        let before = usize::try_from(self.len).unwrap_or(usize::MAX) - frame;
-        if before.saturating_add(rest) <= COALESCE_LIMIT {
-            held + rest
-        } else {
-            segment.min(rest)
+    /// The segment a copy would start once `frame` more bytes were read, for
+    /// a body that announced its length: as long as all that is not in a
+    /// completed piece yet (the held frame, this frame and the rest), so
+    /// that the body is copied into one segment and sent as one frame.
+    /// `None` past what was announced, and for a frame of [`MAX_SEGMENT`] or
+    /// more with no segment open.
+    fn announced_segment(&self, frame: usize) -> Option<usize> {
+        let announced = self.announced?;
+        if frame >= MAX_SEGMENT && self.open.is_empty() {
+            // Sent as it is, not copied.
+            return None;
         }
+        let held = self.held.as_ref().map_or(0, Bytes::len);
+        // Bytes read before `frame`, held and open ones included.
+        let before = usize::try_from(self.len).ok()? - frame;
+        let completed = before - held - self.open.len();
+        announced
+            .checked_sub(completed)
+            .filter(|&rest| rest >= held + frame)
     }
 
     /// Copies a short frame into segments of `segment` bytes, completing
@@ -207,9 +218,11 @@ impl Pieces {
     /// was served at 0.2× the requests per second of the same body sent
     /// in one frame (`benches/frames.sh`, loopback, whose segments are
     /// 64 KiB). A last frame of at least two segments makes the client
-    /// acknowledge at once. The cost is one copy of at most [`MAX_SEGMENT`]
-    /// bytes, into the last piece's own buffer where it is ours, so memory
-    /// stays at most the body plus one segment.
+    /// acknowledge at once. The cost is one copy of less than
+    /// [`MAX_SEGMENT`] + [`MIN_SEGMENT`] bytes: into the last piece's own
+    /// buffer when it is ours and has room (then rotated into place), else
+    /// into a new one, and the last piece is dropped; memory stays at most
+    /// the body plus about one segment.
     fn even_out_tail(&mut self) {
         if self.len <= MAX_SEGMENT as u64 {
             return;
@@ -220,39 +233,42 @@ impl Pieces {
         // Every byte is hashed already: only how the bytes are framed
         // changes from here on.
         debug_assert!(self.hasher.is_some() || !self.hashing);
-        let moved = MAX_SEGMENT - last.len();
-        // The pieces, from the end, whose bytes move: the first of them
-        // only in part.
+        // The pieces, from the end, whose bytes move: the first of them in
+        // part, unless what would stay of it is shorter than a segment.
         let mut parts = Vec::new();
-        let mut needed = moved;
+        let mut needed = MAX_SEGMENT - last.len();
         while needed > 0 {
             let mut piece = self.chunks.pop_back().expect("the body is longer");
-            if piece.len() > needed {
+            if piece.len() >= needed + MIN_SEGMENT {
                 parts.push(piece.split_off(piece.len() - needed));
                 self.chunks.push(piece);
                 break;
             }
-            needed -= piece.len();
+            needed = needed.saturating_sub(piece.len());
             parts.push(piece);
+            if self.chunks.is_empty() {
+                break;
+            }
         }
+        let moved: usize = parts.iter().map(Bytes::len).sum();
         let tail = match last.try_into_mut() {
-            // Our own segment (or a frame no one else holds): the moved bytes
-            // are appended and rotated to the front, in its own buffer.
-            Ok(mut tail) => {
+            // Our own segment (or a frame no one else holds) with room for
+            // the moved bytes: appended, and rotated to the front.
+            Ok(mut tail) if tail.capacity() - tail.len() >= moved => {
                 let len = tail.len();
-                tail.reserve(moved);
                 for part in parts.iter().rev() {
                     tail.extend_from_slice(part);
                 }
                 tail.rotate_left(len);
                 tail
             }
-            Err(shared) => {
-                let mut tail = BytesMut::with_capacity(MAX_SEGMENT);
+            last => {
+                let last = last.map_or_else(|shared| shared, BytesMut::freeze);
+                let mut tail = BytesMut::with_capacity(moved + last.len());
                 for part in parts.iter().rev() {
                     tail.extend_from_slice(part);
                 }
-                tail.extend_from_slice(&shared);
+                tail.extend_from_slice(&last);
                 tail
             }
         };
@@ -351,7 +367,15 @@ pub(crate) enum Filled {
 
 impl<B: Body<Data = Bytes>> Buffer<B> {
     /// Buffers `body`; its tag will be keyed with `key`, if any.
-    pub(crate) fn new(body: B, key: Option<TagKey>) -> Self {
+    /// `announced` is its length if the response announced one in
+    /// `Content-Length`; the body's exact size hint counts as well.
+    pub(crate) fn new(body: B, key: Option<TagKey>, announced: Option<u64>) -> Self {
+        let announced = body
+            .size_hint()
+            .exact()
+            .or(announced)
+            .and_then(|len| usize::try_from(len).ok())
+            .filter(|&len| len <= COALESCE_LIMIT);
         Self {
             body,
             pieces: Pieces {
@@ -362,6 +386,7 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                 hasher: None,
                 hashing: true,
                 key,
+                announced,
             },
             trailers: None,
             state: State::Reading,
@@ -413,12 +438,21 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                 *this.state = State::Overflowed;
                 return Poll::Ready(Filled::Overflowed);
             }
-            let mut segment = segment_len(pieces.len);
-            if data.len() < MAX_SEGMENT {
-                if let Some(left) = this.body.size_hint().upper() {
-                    segment = pieces.hinted_segment(data.len(), left, segment);
+            let segment = match pieces.announced_segment(data.len()) {
+                Some(segment) => segment,
+                None => {
+                    let mut segment = segment_len(pieces.len);
+                    // The body's hint can only shorten the segment (to what
+                    // is left at most): asked only when that matters.
+                    if data.len() < segment {
+                        if let Some(left) = this.body.size_hint().upper() {
+                            let left = usize::try_from(left).unwrap_or(usize::MAX);
+                            segment = segment.min(data.len().saturating_add(left));
+                        }
+                    }
+                    segment
                 }
-            }
+            };
             pieces.push(data, segment);
         }
     }
@@ -523,7 +557,7 @@ mod tests {
         ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             let chunk = self.0.pop_front();
             if let (Some(left), Some(chunk)) = (&mut self.1, &chunk) {
-                *left -= chunk.len() as u64;
+                *left = left.saturating_sub(chunk.len() as u64);
             }
             Poll::Ready(chunk.map(|chunk| Ok(Frame::data(chunk))))
         }
@@ -531,6 +565,16 @@ mod tests {
         fn size_hint(&self) -> SizeHint {
             self.1.map_or_else(SizeHint::new, SizeHint::with_exact)
         }
+    }
+
+    /// How a test body announces its length.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Announce {
+        Not,
+        /// An exact size hint.
+        Hint,
+        /// `Content-Length`, right or off by the given bytes.
+        Header(i64),
     }
 
     #[test]
@@ -549,14 +593,19 @@ mod tests {
             100_000,
             400_000,
         ] {
-            for (piece, keyed, announced) in
+            for (piece, keyed, announce) in
                 [1, 7, 512, 1024, 4096, MIN_SEGMENT, 70_000, MAX_SEGMENT + 3]
                     .into_iter()
                     .flat_map(|piece| {
                         [
-                            (piece, false, false),
-                            (piece, true, false),
-                            (piece, false, true),
+                            (piece, false, Announce::Not),
+                            (piece, true, Announce::Not),
+                            (piece, false, Announce::Hint),
+                            (piece, false, Announce::Header(0)),
+                            // A body that sends more, or less, than its
+                            // response announced.
+                            (piece, false, Announce::Header(-1000)),
+                            (piece, false, Announce::Header(1000)),
                         ]
                     })
             {
@@ -566,10 +615,12 @@ mod tests {
                     .step_by(piece)
                     .map(|at| bytes.slice(at..(at + piece).min(total)))
                     .collect();
-                let mut buffer = Box::pin(Buffer::new(
-                    Ready(chunks, announced.then_some(total as u64)),
-                    key.clone(),
-                ));
+                let hint = (announce == Announce::Hint).then_some(total as u64);
+                let header = match announce {
+                    Announce::Header(off) => u64::try_from(total as i64 + off).ok(),
+                    _ => None,
+                };
+                let mut buffer = Box::pin(Buffer::new(Ready(chunks, hint), key.clone(), header));
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let filled = buffer.as_mut().poll_fill(&mut cx, usize::MAX);
                 assert_eq!(filled, Poll::Ready(Filled::Complete));
@@ -581,7 +632,7 @@ mod tests {
                 assert_eq!(
                     buffer.tag(false).to_header_value(),
                     expected.to_header_value(),
-                    "{total} bytes in pieces of {piece}, keyed: {keyed}, announced: {announced}"
+                    "{total} bytes in pieces of {piece}, keyed: {keyed}, {announce:?}"
                 );
                 assert_eq!(buffer.size_hint().exact(), Some(total as u64));
                 let mut sent = Vec::new();
@@ -591,17 +642,74 @@ mod tests {
                     frames.push(frame.len());
                     sent.extend_from_slice(&frame);
                 }
-                assert_eq!(sent, bytes, "{total} bytes in pieces of {piece}");
+                assert_eq!(
+                    sent, bytes,
+                    "{total} bytes in pieces of {piece}, {announce:?}"
+                );
                 assert!(buffer.is_end_stream());
-                let shape = format!("{total} bytes in pieces of {piece}: {frames:?}");
+                let shape = format!("{total} bytes in pieces of {piece}, {announce:?}: {frames:?}");
                 if total > MAX_SEGMENT {
                     // Never a short last frame after others.
                     assert!(*frames.last().unwrap() >= MAX_SEGMENT, "{shape}");
                 }
+                let announced = matches!(announce, Announce::Hint | Announce::Header(0));
                 if announced && piece < MAX_SEGMENT {
                     // A body that says how long it is goes out as one frame.
                     assert!(frames.len() <= 1, "{shape}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_frame_is_made_long_from_fresh_or_shared_frames() {
+        const K: usize = 1024;
+        for sizes in [
+            &[125 * K, K, K, 2 * K][..],
+            &[256 * K, 256 * K, 256 * K, 256 * K, 10 * K],
+            &[64 * K; 17],
+            &[200 * K, K],
+            &[130 * K, 20 * K, 3],
+            &[MAX_SEGMENT, MAX_SEGMENT - 1],
+        ] {
+            let total: usize = sizes.iter().sum();
+            let data: Vec<u8> = (0..total).map(|i| (i * 13 + i / 251) as u8).collect();
+            for fresh in [true, false] {
+                let shared = Bytes::from(data.clone());
+                let mut at = 0;
+                let chunks = sizes
+                    .iter()
+                    .map(|&size| {
+                        let range = at..at + size;
+                        at += size;
+                        // Fresh frames are the layer's alone once read.
+                        if fresh {
+                            Bytes::from(data[range].to_vec())
+                        } else {
+                            shared.slice(range)
+                        }
+                    })
+                    .collect();
+                let mut buffer = Box::pin(Buffer::new(Ready(chunks, None), None, None));
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let filled = buffer.as_mut().poll_fill(&mut cx, usize::MAX);
+                assert_eq!(filled, Poll::Ready(Filled::Complete));
+                assert_eq!(
+                    buffer.tag(false).to_header_value(),
+                    tag_of(&data, false).to_header_value()
+                );
+                let mut sent = Vec::new();
+                let mut last = 0;
+                while let Poll::Ready(Some(frame)) = buffer.as_mut().poll_frame(&mut cx) {
+                    let frame = frame.unwrap().into_data().unwrap();
+                    last = frame.len();
+                    sent.extend_from_slice(&frame);
+                }
+                assert!(sent == data, "{sizes:?}, fresh: {fresh}");
+                assert!(
+                    last >= MAX_SEGMENT,
+                    "{sizes:?}, fresh: {fresh}: last {last}"
+                );
             }
         }
     }
@@ -615,7 +723,7 @@ mod tests {
                 .step_by(piece)
                 .map(|at| data.slice(at..(at + piece).min(total)))
                 .collect();
-            let mut buffer = Box::pin(Buffer::new(Ready(chunks, None), None));
+            let mut buffer = Box::pin(Buffer::new(Ready(chunks, None), None, None));
             let mut cx = Context::from_waker(std::task::Waker::noop());
             let filled = buffer.as_mut().poll_fill(&mut cx, usize::MAX);
             assert_eq!(filled, Poll::Ready(Filled::Complete));

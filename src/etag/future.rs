@@ -174,8 +174,10 @@ where
                                 .request
                                 .as_ref()
                                 .and_then(|r| r.config.settings.key.clone());
+                            let announced =
+                                content_length(parts.headers.get(header::CONTENT_LENGTH));
                             this.state.set(State::Buffering {
-                                buffer: Some(Box::pin(Buffer::new(body, key))),
+                                buffer: Some(Box::pin(Buffer::new(body, key, announced))),
                                 parts: Some(parts),
                             })
                         }
@@ -404,10 +406,12 @@ fn passthrough<B: Body>(mut parts: Parts, body: B, head: bool) -> Response<Respo
 fn exceeds<B: Body>(content_length: Option<&HeaderValue>, body: &B, cap: usize) -> bool {
     let cap = cap as u64;
     body.size_hint().lower() > cap
-        || content_length
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|len| len > cap)
+        || self::content_length(content_length).is_some_and(|len| len > cap)
+}
+
+/// The length a `Content-Length` field value announces, if it is a number.
+fn content_length(value: Option<&HeaderValue>) -> Option<u64> {
+    value?.to_str().ok()?.trim().parse().ok()
 }
 
 /// The response header fields the layer reads, found in one pass: by the
