@@ -80,10 +80,15 @@
 //! body error after the bytes read before it, so the connection is aborted
 //! exactly as it would be without the layer. Trailers are kept; a tagged
 //! response with trailers gets no `Content-Length`, so that HTTP/1.1 can
-//! still carry them in chunked framing. Frames shorter than 16 KiB to
-//! 128 KiB (growing with the body) are copied as they arrive into segments,
-//! which are hashed and sent in their place, so a response holds at most its
-//! body plus one segment; longer frames are kept as they are.
+//! still carry them in chunked framing. A body of announced length
+//! (`Content-Length` or an exact size hint, up to 2 MiB) is copied as it
+//! arrives into one buffer of that length and sent as one frame. Otherwise
+//! frames shorter than 16 KiB to 128 KiB (growing with the body) are copied
+//! as they arrive into segments, which are hashed and sent in their place,
+//! longer frames are kept as they are, and the last frame of a body longer
+//! than 128 KiB is made at least that long, so that no short last write is
+//! held back by Nagle's algorithm; a response holds at most its body plus
+//! about one segment.
 //!
 //! # `HEAD`
 //!

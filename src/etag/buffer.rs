@@ -64,13 +64,27 @@ pub(crate) const MAX_SEGMENT: usize = 128 * 1024;
 pub(crate) const COALESCE_LIMIT: usize = 2 * 1024 * 1024;
 
 /// How long the next segment is once `read` bytes of the body have been
-/// read: as long as the body so far, between [`MIN_SEGMENT`] and
-/// [`MAX_SEGMENT`], and [`MIN_SEGMENT`] past [`COALESCE_LIMIT`].
-fn segment_len(read: u64) -> usize {
+/// read: as long as the body so far, between [`MIN_SEGMENT`] and `largest`,
+/// and [`MIN_SEGMENT`] past [`COALESCE_LIMIT`].
+fn segment_len(read: u64, largest: usize) -> usize {
     match usize::try_from(read).unwrap_or(usize::MAX) {
         read if read > COALESCE_LIMIT => MIN_SEGMENT,
-        read => read.clamp(MIN_SEGMENT, MAX_SEGMENT),
+        read => read.clamp(MIN_SEGMENT, largest),
     }
+}
+
+/// What the bytes read are likely for, which decides how much copying pays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A response to send: frames are coalesced into large segments, which
+    /// cost the server far less to send.
+    Send,
+    /// Most likely only to hash: a `HEAD` (whose body is dropped) or a
+    /// request with `If-None-Match` (most often answered 304). Only what
+    /// BLAKE3 needs is copied: frames shorter than [`MIN_SEGMENT`] into
+    /// segments of that length; longer ones are kept as they are. If the
+    /// body is sent after all, it goes out in those pieces.
+    Hash,
 }
 
 pin_project! {
@@ -108,6 +122,12 @@ struct Pieces {
     // `Content-Length`) within [`COALESCE_LIMIT`]: the rest of the body is
     // then copied into one segment as long as what is left.
     announced: Option<usize>,
+    // The longest segment: [`MAX_SEGMENT`], or [`MIN_SEGMENT`] for bytes
+    // read only to be hashed.
+    largest: usize,
+    // Whether the tail was evened out: done once, when sending starts (a
+    // body that is only hashed is never sent).
+    evened: bool,
 }
 
 impl Pieces {
@@ -203,7 +223,8 @@ impl Pieces {
         }
     }
 
-    /// Once the whole body is read and hashed: if it is longer than
+    /// Once the whole body is read and hashed, when it starts to be sent: if
+    /// it is longer than
     /// [`MAX_SEGMENT`] and its last piece is shorter, the bytes just before
     /// that piece are moved into it, so that the body is never sent with a
     /// short last frame.
@@ -366,16 +387,25 @@ pub(crate) enum Filled {
 }
 
 impl<B: Body<Data = Bytes>> Buffer<B> {
-    /// Buffers `body`; its tag will be keyed with `key`, if any.
-    /// `announced` is its length if the response announced one in
+    /// Buffers `body` for `purpose`; its tag will be keyed with `key`, if
+    /// any. `announced` is its length if the response announced one in
     /// `Content-Length`; the body's exact size hint counts as well.
-    pub(crate) fn new(body: B, key: Option<TagKey>, announced: Option<u64>) -> Self {
+    pub(crate) fn new(
+        body: B,
+        key: Option<TagKey>,
+        announced: Option<u64>,
+        purpose: Purpose,
+    ) -> Self {
         let announced = body
             .size_hint()
             .exact()
             .or(announced)
             .and_then(|len| usize::try_from(len).ok())
-            .filter(|&len| len <= COALESCE_LIMIT);
+            .filter(|&len| len <= COALESCE_LIMIT && purpose == Purpose::Send);
+        let largest = match purpose {
+            Purpose::Send => MAX_SEGMENT,
+            Purpose::Hash => MIN_SEGMENT,
+        };
         Self {
             body,
             pieces: Pieces {
@@ -387,6 +417,8 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
                 hashing: true,
                 key,
                 announced,
+                largest,
+                evened: false,
             },
             trailers: None,
             state: State::Reading,
@@ -408,7 +440,6 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
             let frame = match ready!(this.body.as_mut().poll_frame(cx)) {
                 None => {
                     pieces.close();
-                    pieces.even_out_tail();
                     *this.state = State::Complete;
                     return Poll::Ready(Filled::Complete);
                 }
@@ -441,7 +472,7 @@ impl<B: Body<Data = Bytes>> Buffer<B> {
             let segment = match pieces.announced_segment(data.len()) {
                 Some(segment) => segment,
                 None => {
-                    let mut segment = segment_len(pieces.len);
+                    let mut segment = segment_len(pieces.len, pieces.largest);
                     // The body's hint can only shorten the segment (to what
                     // is left at most): asked only when that matters.
                     if data.len() < segment {
@@ -482,6 +513,10 @@ impl<B: Body<Data = Bytes>> Body for Buffer<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
+        if !this.pieces.evened && matches!(this.state, State::Complete) {
+            this.pieces.evened = true;
+            this.pieces.even_out_tail();
+        }
         if let Some(chunk) = this.pieces.chunks.pop() {
             this.pieces.len -= chunk.len() as u64;
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
@@ -593,19 +628,22 @@ mod tests {
             100_000,
             400_000,
         ] {
-            for (piece, keyed, announce) in
+            for (piece, keyed, announce, purpose) in
                 [1, 7, 512, 1024, 4096, MIN_SEGMENT, 70_000, MAX_SEGMENT + 3]
                     .into_iter()
                     .flat_map(|piece| {
+                        use Purpose::{Hash, Send};
                         [
-                            (piece, false, Announce::Not),
-                            (piece, true, Announce::Not),
-                            (piece, false, Announce::Hint),
-                            (piece, false, Announce::Header(0)),
+                            (piece, false, Announce::Not, Send),
+                            (piece, true, Announce::Not, Send),
+                            (piece, false, Announce::Hint, Send),
+                            (piece, false, Announce::Header(0), Send),
                             // A body that sends more, or less, than its
                             // response announced.
-                            (piece, false, Announce::Header(-1000)),
-                            (piece, false, Announce::Header(1000)),
+                            (piece, false, Announce::Header(-1000), Send),
+                            (piece, false, Announce::Header(1000), Send),
+                            (piece, false, Announce::Not, Hash),
+                            (piece, true, Announce::Hint, Hash),
                         ]
                     })
             {
@@ -620,7 +658,12 @@ mod tests {
                     Announce::Header(off) => u64::try_from(total as i64 + off).ok(),
                     _ => None,
                 };
-                let mut buffer = Box::pin(Buffer::new(Ready(chunks, hint), key.clone(), header));
+                let mut buffer = Box::pin(Buffer::new(
+                    Ready(chunks, hint),
+                    key.clone(),
+                    header,
+                    purpose,
+                ));
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let filled = buffer.as_mut().poll_fill(&mut cx, usize::MAX);
                 assert_eq!(filled, Poll::Ready(Filled::Complete));
@@ -653,7 +696,7 @@ mod tests {
                     assert!(*frames.last().unwrap() >= MAX_SEGMENT, "{shape}");
                 }
                 let announced = matches!(announce, Announce::Hint | Announce::Header(0));
-                if announced && piece < MAX_SEGMENT {
+                if announced && piece < MAX_SEGMENT && purpose == Purpose::Send {
                     // A body that says how long it is goes out as one frame.
                     assert!(frames.len() <= 1, "{shape}");
                 }
@@ -690,7 +733,8 @@ mod tests {
                         }
                     })
                     .collect();
-                let mut buffer = Box::pin(Buffer::new(Ready(chunks, None), None, None));
+                let mut buffer =
+                    Box::pin(Buffer::new(Ready(chunks, None), None, None, Purpose::Send));
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let filled = buffer.as_mut().poll_fill(&mut cx, usize::MAX);
                 assert_eq!(filled, Poll::Ready(Filled::Complete));
@@ -723,7 +767,7 @@ mod tests {
                 .step_by(piece)
                 .map(|at| data.slice(at..(at + piece).min(total)))
                 .collect();
-            let mut buffer = Box::pin(Buffer::new(Ready(chunks, None), None, None));
+            let mut buffer = Box::pin(Buffer::new(Ready(chunks, None), None, None, Purpose::Send));
             let mut cx = Context::from_waker(std::task::Waker::noop());
             let filled = buffer.as_mut().poll_fill(&mut cx, usize::MAX);
             assert_eq!(filled, Poll::Ready(Filled::Complete));

@@ -17,7 +17,7 @@ use pin_project_lite::pin_project;
 
 use super::{
     body::ResponseBody,
-    buffer::{Buffer, Filled},
+    buffer::{Buffer, Filled, Purpose},
     config::Config,
 };
 use crate::{
@@ -176,8 +176,16 @@ where
                                 .and_then(|r| r.config.settings.key.clone());
                             let announced =
                                 content_length(parts.headers.get(header::CONTENT_LENGTH));
+                            // A body only hashed (HEAD) or most likely so
+                            // (a 304 to come) is not coalesced for sending.
+                            let purpose = match this.request.as_ref() {
+                                Some(r) if r.head || r.conditions.has_if_none_match() => {
+                                    Purpose::Hash
+                                }
+                                _ => Purpose::Send,
+                            };
                             this.state.set(State::Buffering {
-                                buffer: Some(Box::pin(Buffer::new(body, key, announced))),
+                                buffer: Some(Box::pin(Buffer::new(body, key, announced, purpose))),
                                 parts: Some(parts),
                             })
                         }

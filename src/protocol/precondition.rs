@@ -96,6 +96,12 @@ impl Conditions {
     }
 
     /// Whether the request carries any precondition this module evaluates.
+    /// Whether the request has `If-None-Match`: most such requests are
+    /// answered 304.
+    pub(crate) fn has_if_none_match(&self) -> bool {
+        !self.if_none_match.is_empty()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.if_match.is_empty()
             && self.if_none_match.is_empty()
