@@ -47,6 +47,10 @@ pub(crate) fn add_to(suite: &mut Suite) {
         a_paused_redis_costs_each_request_at_most_the_timeout,
         garbage_and_lost_records_in_redis_are_misses,
         an_invalidation_cut_off_from_redis_is_retried_and_its_replica_answers_from_handlers,
+        a_redis_restarted_from_an_older_snapshot_never_confirms_a_tag_a_write_replaced,
+        a_failover_to_a_replica_that_missed_a_write_never_confirms_the_old_tag,
+        a_generation_at_2_53_is_replaced_so_that_writes_still_invalidate,
+        entries_that_live_for_ever_are_stored_and_invalidated,
     ]);
     // These two need no server.
     add!(
@@ -182,8 +186,18 @@ fn store(url: &str, timeout: Duration) -> RedisStore {
 }
 
 async fn replica(url: &str, data: &Data, timeout: Duration) -> Replica {
+    replica_living(url, data, timeout, Duration::from_secs(60)).await
+}
+
+/// A replica whose entries live `time_to_live`.
+async fn replica_living(
+    url: &str,
+    data: &Data,
+    timeout: Duration,
+    time_to_live: Duration,
+) -> Replica {
     let cache = ValidatorCache::builder()
-        .time_to_live(Duration::from_secs(60))
+        .time_to_live(time_to_live)
         .redis(store(url, timeout))
         .build();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -485,6 +499,180 @@ async fn requests_go_to_the_handlers_while_redis_is_down_and_hits_resume_after_a
         assert!(Instant::now() < deadline, "hits never resumed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn a_redis_restarted_from_an_older_snapshot_never_confirms_a_tag_a_write_replaced() {
+    let mut redis = RedisServer::start();
+    let (data, a, b) = two_replicas(&redis).await;
+    let tag = fill(&a, "/notes/1").await;
+    let (reached, got) = b.revalidate("/notes/1", &tag).await;
+    assert!(!reached);
+    assert_eq!(got.status, StatusCode::NOT_MODIFIED);
+    // A snapshot with the entry and the generation it was stored under.
+    redis.command(&["SAVE"]).unwrap();
+    // A write invalidates it, acknowledged by Redis.
+    assert_eq!(
+        put(&a, "/notes/1").await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    let (reached, got) = b.revalidate("/notes/1", &tag).await;
+    assert!(reached);
+    assert_eq!(got.status, StatusCode::OK);
+    // Redis crashes and starts again from the snapshot: the entry and its
+    // generation are back, the invalidation is lost.
+    redis.restart();
+    assert!(
+        redis.keys(PREFIX).iter().any(|key| key.contains(":e:")),
+        "the snapshot brought the entry back"
+    );
+    // A replica that starts now has never seen this dataset before.
+    let c = replica(&redis.url(), &data, PATIENT).await;
+    // Whatever each replica's connection went through, none confirms the
+    // tag the write replaced, while each reaches Redis again.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        for (name, replica) in [("A", &a), ("B", &b), ("C", &c)] {
+            let (reached, got) = replica.revalidate("/notes/1", &tag).await;
+            assert_eq!(
+                got.status,
+                StatusCode::OK,
+                "{name}: a stale 304 after the rollback"
+            );
+            assert!(reached);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Once entries are stored after the rollback (and its margin), hits
+    // resume on every replica.
+    let deadline = Instant::now() + TIMEOUT;
+    let new_tag = fetch(&a, "/notes/1", &[]).await.etag().unwrap().to_owned();
+    loop {
+        let _ = fetch(&a, "/notes/1", &[]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (b_reached, _) = b.revalidate("/notes/1", &new_tag).await;
+        let (c_reached, _) = c.revalidate("/notes/1", &new_tag).await;
+        if !b_reached && !c_reached {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no hit after the rollback");
+    }
+}
+
+async fn a_failover_to_a_replica_that_missed_a_write_never_confirms_the_old_tag() {
+    let master = RedisServer::start();
+    let mut replica_server = RedisServer::start();
+    replica_server
+        .command(&["REPLICAOF", "127.0.0.1", &master.port.to_string()])
+        .unwrap();
+    // The replicas reach Redis through one address, as behind a managed
+    // endpoint or a proxy that follows the failover.
+    let link = Link::start(master.addr()).await;
+    let data = Data::default();
+    let a = replica(&link.url(), &data, PATIENT).await;
+    let b = replica(&link.url(), &data, PATIENT).await;
+    let tag = fill(&a, "/notes/1").await;
+    assert!(
+        !b.revalidate("/notes/1", &tag).await.0,
+        "a hit before the write"
+    );
+    // The Redis replica has the entry and its generation.
+    let deadline = Instant::now() + TIMEOUT;
+    while !replica_server
+        .keys(PREFIX)
+        .iter()
+        .any(|key| key.contains(":e:"))
+    {
+        assert!(Instant::now() < deadline, "the entry did not replicate");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The Redis replica stops while the write's invalidation is
+    // acknowledged by the master, which then dies.
+    replica_server.pause();
+    assert_eq!(
+        put(&a, "/notes/1").await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        b.revalidate("/notes/1", &tag).await.0,
+        "a miss after the write"
+    );
+    drop(master);
+    replica_server.resume();
+    replica_server.command(&["REPLICAOF", "NO", "ONE"]).unwrap();
+    link.switch_to(replica_server.addr());
+    // Both replicas reach the promoted server again: an entry stored now
+    // (another note, after the rollback's margin) is a hit across them.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let stored = fetch(&a, "/notes/2", &[]).await.etag().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !b.revalidate("/notes/2", &stored).await.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis not reached after the failover"
+        );
+    }
+    // The promoted server has the entry of note 1 and the generation the
+    // write had moved on; no replica confirms the old tag.
+    for (name, replica) in [("A", &a), ("B", &b)] {
+        let (reached, got) = replica.revalidate("/notes/1", &tag).await;
+        assert_eq!(
+            got.status,
+            StatusCode::OK,
+            "{name}: a stale 304 after the failover"
+        );
+        assert!(reached);
+    }
+    replica_server.stop();
+}
+
+async fn a_generation_at_2_53_is_replaced_so_that_writes_still_invalidate() {
+    let redis = RedisServer::start();
+    let (_, a, b) = two_replicas(&redis).await;
+    fill(&a, "/notes/1").await;
+    // A generation at 2^53, where Lua's doubles make g + 1 == g.
+    let generations: Vec<String> = redis
+        .keys(PREFIX)
+        .into_iter()
+        .filter(|key| key.ends_with(":g"))
+        .collect();
+    assert_eq!(generations.len(), 1);
+    redis
+        .command(&["SET", &generations[0], "9007199254740992"])
+        .unwrap();
+    let tag = fill(&a, "/notes/1").await;
+    assert!(
+        !b.revalidate("/notes/1", &tag).await.0,
+        "a hit before the write"
+    );
+    assert_eq!(
+        put(&a, "/notes/1").await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    let (reached, got) = b.revalidate("/notes/1", &tag).await;
+    assert!(reached, "the write invalidated the entry");
+    assert_eq!(got.status, StatusCode::OK);
+}
+
+async fn entries_that_live_for_ever_are_stored_and_invalidated() {
+    let redis = RedisServer::start();
+    let data = Data::default();
+    let a = replica_living(&redis.url(), &data, PATIENT, Duration::MAX).await;
+    let b = replica_living(&redis.url(), &data, PATIENT, Duration::MAX).await;
+    let tag = fill(&a, "/notes/1").await;
+    assert!(!b.revalidate("/notes/1", &tag).await.0, "a hit");
+    assert_eq!(
+        put(&a, "/notes/1").await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(
+        b.revalidate("/notes/1", &tag).await.0,
+        "a miss after the write"
+    );
+    assert_eq!(a.cache.stats().unavailable, 0);
+    assert_eq!(b.cache.stats().unavailable, 0);
 }
 
 async fn a_paused_redis_costs_each_request_at_most_the_timeout() {

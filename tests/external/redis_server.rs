@@ -1,5 +1,5 @@
 //! A real `redis-server` for the tests: started on a free loopback port with
-//! a temporary directory and no persistence, stopped, restarted on the same
+//! a temporary directory and no automatic snapshots, stopped, restarted on the same
 //! port, paused and resumed; and a TCP link in front of it that a test can
 //! cut, as a network partition between one replica and Redis.
 //!
@@ -56,8 +56,9 @@ impl RedisServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Starts the server again (empty: nothing is saved) on the same port
-    /// and waits until it answers.
+    /// Starts the server again on the same port and waits until it answers:
+    /// empty, since nothing is saved on its own, unless a test saved a
+    /// snapshot with `SAVE`, which it then loads (as a crashed Redis does).
     pub fn restart(&mut self) {
         self.stop();
         let child = Command::new(&self.binary)
@@ -145,11 +146,13 @@ fn free_port() -> u16 {
 }
 
 /// A TCP link to `target` that can be cut (new connections refused, open
-/// ones closed) and restored.
+/// ones closed) and restored, or switched to another server (open
+/// connections closed), as a failover behind one address.
 #[derive(Clone)]
 pub struct Link {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    target: Arc<std::sync::Mutex<SocketAddr>>,
     generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
@@ -160,9 +163,11 @@ impl Link {
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = tokio::sync::watch::channel(0u64);
         let generation = Arc::new(generation);
+        let target = Arc::new(std::sync::Mutex::new(target));
         let link = Self {
             addr,
             up: up.clone(),
+            target: target.clone(),
             generation: generation.clone(),
         };
         tokio::spawn(async move {
@@ -175,6 +180,7 @@ impl Link {
                     continue;
                 }
                 let mut cut = generation.subscribe();
+                let target = *target.lock().unwrap();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(target).await else {
                         return;
@@ -200,5 +206,11 @@ impl Link {
 
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes the open connections; new ones go to `target`.
+    pub fn switch_to(&self, target: SocketAddr) {
+        *self.target.lock().unwrap() = target;
+        self.generation.send_modify(|g| *g += 1);
     }
 }

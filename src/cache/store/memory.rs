@@ -99,6 +99,10 @@ pub(crate) struct MemoryStore {
     time_to_live: Duration,
 }
 
+/// The longest time-to-live moka takes: entries kept longer than that
+/// (`Duration::MAX`, say) are kept that long.
+const LONGEST_TIME_TO_LIVE: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
+
 impl MemoryStore {
     pub(crate) fn new(time_to_live: Duration, max_entries: u64) -> Self {
         // LRU rather than moka's default TinyLFU: TinyLFU's admission may
@@ -109,7 +113,8 @@ impl MemoryStore {
         let entries = Cache::builder()
             .max_capacity(max_entries)
             .weigher(|_key, stored: &Stored| stored.entry.weight())
-            .time_to_live(time_to_live)
+            // moka refuses (panics on) more than 1,000 years.
+            .time_to_live(time_to_live.min(LONGEST_TIME_TO_LIVE))
             .eviction_policy(EvictionPolicy::lru())
             .build_with_hasher(KeyIsHash);
         // Two to four slots per entry, at least 4,096 and at most 2^22
@@ -410,6 +415,12 @@ mod tests {
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_some());
         store.invalidate_keys(&[RESOURCE + slots], false);
         assert!(store.lookup(&RESOURCE, &KEY).entry.is_none());
+    }
+
+    #[test]
+    fn a_time_to_live_of_duration_max_is_taken() {
+        let store = MemoryStore::new(Duration::MAX, 10);
+        assert_eq!(store.time_to_live, Duration::MAX);
     }
 
     #[test]

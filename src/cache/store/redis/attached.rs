@@ -15,12 +15,13 @@ use std::{
 };
 
 use http::HeaderName;
-use redis::{aio::ConnectionManager, ScriptInvocation, Value};
+use redis::{Cmd, FromRedisValue, ScriptInvocation, Value};
 use tokio::{runtime::Handle, task::JoinHandle};
 
 use super::{
     backlog::{Add, Backlog},
     codec,
+    link::{Link, Verified},
     names::KeyNames,
     scripts::Scripts,
 };
@@ -30,20 +31,25 @@ use crate::cache::{
     store::{Answer, Fill, FillDone, Later, Lookup, Query, Store, WriteId},
 };
 
+/// The longest `PX` sent: Redis refuses one that, added to its clock in
+/// milliseconds, passes `i64::MAX` (a time-to-live of `Duration::MAX` would).
+/// 2^50 ms is some 35,000 years.
+const MAX_PX: u64 = 1 << 50;
+
 /// How often invalidations that could not reach Redis are tried again.
 const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A store's connection and state, shared by its clones and by every cache
 /// it is attached to.
 pub(super) struct Connection {
-    pub(super) manager: ConnectionManager,
+    pub(super) link: Arc<Link>,
     pub(super) runtime: Handle,
     pub(super) keys: KeyNames,
     /// What the keyed hash of keys is derived from: the prefix and the
     /// secret.
     pub(super) key_context: Vec<u8>,
     pub(super) timeout: Duration,
-    pub(super) scripts: Scripts,
+    pub(super) scripts: Arc<Scripts>,
     pub(super) backlog: Backlog,
     pub(super) healthy: AtomicBool,
     pub(super) unavailable: AtomicU64,
@@ -235,23 +241,24 @@ impl Inner {
     fn ttl_ms(&self) -> u64 {
         u64::try_from(self.time_to_live.as_millis())
             .unwrap_or(u64::MAX)
-            .max(1)
+            .clamp(1, MAX_PX)
     }
 
     /// How long generations live after their last use: twice the entries'
     /// time-to-live, so a generation outlives every entry stored under it.
     fn life_ms(&self) -> u64 {
-        self.ttl_ms().saturating_mul(2)
+        self.ttl_ms().saturating_mul(2).min(MAX_PX)
     }
 
     async fn lookup(&self, resource: Key, key: Key) -> Result<Lookup, Failure> {
         let connection = &self.connection;
+        let link = connection.link.get().await;
         let mut invocation = connection.scripts.lookup.prepare_invoke();
         invocation
             .key(connection.keys.generation(resource))
             .key(connection.keys.entry(resource, key))
             .arg(self.life_ms());
-        let reply = self.run(&invocation).await?;
+        let reply = self.run_on(&link, &invocation).await?;
         let Value::Array(items) = reply else {
             return Err(Failure::Reply);
         };
@@ -259,8 +266,12 @@ impl Inner {
         let clock = items.get(1).and_then(number).ok_or(Failure::Reply)?;
         let entry = match items.get(2) {
             Some(Value::BulkString(bytes)) => {
-                match codec::decode(bytes, &self.vary, clock, self.time_to_live) {
-                    Some((stored, entry)) if stored == generation => entry,
+                let read = codec::decode(bytes, &self.vary, clock, self.time_to_live);
+                match read {
+                    // Stored before the dataset may have rolled back: what
+                    // invalidated it since may be lost (see `link`).
+                    Some(read) if read.stored_at < link.barrier => None,
+                    Some(read) if read.generation == generation => read.entry,
                     Some(_) => None,
                     None => {
                         #[cfg(feature = "tracing")]
@@ -272,7 +283,7 @@ impl Inner {
             _ => None,
         };
         let entry = match entry {
-            Some(entry) => self.current_tags(entry).await?,
+            Some(entry) => self.current_tags(&link, entry).await?,
             None => None,
         };
         // 0: no epoch read; a tagged fill is then refused.
@@ -293,16 +304,43 @@ impl Inner {
         number(&value).ok_or(Failure::Reply)
     }
 
-    /// Runs a script (`EVALSHA`, loaded again on `NOSCRIPT`) on a handle of
-    /// the shared connection.
+    /// Runs a script (`EVALSHA`; loaded when the connection was made, and
+    /// again by the client on `NOSCRIPT`) on the verified connection.
     async fn run(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
-        let mut connection = self.connection.manager.clone();
-        Ok(invocation.invoke_async(&mut connection).await?)
+        let link = self.connection.link.get().await;
+        self.run_on(&link, invocation).await
+    }
+
+    /// Runs a script on `link`; a connection error drops it (see `link`).
+    async fn run_on(
+        &self,
+        link: &Verified,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<Value, Failure> {
+        let mut connection = link.connection.clone();
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| self.failed(link, error))
+    }
+
+    /// Runs a command on `link`; a connection error drops it.
+    async fn query<T: FromRedisValue>(&self, link: &Verified, command: &Cmd) -> Result<T, Failure> {
+        let mut connection = link.connection.clone();
+        command
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| self.failed(link, error))
+    }
+
+    fn failed(&self, link: &Verified, error: redis::RedisError) -> Failure {
+        self.connection.link.failed(link, &error);
+        Failure::Redis(error)
     }
 
     /// The entry without the variants whose surrogate tags were invalidated
     /// since their fill (one more round trip, for tagged entries only).
-    async fn current_tags(&self, entry: Entry) -> Result<Option<Entry>, Failure> {
+    async fn current_tags(&self, link: &Verified, entry: Entry) -> Result<Option<Entry>, Failure> {
         let mut tags: Vec<Key> = entry
             .variants()
             .iter()
@@ -317,8 +355,7 @@ impl Inner {
         for tag in &tags {
             command.arg(self.connection.keys.tag(*tag));
         }
-        let mut connection = self.connection.manager.clone();
-        let values: Vec<Value> = command.query_async(&mut connection).await?;
+        let values: Vec<Value> = self.query(link, &command).await?;
         let current = |tag: &Key| {
             let index = tags.binary_search(tag).ok()?;
             values.get(index).and_then(number)
@@ -440,21 +477,19 @@ impl Inner {
         let pattern = self.connection.keys.pattern();
         let mut cursor = 0u64;
         loop {
-            let mut connection = self.connection.manager.clone();
             let scan = async {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
+                let link = self.connection.link.get().await;
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
                     .arg("MATCH")
                     .arg(&pattern)
                     .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut connection)
-                    .await?;
+                    .arg(1000);
+                let (next, keys): (u64, Vec<Vec<u8>>) = self.query(&link, &scan).await?;
                 if !keys.is_empty() {
-                    redis::cmd("UNLINK")
-                        .arg(&keys)
-                        .exec_async(&mut connection)
-                        .await?;
+                    let mut unlink = redis::cmd("UNLINK");
+                    unlink.arg(&keys);
+                    self.query::<()>(&link, &unlink).await?;
                 }
                 Ok::<_, Failure>(next)
             };

@@ -60,7 +60,17 @@ pub(super) fn encode(entry: &Entry, generation: u64) -> Vec<u8> {
     out
 }
 
-/// Reads what the fill script stored: the generation and the variants
+/// An entry read back.
+pub(super) struct Read {
+    /// When it was stored (µs on the server's clock).
+    pub(super) stored_at: u64,
+    /// The resource's generation it was filled at.
+    pub(super) generation: u64,
+    /// Its variants younger than the time-to-live, if any.
+    pub(super) entry: Option<Entry>,
+}
+
+/// Reads what the fill script stored: when, the generation and the variants
 /// younger than `time_to_live` at `now` (microseconds on the server's
 /// clock).
 pub(super) fn decode(
@@ -68,7 +78,7 @@ pub(super) fn decode(
     vary: &[HeaderName],
     now: u64,
     time_to_live: Duration,
-) -> Option<(u64, Option<Entry>)> {
+) -> Option<Read> {
     let colon = value.iter().position(|&b| b == b':')?;
     let stored_at: u64 = std::str::from_utf8(&value[..colon]).ok()?.parse().ok()?;
     // A clock behind the store counts as no time passed.
@@ -96,7 +106,11 @@ pub(super) fn decode(
     if !input.is_empty() {
         return None;
     }
-    Some((generation, Entry::from_variants(variants)))
+    Some(Read {
+        stored_at,
+        generation,
+        entry: Entry::from_variants(variants),
+    })
 }
 
 /// One variant as stored.
@@ -200,9 +214,10 @@ mod tests {
         // Stored at 50 s on the server's clock: the old variant was filled
         // at about 1 s, the new one at about 50 s.
         let bytes = stored_at(50_000_000, &encode(&entry, 42));
-        let (generation, read) = decode(&bytes, &vary, 55_000_000, ttl).unwrap();
-        assert_eq!(generation, 42);
-        let read = read.unwrap();
+        let stored = decode(&bytes, &vary, 55_000_000, ttl).unwrap();
+        assert_eq!(stored.generation, 42);
+        assert_eq!(stored.stored_at, 50_000_000);
+        let read = stored.entry.unwrap();
         assert_eq!(read.variants().len(), 2);
         for (a, b) in read.variants().iter().zip(entry.variants()) {
             assert!(a.lines().eq(b.lines()));
@@ -214,9 +229,9 @@ mod tests {
         assert!((4..=6).contains(&ages[0]), "{ages:?}");
         assert!((53..=55).contains(&ages[1]), "{ages:?}");
         // 62 s: the old variant is past its time.
-        let (_, read) = decode(&bytes, &vary, 62_000_000, ttl).unwrap();
+        let read = decode(&bytes, &vary, 62_000_000, ttl).unwrap().entry;
         assert_eq!(read.unwrap().variants().len(), 1);
-        let (_, read) = decode(&bytes, &vary, 200_000_000, ttl).unwrap();
+        let read = decode(&bytes, &vary, 200_000_000, ttl).unwrap().entry;
         assert!(read.is_none());
         // Every truncation, and every single-byte change that leaves the
         // value unreadable, is a miss rather than a panic.
@@ -245,7 +260,7 @@ mod tests {
         // once the one that names Accept has expired.
         let narrower = [http::header::ACCEPT_ENCODING];
         assert!(decode(&bytes, &narrower, 0, ttl).is_none());
-        let (_, read) = decode(&bytes, &narrower, 2_000_000, ttl).unwrap();
+        let read = decode(&bytes, &narrower, 2_000_000, ttl).unwrap().entry;
         assert_eq!(read.unwrap().variants().len(), 1);
     }
 
@@ -259,7 +274,7 @@ mod tests {
         assert!(decode(&bytes, &narrower, 1_000_000, Duration::from_secs(60)).is_none());
         assert!(decode(&bytes, &vary, 1_000_000, Duration::from_secs(60))
             .unwrap()
-            .1
+            .entry
             .is_some());
     }
 }

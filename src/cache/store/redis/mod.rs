@@ -4,18 +4,21 @@
 //!
 //! # Client
 //!
-//! redis-rs (`redis` 1.x) with its Tokio `ConnectionManager`: the most used
-//! Rust client, kept by the Redis organisation, one multiplexed connection
-//! per store (commands from every request share it, pipelined), and it
-//! reconnects by itself after an I/O error. Its types stay inside this
-//! module, so a major release of the client is not one of this crate.
+//! redis-rs (`redis` 1.x): the most used Rust client, kept by the Redis
+//! organisation. The store holds one multiplexed connection (commands from
+//! every request share it, pipelined), made, verified and replaced by
+//! [`link`] rather than by the client's `ConnectionManager` (see there
+//! why). Its types stay inside this module, so a major release of the
+//! client is not one of this crate.
 //!
 //! # Modules
 //!
 //! [`names`] names the Redis keys (one hash slot per resource), [`scripts`]
 //! holds the Lua scripts (`scripts/*.lua`), [`codec`] the entry format,
+//! [`link`] the connection and when the dataset may be trusted,
 //! [`attached`] the operations of a store attached to one cache, and
-//! [`backlog`] the invalidations waiting for a retry. This module is the public face: [`RedisStore`] and its builder.
+//! [`backlog`] the invalidations waiting for a retry. This module is the
+//! public face: [`RedisStore`] and its builder.
 //!
 //! # Atomicity and generations
 //!
@@ -28,6 +31,16 @@
 //! generation is created again at the current time, larger than any issued
 //! before, so an entry stored under the old one is a miss, never a stale
 //! hit. A fill whose generation key is missing stores nothing.
+//!
+//! # Rollbacks
+//!
+//! A dataset that rolls back (a restart from a snapshot, a failover to a
+//! replica that missed writes, another server behind the address) brings
+//! back generations that invalidations had moved on, with the entries
+//! stored under them. Every connection is verified before use ([`link`]):
+//! when the server behind it is not the one that last vouched for the
+//! dataset, no entry stored before that moment (plus one second, for the
+//! clocks of two servers) answers again; each is a miss until stored anew.
 //!
 //! # Faults
 //!
@@ -43,6 +56,7 @@
 mod attached;
 mod backlog;
 mod codec;
+mod link;
 mod names;
 mod scripts;
 
@@ -55,12 +69,13 @@ use std::{
     time::Duration,
 };
 
-use redis::{aio::ConnectionManager, Client};
+use redis::Client;
 use tokio::runtime::Handle;
 
 use self::{
     attached::{Attached, Connection},
     backlog::Backlog,
+    link::Link,
     names::KeyNames,
     scripts::Scripts,
 };
@@ -89,7 +104,7 @@ use super::{Attach, Setup, Store};
 /// # }
 /// ```
 ///
-/// It connects lazily, reconnects by itself, and never makes a request
+/// It starts connecting when built, reconnects by itself, and never makes a request
 /// fail: see [the module documentation](crate::cache#on-redis) for what happens
 /// when Redis is away. Cloning it shares its connection.
 #[derive(Clone)]
@@ -190,31 +205,24 @@ impl RedisStoreBuilder {
             Handle::try_current().map_err(|_| RedisStoreError::new(ErrorKind::NoRuntime))?;
         let client = Client::open(self.url.as_str())
             .map_err(|error| RedisStoreError::new(ErrorKind::Client(error)))?;
-        // Retry connecting for ever (with backoff up to one second): an
-        // outage longer than the default's few attempts must not leave the
-        // store disconnected until a request notices.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(usize::MAX)
-            .set_max_delay(Duration::from_secs(1))
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(None);
-        let connection = {
-            let _guard = runtime.enter();
-            ConnectionManager::new_lazy_with_config(client, config)
-                .map_err(|error| RedisStoreError::new(ErrorKind::Client(error)))?
-        };
         let mut key_context = Vec::with_capacity(self.prefix.len() + 1 + self.secret.len());
         key_context.extend_from_slice(self.prefix.as_bytes());
         key_context.push(0);
         key_context.extend_from_slice(&self.secret);
+        let scripts = Arc::new(Scripts::new());
+        let keys = KeyNames::new(self.prefix);
+        let link = Link::new(client, runtime.clone(), Arc::clone(&scripts), &keys);
+        // Connecting starts now, so that the first request finds a
+        // connection; it is retried for ever, with backoff up to one second.
+        link.start();
         Ok(RedisStore {
             connection: Arc::new(Connection {
-                manager: connection,
+                link,
                 runtime,
-                keys: KeyNames::new(self.prefix),
+                keys,
                 key_context,
                 timeout: self.timeout,
-                scripts: Scripts::new(),
+                scripts,
                 backlog: Backlog::default(),
                 healthy: AtomicBool::new(true),
                 unavailable: AtomicU64::new(0),

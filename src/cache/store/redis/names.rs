@@ -6,7 +6,10 @@
 //! - `P:{R}:e:E`: an entry (see [`codec`](super::codec)), with `PX` at the
 //!   time-to-live;
 //! - `P:{tags}:epoch` and `P:{tags}:T`: the surrogate-tag epoch and each
-//!   tag's generation.
+//!   tag's generation;
+//! - `P:{dataset}:incarnation` and `P:{dataset}:barrier`: the identity of
+//!   the server that last vouched for the dataset, and the time before
+//!   which no entry is trusted (see [`link`](super::link)).
 //!
 //! The keys of one resource share a hash slot (`{R}`), and so do all tag
 //! keys (`{tags}`), so every script touches one slot and works on Redis
@@ -49,6 +52,14 @@ impl KeyNames {
         format!("{}:{{tags}}:{tag:016x}", self.prefix)
     }
 
+    pub(super) fn incarnation(&self) -> String {
+        format!("{}:{{dataset}}:incarnation", self.prefix)
+    }
+
+    pub(super) fn barrier(&self) -> String {
+        format!("{}:{{dataset}}:barrier", self.prefix)
+    }
+
     /// The `SCAN MATCH` pattern of every key under the prefix.
     pub(super) fn pattern(&self) -> String {
         format!("{}:*", glob_escape(&self.prefix))
@@ -82,6 +93,8 @@ mod tests {
         );
         assert_eq!(names.epoch(), "app:{tags}:epoch");
         assert_eq!(names.tag(2), "app:{tags}:0000000000000002");
+        assert_eq!(names.incarnation(), "app:{dataset}:incarnation");
+        assert_eq!(names.barrier(), "app:{dataset}:barrier");
     }
 
     #[test]

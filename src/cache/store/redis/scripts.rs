@@ -7,6 +7,7 @@ use redis::Script;
 
 /// Every operation's script, hashed once.
 pub(super) struct Scripts {
+    pub(super) verify: Script,
     pub(super) lookup: Script,
     pub(super) fill: Script,
     pub(super) invalidate: Script,
@@ -15,17 +16,23 @@ pub(super) struct Scripts {
     pub(super) tag_epoch: Script,
     pub(super) tag_fill: Script,
     pub(super) tag_invalidate: Script,
+    /// Their texts, to load them when a connection is made.
+    texts: Vec<String>,
 }
 
 const PRELUDE: &str = include_str!("scripts/prelude.lua");
 
-fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
-}
-
 impl Scripts {
     pub(super) fn new() -> Self {
+        let mut texts = Vec::new();
+        let mut script = |body: &str| {
+            let text = format!("{PRELUDE}\n{body}");
+            let script = Script::new(&text);
+            texts.push(text);
+            script
+        };
         Self {
+            verify: script(include_str!("scripts/verify.lua")),
             lookup: script(include_str!("scripts/lookup.lua")),
             fill: script(include_str!("scripts/fill.lua")),
             invalidate: script(include_str!("scripts/invalidate.lua")),
@@ -34,6 +41,16 @@ impl Scripts {
             tag_epoch: script(include_str!("scripts/tag_epoch.lua")),
             tag_fill: script(include_str!("scripts/tag_fill.lua")),
             tag_invalidate: script(include_str!("scripts/tag_invalidate.lua")),
+            texts,
         }
+    }
+
+    /// `SCRIPT LOAD` of every script, in one round trip.
+    pub(super) fn load(&self) -> redis::Pipeline {
+        let mut pipeline = redis::pipe();
+        for text in &self.texts {
+            pipeline.cmd("SCRIPT").arg("LOAD").arg(text).ignore();
+        }
+        pipeline
     }
 }

@@ -13,9 +13,13 @@ end
 local function num(n)
   return string.format('%.0f', n)
 end
+-- A positive integer in canonical form, below 2^53: past it, Lua's doubles
+-- make g + 1 == g, and moving such a generation on would do nothing.
 local function valid(v)
   local n = tonumber(v)
-  if n and n >= 1 and n == math.floor(n) and num(n) == v then return n end
+  if n and n >= 1 and n < 9007199254740992 and n == math.floor(n) and num(n) == v then
+    return n
+  end
   return false
 end
 local function bump(key, life)

@@ -1,0 +1,25 @@
+-- KEYS: the dataset's incarnation, its barrier. ARGV: the identity of the
+-- server this connection reached (its run id and replication id), the
+-- margin (µs) added to the server's clock when the barrier moves.
+-- Returns the barrier: entries stored before it are not to be trusted.
+--
+-- The incarnation names the server process and replication history that
+-- last vouched for the dataset. Another one (a restart, which may have
+-- loaded an older snapshot; a failover to a replica that had not received
+-- every write; another node behind the same address) or none (a new or
+-- flushed dataset, or the key evicted) may mean that invalidations were
+-- lost: the barrier then moves past every entry stored so far.
+--
+-- The margin covers the clocks of two servers, so it is added only when
+-- another server vouched before: a dataset with no record (new, flushed)
+-- has only entries stored by this server's clock, if any.
+local b = valid(get(KEYS[2]))
+local seen = get(KEYS[1])
+if seen ~= ARGV[1] or not b then
+  local margin = 0
+  if seen then margin = tonumber(ARGV[2]) end
+  b = math.max(b or 0, now() + margin)
+  redis.call('SET', KEYS[2], num(b))
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return num(b)
