@@ -17,6 +17,7 @@ pub(crate) struct Miss {
     key: Key,
     generation: u64,
     tag_epoch: u64,
+    session: u64,
     base: Option<Entry>,
     varying: Vec<(u8, HeaderValue)>,
 }
@@ -30,6 +31,7 @@ impl Miss {
             key: read.entry,
             generation: lookup.generation,
             tag_epoch: lookup.tag_epoch,
+            session: lookup.session,
             base: lookup.entry,
             varying,
         }
@@ -73,6 +75,7 @@ impl Miss {
             key: self.key,
             generation: self.generation,
             tag_epoch: self.tag_epoch,
+            session: self.session,
             variant: remembered.to_variant(fields),
             base: self.base,
             tags,

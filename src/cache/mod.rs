@@ -101,13 +101,17 @@
 //!   before its handler runs (the arrival invalidation); its end is sent
 //!   after the response.
 //! - Each operation is a Lua script, atomic on the server; generations move
-//!   to `max(g + 1, server time in µs)`, so losing any record (a restart, an
-//!   eviction) causes misses, never a stale hit. Entries expire in Redis at
-//!   the time-to-live.
+//!   to `max(g + 1, server time in µs)`, so losing a record (a restart
+//!   empty, an eviction) causes misses, never a stale hit. A dataset that
+//!   rolls back (a restart from a snapshot, a failover to a replica that
+//!   missed writes) is noticed when the store verifies its connection
+//!   (server identity from `INFO`), and entries stored before it are misses.
+//!   Entries expire in Redis at the time-to-live.
 //! - Faults fail open: every operation is bounded by the store's timeout (5
 //!   ms by default); a request whose lookup fails or times out goes to the
 //!   inner service and stores nothing, and is counted in
-//!   [`CacheStats::unavailable`]. The client reconnects by itself.
+//!   [`CacheStats::unavailable`]. The store reconnects by itself (and
+//!   verifies each new connection before using it).
 //! - An invalidation that cannot reach Redis is kept and retried: at once
 //!   after the next operation that succeeds, and every 100 ms until it
 //!   lands; meanwhile this replica answers the resources and tags concerned

@@ -49,6 +49,7 @@ pub(crate) fn add_to(suite: &mut Suite) {
         an_invalidation_cut_off_from_redis_is_retried_and_its_replica_answers_from_handlers,
         a_redis_restarted_from_an_older_snapshot_never_confirms_a_tag_a_write_replaced,
         a_failover_to_a_replica_that_missed_a_write_never_confirms_the_old_tag,
+        a_get_that_read_before_a_rollback_stores_nothing_after_it,
         a_generation_at_2_53_is_replaced_so_that_writes_still_invalidate,
         entries_that_live_for_ever_are_stored_and_invalidated,
     ]);
@@ -527,42 +528,76 @@ async fn a_redis_restarted_from_an_older_snapshot_never_confirms_a_tag_a_write_r
     );
     // A replica that starts now has never seen this dataset before.
     let c = replica(&redis.url(), &data, PATIENT).await;
-    // Whatever each replica's connection went through, none confirms the
-    // tag the write replaced, while each reaches Redis again.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        for (name, replica) in [("A", &a), ("B", &b), ("C", &c)] {
-            let (reached, got) = replica.revalidate("/notes/1", &tag).await;
-            assert_eq!(
-                got.status,
-                StatusCode::OK,
-                "{name}: a stale 304 after the rollback"
-            );
-            assert!(reached);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Once entries are stored after the rollback (and its margin), hits
-    // resume on every replica.
+    until_shared(&a, &[&b, &c], "/notes/2").await;
+    assert_none_confirms(&[("A", &a), ("B", &b), ("C", &c)], "/notes/1", &tag).await;
+}
+
+/// Waits until an entry `writer` stores for `path` is a hit on every one of
+/// `readers`: they all reach Redis, and entries stored now are trusted.
+async fn until_shared(writer: &Replica, readers: &[&Replica], path: &str) -> String {
     let deadline = Instant::now() + TIMEOUT;
-    let new_tag = fetch(&a, "/notes/1", &[]).await.etag().unwrap().to_owned();
     loop {
-        let _ = fetch(&a, "/notes/1", &[]).await;
+        let stored = fetch(writer, path, &[]).await.etag().unwrap().to_owned();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let (b_reached, _) = b.revalidate("/notes/1", &new_tag).await;
-        let (c_reached, _) = c.revalidate("/notes/1", &new_tag).await;
-        if !b_reached && !c_reached {
-            break;
+        let mut hits = 0;
+        for reader in readers {
+            if !reader.revalidate(path, &stored).await.0 {
+                hits += 1;
+            }
         }
-        assert!(Instant::now() < deadline, "no hit after the rollback");
+        if hits == readers.len() {
+            return stored;
+        }
+        assert!(Instant::now() < deadline, "Redis not reached again");
     }
+}
+
+/// Asserts that none of `replicas` confirms `tag` for `path`.
+async fn assert_none_confirms(replicas: &[(&str, &Replica)], path: &str, tag: &str) {
+    for (name, replica) in replicas {
+        let (reached, got) = replica.revalidate(path, tag).await;
+        assert_eq!(got.status, StatusCode::OK, "{name}: a stale 304");
+        assert!(reached);
+    }
+}
+
+async fn a_get_that_read_before_a_rollback_stores_nothing_after_it() {
+    let mut redis = RedisServer::start();
+    let (data, a, b) = two_replicas(&redis).await;
+    until_shared(&a, &[&b], "/notes/2").await;
+    // A's GET looks up its generation and reads version 1, then waits.
+    let (gate, slow) = gated_get(&data, &a, "/gated/7").await;
+    // A snapshot with that generation; then B writes version 2, which
+    // moves it on.
+    redis.command(&["SAVE"]).unwrap();
+    assert_eq!(
+        put(&b, "/gated/7").await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    // Redis restarts from the snapshot: the generation A read is current
+    // again. Both replicas reach it again, past the rollback's margin.
+    redis.restart();
+    until_shared(&a, &[&b], "/notes/3").await;
+    // A's GET ends with version 1; its fill must not store it.
+    gate.notify_one();
+    let old = slow.await.unwrap();
+    assert_eq!(old.body, "note 7 v1");
+    let old_tag = old.etag().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_none_confirms(&[("A", &a), ("B", &b)], "/gated/7", &old_tag).await;
 }
 
 async fn a_failover_to_a_replica_that_missed_a_write_never_confirms_the_old_tag() {
     let master = RedisServer::start();
     let mut replica_server = RedisServer::start();
+    // Replication goes through a link the test can cut.
+    let replication = Link::start(master.addr()).await;
     replica_server
-        .command(&["REPLICAOF", "127.0.0.1", &master.port.to_string()])
+        .command(&[
+            "REPLICAOF",
+            "127.0.0.1",
+            &replication.addr.port().to_string(),
+        ])
         .unwrap();
     // The replicas reach Redis through one address, as behind a managed
     // endpoint or a proxy that follows the failover.
@@ -570,11 +605,7 @@ async fn a_failover_to_a_replica_that_missed_a_write_never_confirms_the_old_tag(
     let data = Data::default();
     let a = replica(&link.url(), &data, PATIENT).await;
     let b = replica(&link.url(), &data, PATIENT).await;
-    let tag = fill(&a, "/notes/1").await;
-    assert!(
-        !b.revalidate("/notes/1", &tag).await.0,
-        "a hit before the write"
-    );
+    let tag = until_shared(&a, &[&b], "/notes/1").await;
     // The Redis replica has the entry and its generation.
     let deadline = Instant::now() + TIMEOUT;
     while !replica_server
@@ -585,9 +616,16 @@ async fn a_failover_to_a_replica_that_missed_a_write_never_confirms_the_old_tag(
         assert!(Instant::now() < deadline, "the entry did not replicate");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // The Redis replica stops while the write's invalidation is
-    // acknowledged by the master, which then dies.
-    replica_server.pause();
+    let generation_key = replica_server
+        .keys(PREFIX)
+        .into_iter()
+        .find(|key| key.ends_with(":g"))
+        .unwrap();
+    let generation = |server: &RedisServer| server.command(&["GET", &generation_key]).unwrap();
+    let before = generation(&replica_server);
+    // Replication is cut while the write's invalidation is acknowledged by
+    // the master, which then dies.
+    replication.cut();
     assert_eq!(
         put(&a, "/notes/1").await.unwrap().status,
         StatusCode::NO_CONTENT
@@ -597,34 +635,17 @@ async fn a_failover_to_a_replica_that_missed_a_write_never_confirms_the_old_tag(
         "a miss after the write"
     );
     drop(master);
-    replica_server.resume();
     replica_server.command(&["REPLICAOF", "NO", "ONE"]).unwrap();
+    assert_eq!(
+        generation(&replica_server),
+        before,
+        "the promoted server missed the write's invalidation"
+    );
     link.switch_to(replica_server.addr());
-    // Both replicas reach the promoted server again: an entry stored now
-    // (another note, after the rollback's margin) is a hit across them.
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let stored = fetch(&a, "/notes/2", &[]).await.etag().unwrap().to_owned();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if !b.revalidate("/notes/2", &stored).await.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Redis not reached after the failover"
-        );
-    }
     // The promoted server has the entry of note 1 and the generation the
-    // write had moved on; no replica confirms the old tag.
-    for (name, replica) in [("A", &a), ("B", &b)] {
-        let (reached, got) = replica.revalidate("/notes/1", &tag).await;
-        assert_eq!(
-            got.status,
-            StatusCode::OK,
-            "{name}: a stale 304 after the failover"
-        );
-        assert!(reached);
-    }
+    // write had moved on; no replica confirms the old tag once both reach it.
+    until_shared(&a, &[&b], "/notes/2").await;
+    assert_none_confirms(&[("A", &a), ("B", &b)], "/notes/1", &tag).await;
     replica_server.stop();
 }
 
@@ -815,6 +836,9 @@ async fn an_invalidation_cut_off_from_redis_is_retried_and_its_replica_answers_f
     // B reaches Redis through a link the test can cut.
     let link = Link::start(redis.addr()).await;
     let b = replica(&link.url(), &data, TIMEOUT_FAULTS).await;
+    // B has connected (its first connection, verified, may take longer
+    // than this test's short timeout).
+    until_shared(&a, &[&b], "/notes/2").await;
     let tag = fill(&a, "/notes/1").await;
     assert!(!b.revalidate("/notes/1", &tag).await.0);
 

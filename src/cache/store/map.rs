@@ -96,6 +96,7 @@ impl Store for MapStore {
             generation,
             tag_epoch: state.tag_epoch,
             entry,
+            session: 0,
         }))
     }
 

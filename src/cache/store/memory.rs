@@ -203,6 +203,7 @@ impl MemoryStore {
             generation,
             tag_epoch,
             entry,
+            session: 0,
         }
     }
 
@@ -334,6 +335,7 @@ mod tests {
             key: KEY,
             generation: lookup.generation,
             tag_epoch: lookup.tag_epoch,
+            session: 0,
             variant: variant(),
             base: None,
             tags,
@@ -454,6 +456,7 @@ mod tests {
                 key,
                 generation: lookup.generation,
                 tag_epoch: lookup.tag_epoch,
+                session: 0,
                 variant: variant(),
                 base: None,
                 tags: vec![],

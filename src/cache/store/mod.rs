@@ -70,6 +70,10 @@ pub(crate) struct Lookup {
     /// filled at `generation`, younger than the time-to-live, and with every
     /// surrogate tag at the generation it had at fill time.
     pub(crate) entry: Option<Entry>,
+    /// The store's session the lookup was made in (a Redis connection and
+    /// the dataset it verified); a fill from another session is refused.
+    /// Always 0 in memory.
+    pub(crate) session: u64,
 }
 
 /// A response to store, on conditions (see [`Store::fill`]).
@@ -80,6 +84,7 @@ pub(crate) struct Fill {
     /// From the lookup made when the request arrived.
     pub(crate) generation: u64,
     pub(crate) tag_epoch: u64,
+    pub(crate) session: u64,
     /// The new variant, stored beside `base`'s other variants; its
     /// surrogate tags are `tags`, whose generations the store records.
     pub(crate) variant: Variant,

@@ -143,9 +143,11 @@ impl Store for Attached {
         let this = Arc::clone(&self.0);
         let task = self.0.connection.runtime.spawn(async move {
             let lookup = async {
-                let mut lookup = this.lookup(query.resource, query.entry).await?;
+                // One connection for the lookup, the epoch and the fill.
+                let link = this.connection.link.get().await;
+                let mut lookup = this.lookup(&link, query.resource, query.entry).await?;
                 if query.may_fill && !(query.may_hit && lookup.entry.is_some()) {
-                    lookup.tag_epoch = this.tag_epoch().await?;
+                    lookup.tag_epoch = this.tag_epoch(&link).await?;
                 }
                 Ok(lookup)
             };
@@ -250,15 +252,14 @@ impl Inner {
         self.ttl_ms().saturating_mul(2).min(MAX_PX)
     }
 
-    async fn lookup(&self, resource: Key, key: Key) -> Result<Lookup, Failure> {
+    async fn lookup(&self, link: &Verified, resource: Key, key: Key) -> Result<Lookup, Failure> {
         let connection = &self.connection;
-        let link = connection.link.get().await;
         let mut invocation = connection.scripts.lookup.prepare_invoke();
         invocation
             .key(connection.keys.generation(resource))
             .key(connection.keys.entry(resource, key))
             .arg(self.life_ms());
-        let reply = self.run_on(&link, &invocation).await?;
+        let reply = self.run_on(link, &invocation).await?;
         let Value::Array(items) = reply else {
             return Err(Failure::Reply);
         };
@@ -283,7 +284,7 @@ impl Inner {
             _ => None,
         };
         let entry = match entry {
-            Some(entry) => self.current_tags(&link, entry).await?,
+            Some(entry) => self.current_tags(link, entry).await?,
             None => None,
         };
         // 0: no epoch read; a tagged fill is then refused.
@@ -291,16 +292,17 @@ impl Inner {
             generation,
             tag_epoch: 0,
             entry,
+            session: link.serial,
         })
     }
 
     /// The surrogate-tag epoch (in another hash slot than the resource's
     /// keys, hence a command of its own).
-    async fn tag_epoch(&self) -> Result<u64, Failure> {
+    async fn tag_epoch(&self, link: &Verified) -> Result<u64, Failure> {
         let connection = &self.connection;
         let mut invocation = connection.scripts.tag_epoch.prepare_invoke();
         invocation.key(connection.keys.epoch());
-        let value = self.run(&invocation).await?;
+        let value = self.run_on(link, &invocation).await?;
         number(&value).ok_or(Failure::Reply)
     }
 
@@ -372,6 +374,12 @@ impl Inner {
 
     async fn fill(&self, fill: Fill) -> Result<bool, Failure> {
         let connection = &self.connection;
+        let link = connection.link.get().await;
+        // Not on the connection the lookup ran on: the dataset may have
+        // rolled back since, bringing back the generation read then.
+        if link.serial != fill.session {
+            return Ok(false);
+        }
         let mut tags = Vec::with_capacity(fill.tags.len());
         if !fill.tags.is_empty() {
             let mut invocation = connection.scripts.tag_fill.prepare_invoke();
@@ -380,7 +388,7 @@ impl Inner {
                 invocation.key(connection.keys.tag(*tag));
             }
             invocation.arg(fill.tag_epoch).arg(self.life_ms());
-            let Value::Array(generations) = self.run(&invocation).await? else {
+            let Value::Array(generations) = self.run_on(&link, &invocation).await? else {
                 // A tag was invalidated since the request arrived.
                 return Ok(false);
             };
@@ -405,7 +413,7 @@ impl Inner {
             .arg(codec::encode(&entry, fill.generation))
             .arg(self.ttl_ms())
             .arg(self.life_ms());
-        let stored = self.run(&invocation).await?;
+        let stored = self.run_on(&link, &invocation).await?;
         Ok(number(&stored) == Some(1))
     }
 

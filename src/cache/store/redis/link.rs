@@ -10,20 +10,28 @@
 //! which changes with every failover) is compared, in one script
 //! (`scripts/verify.lua`), with the identity that last vouched for the
 //! dataset, kept in the dataset itself. If they differ, or that record is
-//! missing, the dataset's *barrier* moves to the server's clock plus
-//! [`MARGIN`], and no replica trusts an entry stored before the barrier
-//! (each verifies its own connection, so every replica reaches that
-//! conclusion, also one that starts after the event). The price is misses
-//! for the resources concerned until they are stored again; a stale 304 is
-//! not possible.
+//! missing, the dataset's *barrier* moves to the server's clock (plus
+//! [`MARGIN`] when another server had vouched, for the two servers'
+//! clocks), and no replica trusts an entry stored before the barrier (each
+//! verifies its own connection, so every replica reaches that conclusion,
+//! also one that starts after the event). A fill runs only on the
+//! connection its lookup ran on, so a request that read a generation before
+//! the event stores nothing after it. The price is misses for the resources
+//! concerned until they are stored again. What this does not cover: a
+//! rollback that keeps both identities (a restored VM or container
+//! snapshot of the server process), clocks more than [`MARGIN`] apart
+//! across a failover, and up to [`CHECK_INTERVAL`] during which a server
+//! behind a connection that stays open (an L7 proxy, a DNS endpoint that
+//! switched) is not yet known to have changed.
 //!
 //! A connection is dropped and a new one made and verified when an
-//! operation fails with a connection error (a restart or a failover always
-//! breaks connections) and when the periodic check ([`CHECK_INTERVAL`])
-//! finds another identity behind the same connection. This is why the
-//! store manages its connection itself instead of using redis-rs'
+//! operation fails with a connection error or `READONLY` (a server turned
+//! replica), and when the check every [`CHECK_INTERVAL`] finds another
+//! identity, fails, or gets no answer. Only a master is used. This is why
+//! the store manages its connection itself instead of using redis-rs'
 //! `ConnectionManager`: that one reconnects in the background and sends
 //! the next command on the new connection before anything could verify it.
+//! Redis must allow the store's user `INFO`, `SCRIPT LOAD` and `EVALSHA`.
 //!
 //! The same step loads every script, so the first operation after Redis
 //! started does not pay a `NOSCRIPT` round trip (and a slow `SCRIPT LOAD`
@@ -37,7 +45,10 @@ use std::{
     time::Duration,
 };
 
-use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Client, RedisError};
+use redis::{
+    aio::MultiplexedConnection, AsyncConnectionConfig, Client, ErrorKind, RedisError,
+    ServerErrorKind,
+};
 use tokio::{runtime::Handle, sync::watch};
 
 use super::{names::KeyNames, scripts::Scripts};
@@ -52,10 +63,13 @@ pub(super) const MARGIN: Duration = Duration::from_secs(1);
 /// for a change that broke no connection.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Bounds making a connection and verifying it.
+/// Bounds the TCP connection, and the whole of making a connection and
+/// verifying it (six round trips).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The shortest and longest waits between attempts to connect.
+/// The shortest and longest waits between attempts to connect. The wait
+/// starts again from the shortest only after a connection lasted a check.
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -66,8 +80,9 @@ pub(super) struct Verified {
     /// Entries stored before this time (µs, on the server's clock) are not
     /// to be trusted.
     pub(super) barrier: u64,
-    /// Tells this connection from the ones before and after it.
-    serial: u64,
+    /// Tells this connection from the ones before and after it: a fill
+    /// runs only on the connection its lookup ran on.
+    pub(super) serial: u64,
 }
 
 #[derive(Clone)]
@@ -111,6 +126,9 @@ impl Link {
 
     /// The verified connection, once there is one: callers bound the wait.
     pub(super) async fn get(self: &Arc<Self>) -> Verified {
+        if let State::Up(verified) = &*self.state.borrow() {
+            return verified.clone();
+        }
         let mut state = self.state.subscribe();
         loop {
             if let State::Up(verified) = &*state.borrow_and_update() {
@@ -126,7 +144,10 @@ impl Link {
     /// connection it happened on (if it is still the current one), and a
     /// new one is made and verified.
     pub(super) fn failed(&self, on: &Verified, error: &RedisError) {
-        if error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error() {
+        // A server that became a replica answers writes with READONLY: its
+        // dataset is being replaced by another's.
+        let read_only = error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly);
+        if error.is_io_error() || error.is_connection_dropped() || read_only {
             self.drop_connection(on.serial);
         }
     }
@@ -147,7 +168,12 @@ impl Link {
             return;
         }
         let link = Arc::downgrade(self);
-        self.runtime.spawn(keep_connected(link));
+        self.runtime.spawn(async move {
+            // If the task ends otherwise than with the store (a panic, its
+            // runtime shutting down), the next operation starts another.
+            let _restart = Restart(link.clone());
+            keep_connected(link).await;
+        });
     }
 
     /// Makes a connection and verifies it.
@@ -182,26 +208,58 @@ impl Link {
     }
 }
 
+/// Marks the link's task as ended, and its connection as gone.
+struct Restart(Weak<Link>);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.upgrade() {
+            link.state.send_replace(State::Down);
+            link.started.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// Connects, verifies and publishes the connection; then checks it every
 /// [`CHECK_INTERVAL`] until it is dropped or its server's identity
 /// changes, and starts again. Ends once the store is gone.
 async fn keep_connected(link: Weak<Link>) {
     let mut backoff = MIN_BACKOFF;
+    let mut failing = false;
     loop {
         let Some(this) = link.upgrade() else { return };
-        let opened = tokio::time::timeout(CONNECT_TIMEOUT, this.open()).await;
-        let Ok(Ok((verified, identity))) = opened else {
-            drop(this);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            continue;
+        let opened = match tokio::time::timeout(OPEN_TIMEOUT, this.open()).await {
+            Ok(opened) => opened,
+            Err(_) => Err(RedisError::from((
+                ErrorKind::Io,
+                "connecting and verifying timed out",
+            ))),
         };
-        backoff = MIN_BACKOFF;
+        let (verified, identity) = match opened {
+            Ok(opened) => opened,
+            Err(_error) => {
+                // Once per outage at `warn`: why the store cannot connect
+                // (an ACL without INFO, a replica, a refused connection).
+                #[cfg(feature = "tracing")]
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(target: "tower_etag::cache", error = %_error, "tower-etag cache: cannot connect to Redis; retrying");
+                } else {
+                    tracing::debug!(target: "tower_etag::cache", error = %_error, "tower-etag cache: cannot connect to Redis");
+                }
+                failing = true;
+                drop(this);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        failing = false;
         let serial = verified.serial;
         let mut connection = verified.connection.clone();
         this.state.send_replace(State::Up(verified));
         let mut state = this.state.subscribe();
         drop(this);
+        let mut checks = 0;
         loop {
             let down = state.wait_for(|state| !matches!(state, State::Up(v) if v.serial == serial));
             if tokio::time::timeout(CHECK_INTERVAL, down).await.is_ok() {
@@ -209,16 +267,24 @@ async fn keep_connected(link: Weak<Link>) {
             }
             let checked =
                 tokio::time::timeout(CONNECT_TIMEOUT, self::identity(&mut connection)).await;
-            let same = matches!(&checked, Ok(Ok(now)) if *now == identity);
             let Some(this) = link.upgrade() else { return };
-            // A check that timed out is not a change: Redis may be busy or
-            // paused, which rolls nothing back. An error or another identity
-            // is.
-            if checked.is_ok() && !same {
+            // Another identity, an error, or no answer (a server gone
+            // without closing the connection; a paused one is reconnected
+            // to once it answers, and verified again): a new connection.
+            if !matches!(&checked, Ok(Ok(now)) if *now == identity) {
                 this.drop_connection(serial);
                 break;
             }
+            checks += 1;
         }
+        // A connection that failed before its first check is not a reason
+        // to reconnect at once.
+        backoff = if checks > 0 {
+            MIN_BACKOFF
+        } else {
+            tokio::time::sleep(backoff).await;
+            (backoff * 2).min(MAX_BACKOFF)
+        };
     }
 }
 
