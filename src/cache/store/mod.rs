@@ -84,6 +84,8 @@ pub(crate) struct Fill {
     /// From the lookup made when the request arrived.
     pub(crate) generation: u64,
     pub(crate) tag_epoch: u64,
+    /// From the lookup: only the Redis store has sessions.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) session: u64,
     /// The new variant, stored beside `base`'s other variants; its
     /// surrogate tags are `tags`, whose generations the store records.

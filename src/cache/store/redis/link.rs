@@ -225,6 +225,8 @@ impl Drop for Restart {
 /// changes, and starts again. Ends once the store is gone.
 async fn keep_connected(link: Weak<Link>) {
     let mut backoff = MIN_BACKOFF;
+    // Whether the last attempt to connect failed (for the logs).
+    #[cfg(feature = "tracing")]
     let mut failing = false;
     loop {
         let Some(this) = link.upgrade() else { return };
@@ -246,14 +248,16 @@ async fn keep_connected(link: Weak<Link>) {
                 } else {
                     tracing::debug!(target: "tower_etag::cache", error = %_error, "tower-etag cache: cannot connect to Redis");
                 }
-                failing = true;
                 drop(this);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        failing = false;
+        #[cfg(feature = "tracing")]
+        {
+            failing = false;
+        }
         let serial = verified.serial;
         let mut connection = verified.connection.clone();
         this.state.send_replace(State::Up(verified));
