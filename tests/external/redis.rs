@@ -512,13 +512,7 @@ async fn a_redis_restarted_from_an_older_snapshot_never_confirms_a_tag_a_write_r
     // A snapshot with the entry and the generation it was stored under.
     redis.command(&["SAVE"]).unwrap();
     // A write invalidates it, acknowledged by Redis.
-    assert_eq!(
-        put(&a, "/notes/1").await.unwrap().status,
-        StatusCode::NO_CONTENT
-    );
-    let (reached, got) = b.revalidate("/notes/1", &tag).await;
-    assert!(reached);
-    assert_eq!(got.status, StatusCode::OK);
+    write_replaces(&a, &b, "/notes/1", &tag).await;
     // Redis crashes and starts again from the snapshot: the entry and its
     // generation are back, the invalidation is lost.
     redis.restart();
@@ -550,6 +544,18 @@ async fn until_shared(writer: &Replica, readers: &[&Replica], path: &str) -> Str
         }
         assert!(Instant::now() < deadline, "Redis not reached again");
     }
+}
+
+/// A `PUT` of `path` through `writer`, after which `reader` no longer
+/// confirms `tag`: its handler answers, with a 200.
+async fn write_replaces(writer: &Replica, reader: &Replica, path: &str, tag: &str) {
+    assert_eq!(
+        put(writer, path).await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    let (reached, got) = reader.revalidate(path, tag).await;
+    assert!(reached, "a miss after the write");
+    assert_eq!(got.status, StatusCode::OK);
 }
 
 /// Asserts that none of `replicas` confirms `tag` for `path`.
@@ -626,14 +632,7 @@ async fn a_failover_to_a_replica_that_missed_a_write_never_confirms_the_old_tag(
     // Replication is cut while the write's invalidation is acknowledged by
     // the master, which then dies.
     replication.cut();
-    assert_eq!(
-        put(&a, "/notes/1").await.unwrap().status,
-        StatusCode::NO_CONTENT
-    );
-    assert!(
-        b.revalidate("/notes/1", &tag).await.0,
-        "a miss after the write"
-    );
+    write_replaces(&a, &b, "/notes/1", &tag).await;
     drop(master);
     replica_server.command(&["REPLICAOF", "NO", "ONE"]).unwrap();
     assert_eq!(
@@ -668,13 +667,7 @@ async fn a_generation_at_2_53_is_replaced_so_that_writes_still_invalidate() {
         !b.revalidate("/notes/1", &tag).await.0,
         "a hit before the write"
     );
-    assert_eq!(
-        put(&a, "/notes/1").await.unwrap().status,
-        StatusCode::NO_CONTENT
-    );
-    let (reached, got) = b.revalidate("/notes/1", &tag).await;
-    assert!(reached, "the write invalidated the entry");
-    assert_eq!(got.status, StatusCode::OK);
+    write_replaces(&a, &b, "/notes/1", &tag).await;
 }
 
 async fn entries_that_live_for_ever_are_stored_and_invalidated() {
@@ -684,14 +677,7 @@ async fn entries_that_live_for_ever_are_stored_and_invalidated() {
     let b = replica_living(&redis.url(), &data, PATIENT, Duration::MAX).await;
     let tag = fill(&a, "/notes/1").await;
     assert!(!b.revalidate("/notes/1", &tag).await.0, "a hit");
-    assert_eq!(
-        put(&a, "/notes/1").await.unwrap().status,
-        StatusCode::NO_CONTENT
-    );
-    assert!(
-        b.revalidate("/notes/1", &tag).await.0,
-        "a miss after the write"
-    );
+    write_replaces(&a, &b, "/notes/1", &tag).await;
     assert_eq!(a.cache.stats().unavailable, 0);
     assert_eq!(b.cache.stats().unavailable, 0);
 }
