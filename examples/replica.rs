@@ -6,8 +6,12 @@
 //!
 //! ```text
 //! cargo run --example replica --features redis -- \
-//!     127.0.0.1:3001 --redis redis://127.0.0.1:6379/ --db /tmp/notes.db
+//!     127.0.0.1:3001 --redis redis://127.0.0.1:6379/ --db /tmp/notes.db [--strict]
 //! ```
+//!
+//! `--strict`: the shared cache runs with strict writes: a `PUT` whose
+//! invalidation Redis does not confirm within the timeout answers 503 with
+//! `Retry-After` and writes nothing (see `RedisStoreBuilder::strict_writes`).
 //!
 //! Every replica must use the same Redis, key prefix (`notes` here) and
 //! secret, and be reached under the same host name.
@@ -211,11 +215,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr: SocketAddr = "127.0.0.1:3000".parse()?;
     let mut redis = "redis://127.0.0.1:6379/".to_owned();
     let mut db = "notes.db".to_owned();
+    let mut strict = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--redis" => redis = args.next().ok_or("--redis needs a URL")?,
             "--db" => db = args.next().ok_or("--db needs a path")?,
+            "--strict" => strict = true,
             other => addr = other.parse()?,
         }
     }
@@ -229,6 +235,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let store = RedisStore::builder(redis)
             .prefix("notes")
             .secret(std::env::var("CACHE_SECRET").unwrap_or_default())
+            .strict_writes(strict)
             .build()?;
         let shared = ValidatorCache::builder()
             .time_to_live(ttl)

@@ -12,7 +12,8 @@ use pin_project_lite::pin_project;
 pin_project! {
     /// The response body of [`ValidatorCacheService`](super::ValidatorCacheService):
     /// the inner service's body untouched, or none for a 304 answered from
-    /// the cache.
+    /// the cache and for a write refused with a 503 (strict writes on a
+    /// shared store).
     ///
     /// A 304's body reports its end at once but leaves its size hint open:
     /// servers derive a missing `Content-Length` from an exact hint, and
@@ -29,6 +30,7 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         NotModified,
+        Empty,
     }
 }
 
@@ -44,6 +46,15 @@ impl<B> ResponseBody<B> {
             kind: Kind::NotModified,
         }
     }
+
+    /// No body: a 304's (see above), or an empty one for any other status.
+    pub(crate) fn blank(status: http::StatusCode) -> Self {
+        if status == http::StatusCode::NOT_MODIFIED {
+            Self::not_modified()
+        } else {
+            Self { kind: Kind::Empty }
+        }
+    }
 }
 
 impl<B: Body> Body for ResponseBody<B> {
@@ -56,14 +67,14 @@ impl<B: Body> Body for ResponseBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::NotModified => Poll::Ready(None),
+            KindProj::NotModified | KindProj::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::NotModified => true,
+            Kind::NotModified | Kind::Empty => true,
         }
     }
 
@@ -71,6 +82,7 @@ impl<B: Body> Body for ResponseBody<B> {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
             Kind::NotModified => SizeHint::default(),
+            Kind::Empty => SizeHint::with_exact(0),
         }
     }
 }
@@ -80,6 +92,7 @@ impl<B> fmt::Debug for ResponseBody<B> {
         let kind = match &self.kind {
             Kind::Inner { .. } => "Inner",
             Kind::NotModified => "NotModified",
+            Kind::Empty => "Empty",
         };
         f.debug_struct("ResponseBody").field("kind", &kind).finish()
     }

@@ -10,7 +10,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{header, Request, Response};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -20,7 +20,7 @@ use super::{
     handle::{Counters, Shared, ValidatorCache},
     miss::Miss,
     read::{varying, Read},
-    store::{Answer, Later, Lookup},
+    store::{Answer, Begin, Later, Lookup},
     write::Write,
 };
 use crate::{
@@ -45,7 +45,7 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        // A 304 answered from the cache.
+        // A 304 answered from the cache, or a write refused (strict writes).
         Ready { response: Option<Response<()>> },
         // Waiting for the store's answer; then the request goes on with
         // `next`. (Boxed: the request and service would otherwise make every
@@ -53,6 +53,8 @@ pin_project! {
         Waiting { next: Option<Box<Next<S, ReqBody>>> },
         // Waiting for the inner service; then what to do with its response.
         Inner { #[pin] future: S::Future, after: Option<After> },
+        // A write's response, held until the store has its end.
+        Ending { response: Option<S::Response>, later: Box<dyn Later<()>> },
     }
 }
 
@@ -74,7 +76,7 @@ struct Next<S, ReqBody> {
 /// The store's answer being waited for, and what it is for.
 enum Then {
     Lookup(Read, Box<dyn Later<Option<Lookup>>>),
-    Write(Write, Box<dyn Later<()>>),
+    Write(Write, Box<dyn Later<Begin>>),
 }
 
 impl<S, ReqBody> ResponseFuture<S, ReqBody>
@@ -148,9 +150,21 @@ where
     }
 
     /// A write whose arrival has been announced to the store: the inner
-    /// service's response, then the write's end.
-    pub(crate) fn written(write: Write, request: Request<ReqBody>, service: &mut S) -> Self {
-        Self::inner(service.call(request), After::Write(write))
+    /// service's response, then the write's end; or, when the store refused
+    /// it (strict writes), a 503 without calling the inner service.
+    pub(crate) fn written(
+        write: Write,
+        begin: Begin,
+        request: Request<ReqBody>,
+        service: &mut S,
+    ) -> Self {
+        match begin {
+            Begin::Proceed => Self::inner(service.call(request), After::Write(write)),
+            Begin::Refuse => {
+                write.refused();
+                Self::ready(refusal())
+            }
+        }
     }
 
     /// Waits for a lookup's answer, then goes on as
@@ -176,7 +190,7 @@ where
     /// Waits for a write's arrival to be announced, then goes on as
     /// [`written`](Self::written).
     pub(crate) fn write(
-        answer: Answer<()>,
+        answer: Answer<Begin>,
         write: Write,
         cache: &ValidatorCache,
         request: Request<ReqBody>,
@@ -186,7 +200,7 @@ where
         S: Clone,
     {
         match answer {
-            Answer::Now(()) => Self::written(write, request, service),
+            Answer::Now(begin) => Self::written(write, begin, request, service),
             Answer::Later(later) => {
                 Self::waiting(service, request, cache, Then::Write(write, later))
             }
@@ -230,6 +244,7 @@ where
             Kind::Ready { .. } => "Ready",
             Kind::Waiting { .. } => "Waiting",
             Kind::Inner { .. } => "Inner",
+            Kind::Ending { .. } => "Ending",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -250,17 +265,18 @@ where
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(response.map(|()| ResponseBody::not_modified())));
+                    let status = response.status();
+                    return Poll::Ready(Ok(response.map(|()| ResponseBody::blank(status))));
                 }
                 KindProj::Waiting { next } => {
                     let waiting = next
                         .as_mut()
                         .expect("ResponseFuture polled after completion");
                     let answered = match &mut waiting.then {
-                        Then::Lookup(_, later) => later.poll_answer(cx).map(Some),
-                        Then::Write(_, later) => later.poll_answer(cx).map(|()| None),
+                        Then::Lookup(_, later) => later.poll_answer(cx).map(Answered::Lookup),
+                        Then::Write(_, later) => later.poll_answer(cx).map(Answered::Begin),
                     };
-                    let Poll::Ready(lookup) = answered else {
+                    let Poll::Ready(answered) = answered else {
                         return Poll::Pending;
                     };
                     let Next {
@@ -269,11 +285,14 @@ where
                         cache,
                         then,
                     } = *next.take().expect("taken once");
-                    let next = match then {
-                        Then::Lookup(read, _) => {
-                            Self::looked_up(&cache, read, lookup.flatten(), request, &mut service)
+                    let next = match (then, answered) {
+                        (Then::Lookup(read, _), Answered::Lookup(lookup)) => {
+                            Self::looked_up(&cache, read, lookup, request, &mut service)
                         }
-                        Then::Write(write, _) => Self::written(write, request, &mut service),
+                        (Then::Write(write, _), Answered::Begin(begin)) => {
+                            Self::written(write, begin, request, &mut service)
+                        }
+                        _ => unreachable!("each wait is answered in its own kind"),
                     };
                     self.set(next);
                 }
@@ -286,16 +305,52 @@ where
                         (Some(After::Fill(miss, cache)), Ok(response)) => {
                             miss.complete(response, &cache)
                         }
-                        (Some(After::Write(write)), Ok(response)) => write.complete(response),
+                        (Some(After::Write(write)), Ok(response)) => {
+                            if let Answer::Later(later) = write.complete(response) {
+                                let response = result.ok();
+                                self.set(Self {
+                                    kind: Kind::Ending { response, later },
+                                });
+                                continue;
+                            }
+                        }
                         // An error: nothing to store, and a write's outcome is
                         // unknown; its guard, dropped here, ends it.
                         _ => {}
                     }
                     return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
                 }
+                KindProj::Ending { response, later } => {
+                    // Bounded by the store's timeout; an end that does not
+                    // land is kept by the store for a retry.
+                    if later.poll_answer(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
             }
         }
     }
+}
+
+/// What a wait for the store ended with.
+enum Answered {
+    Lookup(Option<Lookup>),
+    Begin(Begin),
+}
+
+/// The answer to a write the store refused (strict writes): RFC 9110
+/// §15.6.4, 503 with `Retry-After` (§10.2.3) in seconds, nothing written.
+fn refusal() -> Response<()> {
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// The stored variant that answers this request with a 304, if any.

@@ -71,38 +71,44 @@ impl ValidatorCache {
     }
 
     /// Invalidates every response stored for the path and query of `uri`,
-    /// in every `Vary` variant and for every requester. Done when it returns:
-    /// no later request is answered from those entries (in a shared store
-    /// that could not be reached, the invalidation is kept and retried, and
-    /// this replica answers the resource from its handler until it lands).
+    /// in every `Vary` variant and for every requester. Done when it returns
+    /// `true`: no later request is answered from those entries. `false`: a
+    /// shared store could not be reached within its timeout; the
+    /// invalidation is kept and retried until it lands, this replica answers
+    /// the resource from its handler meanwhile, and other replicas may still
+    /// answer from the old entries until the retry lands.
     ///
     /// The authority is not needed and not used: a URI without one
     /// (`/notes/1`) invalidates that path under every authority, and so does
     /// one with an authority.
-    pub async fn invalidate(&self, uri: &Uri) {
+    pub async fn invalidate(&self, uri: &Uri) -> bool {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let key = self.shared.hashing.resource(path);
-        self.shared.store.invalidate(vec![key], false).get().await;
+        let landed = self.shared.store.invalidate(vec![key], false).get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation(path);
+        landed
     }
 
     /// Invalidates every response stored with the surrogate tag `tag` (see
-    /// [`CacheTags`](super::CacheTags)). Done when it returns.
-    pub async fn invalidate_tag(&self, tag: &str) {
+    /// [`CacheTags`](super::CacheTags)). Done when it returns `true`; kept
+    /// for a retry when `false`, as for [`invalidate`](Self::invalidate).
+    pub async fn invalidate_tag(&self, tag: &str) -> bool {
         let key = self.shared.hashing.tag(tag);
-        self.shared.store.invalidate(vec![key], true).get().await;
+        let landed = self.shared.store.invalidate(vec![key], true).get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation(tag);
+        landed
     }
 
-    /// Forgets everything stored. Done when it returns (or, in a shared
-    /// store that could not be reached, kept for a retry, this replica
-    /// bypassing the cache until it lands).
-    pub async fn clear(&self) {
-        self.shared.store.clear().get().await;
+    /// Forgets everything stored. Done when it returns `true`; when
+    /// `false`, a shared store could not be reached, and the clear is kept
+    /// for a retry, this replica bypassing the cache until it lands.
+    pub async fn clear(&self) -> bool {
+        let landed = self.shared.store.clear().get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
         trace_invalidation("*");
+        landed
     }
 
     /// The counters since the cache was built. Counting the entries of the

@@ -11,7 +11,7 @@ use super::{
     hashing::Key,
     invalidation::same_authority_path,
     read::authority,
-    store::{Answer, WriteId},
+    store::{Answer, Begin, WriteId},
 };
 
 /// What a write keeps until its response, to invalidate what it changed,
@@ -28,8 +28,9 @@ pub(crate) struct Write {
 impl Write {
     /// Begins a write to the request's target: RFC 9111 §4.4 invalidates
     /// it now, before the write runs, and no fill of it is stored until the
-    /// write has ended. The request goes on once the answer is in.
-    pub(crate) fn begin<B>(request: &Request<B>, cache: ValidatorCache) -> (Self, Answer<()>) {
+    /// write has ended. The request goes on once the answer is in, unless
+    /// the store refuses it (strict writes).
+    pub(crate) fn begin<B>(request: &Request<B>, cache: ValidatorCache) -> (Self, Answer<Begin>) {
         let uri = request.uri();
         let authority =
             authority(uri, request.headers().get(header::HOST)).map(Bytes::copy_from_slice);
@@ -52,26 +53,37 @@ impl Write {
         (write, answer)
     }
 
-    fn end(&mut self, others: Vec<Key>, invalidate: bool) {
+    fn end(&mut self, others: Vec<Key>, invalidate: bool) -> Answer<()> {
         self.ended = true;
         let store = &self.cache.shared.store;
-        store.end_write(self.resource, self.id, others, invalidate);
+        store.end_write(self.resource, self.id, others, invalidate)
     }
 
-    /// The write was answered with `response`.
-    pub(crate) fn complete<B>(mut self, response: &Response<B>) {
+    /// The store refused the write (strict writes): it never ran, so it
+    /// ends without invalidating anything.
+    pub(crate) fn refused(mut self) {
+        // Not waited for: nothing was written, and the end is retried by
+        // the store until it lands.
+        drop(self.end(Vec::new(), false));
+    }
+
+    /// The write was answered with `response`. The response is to be held
+    /// until the answer is in: the end invalidates the target (and the
+    /// resources `Location` and `Content-Location` name) once more, and a
+    /// request that follows the response must find that done.
+    pub(crate) fn complete<B>(mut self, response: &Response<B>) -> Answer<()> {
         // RFC 9111 §4.4: only a non-error status (2xx, 3xx) invalidates; the
         // arrival's invalidation stands either way.
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
-            self.end(Vec::new(), false);
-            return;
+            return self.end(Vec::new(), false);
         }
         let others = self.others(response);
         let shared = &self.cache.shared;
         Counters::add(&shared.counters.invalidations, 1 + others.len() as u64);
-        self.end(others, true);
+        let answer = self.end(others, true);
         trace_invalidation(self.path.as_str());
+        answer
     }
 
     /// RFC 9111 §4.4: the resources named by `Location` and
@@ -96,7 +108,9 @@ impl Drop for Write {
     /// the client left): whether it wrote is unknown, so invalidate.
     fn drop(&mut self) {
         if !self.ended {
-            self.end(Vec::new(), true);
+            // Nobody waits for the response: the end is not waited for
+            // either (the store retries it until it lands).
+            drop(self.end(Vec::new(), true));
         }
     }
 }

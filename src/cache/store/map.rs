@@ -9,7 +9,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use super::{Answer, Attach, Fill, FillDone, Later, Lookup, Query, Setup, Store, WriteId};
+use super::{Answer, Attach, Begin, Fill, FillDone, Later, Lookup, Query, Setup, Store, WriteId};
 use crate::cache::{entry::Entry, hashing::Key};
 
 #[derive(Debug, Default)]
@@ -120,7 +120,7 @@ impl Store for MapStore {
         done(stored);
     }
 
-    fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<()> {
+    fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<bool> {
         let mut state = self.state();
         for key in keys {
             state.bump(key);
@@ -128,17 +128,23 @@ impl Store for MapStore {
         if tags {
             state.tag_epoch += 1;
         }
-        later(())
+        later(true)
     }
 
-    fn begin_write(&self, resource: Key) -> (WriteId, Answer<()>) {
+    fn begin_write(&self, resource: Key) -> (WriteId, Answer<Begin>) {
         let mut state = self.state();
         state.bump(resource);
         *state.writing.entry(resource).or_default() += 1;
-        (WriteId(0), later(()))
+        (WriteId(0), later(Begin::Proceed))
     }
 
-    fn end_write(&self, resource: Key, _id: WriteId, others: Vec<Key>, invalidate: bool) {
+    fn end_write(
+        &self,
+        resource: Key,
+        _id: WriteId,
+        others: Vec<Key>,
+        invalidate: bool,
+    ) -> Answer<()> {
         let mut state = self.state();
         if invalidate {
             state.bump(resource);
@@ -152,14 +158,15 @@ impl Store for MapStore {
                 state.writing.remove(&resource);
             }
         }
+        later(())
     }
 
-    fn clear(&self) -> Answer<()> {
+    fn clear(&self) -> Answer<bool> {
         let mut state = self.state();
         state.floor = state.fresh();
         state.generations.clear();
         state.entries.clear();
-        later(())
+        later(true)
     }
 
     fn entries(&self) -> u64 {

@@ -13,7 +13,7 @@ use std::{
 
 use moka::{policy::EvictionPolicy, sync::Cache};
 
-use super::{Answer, Attach, Fill, FillDone, Lookup, Query, Setup, Store, WriteId};
+use super::{Answer, Attach, Begin, Fill, FillDone, Lookup, Query, Setup, Store, WriteId};
 use crate::cache::{
     entry::{Entry, Variant},
     hashing::Key,
@@ -292,23 +292,30 @@ impl Store for MemoryStore {
         done(self.try_fill(fill));
     }
 
-    fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<()> {
+    fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<bool> {
         self.invalidate_keys(&keys, tags);
-        Answer::Now(())
+        Answer::Now(true)
     }
 
-    fn begin_write(&self, resource: Key) -> (WriteId, Answer<()>) {
+    fn begin_write(&self, resource: Key) -> (WriteId, Answer<Begin>) {
         self.start_write(&resource);
-        (WriteId(0), Answer::Now(()))
+        (WriteId(0), Answer::Now(Begin::Proceed))
     }
 
-    fn end_write(&self, resource: Key, _id: WriteId, others: Vec<Key>, invalidate: bool) {
+    fn end_write(
+        &self,
+        resource: Key,
+        _id: WriteId,
+        others: Vec<Key>,
+        invalidate: bool,
+    ) -> Answer<()> {
         self.finish_write(&resource, &others, invalidate);
+        Answer::Now(())
     }
 
-    fn clear(&self) -> Answer<()> {
+    fn clear(&self) -> Answer<bool> {
         self.clear_all();
-        Answer::Now(())
+        Answer::Now(true)
     }
 
     fn entries(&self) -> u64 {

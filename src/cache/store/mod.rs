@@ -98,6 +98,17 @@ pub(crate) struct Fill {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct WriteId(pub(crate) u64);
 
+/// Whether a write may run, once the store has been told that it begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Begin {
+    /// The store confirmed the arrival's invalidation, or the write goes on
+    /// without that confirmation (the default write mode).
+    Proceed,
+    /// The store could not confirm the invalidation and writes are strict:
+    /// the request is refused before the handler runs.
+    Refuse,
+}
+
 /// Told whether a fill was stored, once the store knows.
 pub(crate) type FillDone = Box<dyn FnOnce(bool) + Send>;
 
@@ -164,24 +175,35 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// Moves the generations of `keys` (resources, or surrogate tags with
     /// `tags`, which also bumps the tag epoch) to fresh values, so that
-    /// nothing stored under them is used again.
-    fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<()>;
+    /// nothing stored under them is used again. `true` when that landed;
+    /// `false` when it is kept for a retry (this process then neither
+    /// answers nor stores what it concerns until it lands).
+    fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<bool>;
 
     /// A write to `resource` begins: invalidates it, and refuses every fill
     /// of it until the write ends, so that a `GET` that reads the old data
     /// while the write runs cannot store it (it would otherwise be valid
     /// from its fill to the end of the write, after the write committed).
-    /// The write goes on once the answer is in.
-    fn begin_write(&self, resource: Key) -> (WriteId, Answer<()>);
+    /// The write goes on once the answer is in, or is refused (see
+    /// [`Begin`]).
+    fn begin_write(&self, resource: Key) -> (WriteId, Answer<Begin>);
 
     /// The write that [`begin_write`](Store::begin_write) announced has
     /// ended: invalidates `resource` and `others` first when `invalidate`
     /// (a non-error response, or an unknown outcome), then lets fills of
-    /// `resource` happen again.
-    fn end_write(&self, resource: Key, id: WriteId, others: Vec<Key>, invalidate: bool);
+    /// `resource` happen again. The response is held until the answer is
+    /// in, so that no request that follows it can be answered from what the
+    /// write replaced (an end that does not land is kept for a retry).
+    fn end_write(
+        &self,
+        resource: Key,
+        id: WriteId,
+        others: Vec<Key>,
+        invalidate: bool,
+    ) -> Answer<()>;
 
-    /// Forgets every entry and generation.
-    fn clear(&self) -> Answer<()>;
+    /// Forgets every entry and generation; `true` when that landed.
+    fn clear(&self) -> Answer<bool>;
 
     /// How many responses are stored (approximately), if the store counts
     /// them.

@@ -19,7 +19,7 @@ use redis::{Cmd, FromRedisValue, ScriptInvocation, Value};
 use tokio::{runtime::Handle, task::JoinHandle};
 
 use super::{
-    backlog::{Add, Backlog},
+    backlog::{Backlog, Item},
     codec,
     link::{Link, Verified},
     names::KeyNames,
@@ -28,7 +28,7 @@ use super::{
 use crate::cache::{
     entry::Entry,
     hashing::Key,
-    store::{Answer, Fill, FillDone, Later, Lookup, Query, Store, WriteId},
+    store::{Answer, Begin, Fill, FillDone, Later, Lookup, Query, Store, WriteId},
 };
 
 /// The longest `PX` sent: Redis refuses one that, added to its clock in
@@ -38,6 +38,17 @@ const MAX_PX: u64 = 1 << 50;
 
 /// How often invalidations that could not reach Redis are tried again.
 const RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How many pending items one retry sends at once, under one timeout: the
+/// scripts are pipelined on the connection, and what lands leaves the
+/// backlog chunk by chunk, so a long backlog converges however short the
+/// timeout.
+const CHUNK: usize = 64;
+
+/// How long Redis must answer without a failure before it is reported as
+/// answering again: one success between failures is not a recovery, and
+/// logs should not flap.
+const RECOVERY: Duration = Duration::from_secs(1);
 
 /// A store's connection and state, shared by its clones and by every cache
 /// it is attached to.
@@ -52,8 +63,26 @@ pub(super) struct Connection {
     pub(super) scripts: Arc<Scripts>,
     pub(super) backlog: Backlog,
     pub(super) healthy: AtomicBool,
+    /// When the last operation failed, in milliseconds since `started`.
+    pub(super) last_failure: AtomicU64,
+    pub(super) started: std::time::Instant,
     pub(super) unavailable: AtomicU64,
     pub(super) next_write: AtomicU64,
+    /// Writes whose arrival Redis does not confirm are refused.
+    pub(super) strict: bool,
+}
+
+impl Drop for Connection {
+    /// What never reached Redis is said, not lost silently: the replicas
+    /// that remain may answer from what it concerned until the entries'
+    /// time-to-live runs out.
+    fn drop(&mut self) {
+        let pending = self.backlog.len();
+        if pending > 0 {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(target: "tower_etag::cache", pending, "tower-etag cache: store dropped with invalidations that never reached Redis");
+        }
+    }
 }
 
 /// A [`Connection`] attached to one cache, with the cache's settings: the
@@ -115,14 +144,33 @@ impl From<redis::RedisError> for Failure {
 }
 
 /// A task's result as a store's answer; a task that panicked or was
-/// cancelled answers the default (no lookup; a write that goes on).
-struct Task<T>(JoinHandle<T>);
+/// cancelled (the runtime shutting down) answers `fallback`.
+struct Task<T> {
+    handle: JoinHandle<T>,
+    fallback: Option<T>,
+    what: &'static str,
+}
 
-impl<T: Default + Send> Later<T> for Task<T> {
+impl<T> Task<T> {
+    fn new(handle: JoinHandle<T>, fallback: T, what: &'static str) -> Box<Self> {
+        Box::new(Self {
+            handle,
+            fallback: Some(fallback),
+            what,
+        })
+    }
+}
+
+impl<T: Send + Sync> Later<T> for Task<T> {
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<T> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(Result::unwrap_or_default)
+        std::pin::Pin::new(&mut self.handle).poll(cx).map(|result| {
+            result.unwrap_or_else(|_error| {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(target: "tower_etag::cache", operation = self.what, error = %_error, "tower-etag cache: Redis operation cancelled (runtime shutting down?)");
+                let _ = self.what;
+                self.fallback.take().expect("answered once")
+            })
+        })
     }
 }
 
@@ -153,7 +201,7 @@ impl Store for Attached {
             };
             this.guarded("lookup", lookup).await
         });
-        Answer::Later(Box::new(Task(task)))
+        Answer::Later(Task::new(task, None, "lookup"))
     }
 
     fn fill(&self, fill: Fill, done: FillDone) {
@@ -167,75 +215,101 @@ impl Store for Attached {
         });
     }
 
-    fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<()> {
+    fn invalidate(&self, keys: Vec<Key>, tags: bool) -> Answer<bool> {
         let this = Arc::clone(&self.0);
         let task = self.0.connection.runtime.spawn(async move {
             let done = this.guarded("invalidate", this.invalidate(&keys, tags));
-            if done.await.is_none() {
-                let (resources, tag_keys): (&[Key], &[Key]) =
-                    if tags { (&[], &keys) } else { (&keys, &[]) };
-                this.keep_pending(Add {
-                    resources,
-                    tags: tag_keys,
-                    clear: false,
-                });
+            if done.await.is_some() {
+                return true;
             }
+            let item = if tags { Item::Tag } else { Item::Resource };
+            this.keep_pending(keys.into_iter().map(item), false);
+            false
         });
-        Answer::Later(Box::new(Task(task)))
+        Answer::Later(Task::new(task, false, "invalidate"))
     }
 
-    fn begin_write(&self, resource: Key) -> (WriteId, Answer<()>) {
+    fn begin_write(&self, resource: Key) -> (WriteId, Answer<Begin>) {
         // Ids only need to differ between the writes under way on one
         // resource, across replicas: a counter from a random start per store.
         let id = WriteId(self.0.connection.next_write.fetch_add(1, Ordering::Relaxed));
+        let strict = self.0.connection.strict;
         let this = Arc::clone(&self.0);
         let task = self.0.connection.runtime.spawn(async move {
             let begun = this.guarded("begin write", this.begin_write(resource, id));
-            if begun.await.is_none() {
-                this.keep_pending(Add {
-                    resources: &[resource],
-                    ..Add::default()
-                });
+            if begun.await.is_some() {
+                return Begin::Proceed;
             }
+            if strict {
+                // Nothing will be written: no invalidation is owed (the
+                // refused write's end removes its id, if the begin landed
+                // after all).
+                return Begin::Refuse;
+            }
+            this.keep_pending([Item::Resource(resource)], false);
+            Begin::Proceed
         });
-        (id, Answer::Later(Box::new(Task(task))))
+        let fallback = if strict {
+            Begin::Refuse
+        } else {
+            Begin::Proceed
+        };
+        (id, Answer::Later(Task::new(task, fallback, "begin write")))
     }
 
-    fn end_write(&self, resource: Key, id: WriteId, others: Vec<Key>, invalidate: bool) {
+    fn end_write(
+        &self,
+        resource: Key,
+        id: WriteId,
+        others: Vec<Key>,
+        invalidate: bool,
+    ) -> Answer<()> {
         let this = Arc::clone(&self.0);
-        self.0.connection.runtime.spawn(async move {
+        let task = self.0.connection.runtime.spawn(async move {
             let ended = this.guarded(
                 "end write",
                 this.end_write(resource, id, &others, invalidate),
             );
-            if ended.await.is_none() && invalidate {
-                let mut resources = others;
-                resources.push(resource);
-                this.keep_pending(Add {
-                    resources: &resources,
-                    ..Add::default()
-                });
+            if ended.await.is_some() {
+                return;
             }
+            // The end is kept like an invalidation: the write's id must
+            // leave the writes under way (or no replica fills the resource
+            // until it expires), after the resource moved on.
+            let end = Item::End {
+                resource,
+                id: id.0,
+                invalidate,
+            };
+            let others = others.into_iter().filter(|_| invalidate);
+            let resources = others.chain(invalidate.then_some(resource));
+            this.keep_pending(resources.map(Item::Resource).chain([end]), false);
         });
+        Answer::Later(Task::new(task, (), "end write"))
     }
 
     /// Deletes every key under the prefix; kept for a retry if Redis did not
     /// answer (this replica bypasses the cache until it lands).
-    fn clear(&self) -> Answer<()> {
+    fn clear(&self) -> Answer<bool> {
         let this = Arc::clone(&self.0);
         let task = self.0.connection.runtime.spawn(async move {
-            if this.clear().await.is_err() {
-                this.keep_pending(Add {
-                    clear: true,
-                    ..Add::default()
-                });
+            if this.clear().await.is_ok() {
+                return true;
             }
+            this.keep_pending([], true);
+            false
         });
-        Answer::Later(Box::new(Task(task)))
+        Answer::Later(Task::new(task, false, "clear"))
     }
 
     fn unavailable(&self) -> u64 {
         self.0.connection.unavailable.load(Ordering::Relaxed)
+    }
+}
+
+impl Connection {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -493,7 +567,11 @@ impl Inner {
                     .arg(&pattern)
                     .arg("COUNT")
                     .arg(1000);
-                let (next, keys): (u64, Vec<Vec<u8>>) = self.query(&link, &scan).await?;
+                let (next, mut keys): (u64, Vec<Vec<u8>>) = self.query(&link, &scan).await?;
+                // The dataset's identity and barrier stay: they are not
+                // entries, and losing them would cost the margin for a
+                // rollback (see `link`).
+                keys.retain(|key| !KeyNames::is_dataset(key));
                 if !keys.is_empty() {
                     let mut unlink = redis::cmd("UNLINK");
                     unlink.arg(&keys);
@@ -520,9 +598,16 @@ impl Inner {
             Ok(result) => result,
             Err(_) => Err(Failure::Timeout),
         };
+        let now = connection.elapsed_ms();
         match result {
             Ok(value) => {
-                if !connection.healthy.swap(true, Ordering::Relaxed) {
+                // Hysteresis: back to healthy only after RECOVERY without a
+                // failure, so an outage logs one warning and one recovery.
+                let quiet = now.saturating_sub(connection.last_failure.load(Ordering::Relaxed));
+                if !connection.healthy.load(Ordering::Relaxed)
+                    && quiet >= RECOVERY.as_millis() as u64
+                    && !connection.healthy.swap(true, Ordering::Relaxed)
+                {
                     #[cfg(feature = "tracing")]
                     tracing::info!(target: "tower_etag::cache", "tower-etag cache: Redis answers again");
                 }
@@ -532,6 +617,7 @@ impl Inner {
                 Some(value)
             }
             Err(_failure) => {
+                connection.last_failure.store(now, Ordering::Relaxed);
                 connection.unavailable.fetch_add(1, Ordering::Relaxed);
                 // A warning when Redis stops answering, then one event per
                 // failure at debug level: an outage must not flood the logs.
@@ -548,9 +634,12 @@ impl Inner {
         }
     }
 
-    /// Keeps an invalidation for a retry, and starts retrying.
-    fn keep_pending(self: &Arc<Self>, add: Add<'_>) {
-        self.connection.backlog.add(add);
+    /// Keeps invalidations (or a clear) for a retry, and starts retrying.
+    fn keep_pending(self: &Arc<Self>, items: impl IntoIterator<Item = Item>, clear: bool) {
+        if self.connection.backlog.add(items, clear) {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(target: "tower_etag::cache", bound = super::backlog::MAX_PENDING, "tower-etag cache: too many invalidations wait for Redis; this replica bypasses the cache until a clear of the whole prefix lands");
+        }
         self.retry();
     }
 
@@ -575,28 +664,78 @@ impl Inner {
         });
     }
 
-    /// One attempt at every pending invalidation; what lands leaves the
-    /// backlog.
+    /// One attempt at what is pending: a clear first (it covers the rest),
+    /// then resources, tags and write ends in chunks of [`CHUNK`], each
+    /// under its own timeout and leaving the backlog as it lands. Stops at
+    /// the first chunk that fails (Redis is away; the next attempt is
+    /// [`RETRY_INTERVAL`] later).
     async fn retry_once(self: &Arc<Self>) {
-        let snapshot = self.connection.backlog.snapshot();
-        let cleared = snapshot.clear && self.clear().await.is_ok();
-        let resources_done = snapshot.resources.is_empty()
-            || self
-                .guarded("retry", self.invalidate(&snapshot.resources, false))
-                .await
-                .is_some();
-        let tags_done = snapshot.tags.is_empty()
-            || self
-                .guarded("retry", self.invalidate(&snapshot.tags, true))
-                .await
-                .is_some();
         let backlog = &self.connection.backlog;
-        backlog.landed(&snapshot, resources_done, tags_done, cleared);
-        #[cfg(feature = "tracing")]
-        if resources_done && tags_done && (cleared || !snapshot.clear) {
-            tracing::debug!(target: "tower_etag::cache", retried = snapshot.resources.len() + snapshot.tags.len(), "tower-etag cache: pending invalidations reached Redis");
+        let snapshot = backlog.snapshot();
+        if snapshot.clear.is_some() {
+            if self.clear().await.is_ok() {
+                backlog.cleared(&snapshot);
+            }
+            return;
         }
+        // Resources before write ends: an end lets fills happen again, so
+        // its resource moves on first (the end's script also moves it).
+        let mut items = snapshot.items;
+        items.sort_unstable_by_key(|(item, _)| match item {
+            Item::Resource(_) => 0,
+            Item::Tag(_) => 1,
+            Item::End { .. } => 2,
+        });
+        for chunk in chunks_of_one_kind(&items) {
+            if self
+                .guarded("retry", self.retry_chunk(chunk))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            backlog.landed(chunk);
+        }
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "tower_etag::cache", retried = items.len(), "tower-etag cache: pending invalidations reached Redis");
     }
+
+    /// Sends one chunk of pending items of one kind.
+    async fn retry_chunk(&self, chunk: &[(Item, u64)]) -> Result<(), Failure> {
+        let mut keys = Vec::with_capacity(chunk.len());
+        let mut ends = Vec::new();
+        let mut tags = false;
+        for (item, _) in chunk {
+            match *item {
+                Item::Resource(key) => keys.push(key),
+                Item::Tag(key) => {
+                    tags = true;
+                    keys.push(key);
+                }
+                Item::End {
+                    resource,
+                    id,
+                    invalidate,
+                } => ends.push(self.end_write(resource, WriteId(id), &[], invalidate)),
+            }
+        }
+        if !keys.is_empty() {
+            self.invalidate(&keys, tags).await?;
+        }
+        for result in futures_util::future::join_all(ends).await {
+            result?;
+        }
+        Ok(())
+    }
+}
+
+/// Chunks of at most [`CHUNK`] items, each of one kind (`items` sorted by
+/// kind).
+fn chunks_of_one_kind(items: &[(Item, u64)]) -> impl Iterator<Item = &[(Item, u64)]> {
+    let kind = |item: &Item| std::mem::discriminant(item);
+    items
+        .chunk_by(move |(a, _), (b, _)| kind(a) == kind(b))
+        .flat_map(|run| run.chunks(CHUNK))
 }
 
 /// A decimal integer reply (Redis strings and integers).

@@ -1,5 +1,11 @@
-//! Invalidations that could not reach Redis yet, kept for a retry. Until
-//! one lands, this replica neither answers nor stores what it concerns.
+//! Invalidations and write ends that could not reach Redis yet, kept for a
+//! retry. Until one lands, this replica neither answers nor stores what it
+//! concerns.
+//!
+//! The backlog is bounded: past [`MAX_PENDING`] items it holds one pending
+//! `clear` instead (every key under the prefix deleted, which covers every
+//! invalidation and write end), and this replica bypasses the cache until
+//! that lands.
 
 use std::{
     collections::HashMap,
@@ -10,6 +16,12 @@ use std::{
 };
 
 use crate::cache::hashing::Key;
+
+/// The most items kept one by one. 10,000 items retry in well under a
+/// second once Redis answers (chunks of [`CHUNK`](super::attached) pipelined
+/// scripts); past that, one `clear` converges faster than the items would,
+/// and holds no more memory however long Redis stays away.
+pub(super) const MAX_PENDING: usize = 10_000;
 
 /// The invalidations waiting for a retry.
 #[derive(Debug, Default)]
@@ -22,44 +34,42 @@ pub(super) struct Backlog {
     retrying: AtomicBool,
 }
 
-/// What is waiting. Each key carries the number of the addition that put
-/// it there, so that a retry removes only what it took: a key added again
+/// One thing to retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Item {
+    /// A resource's generation to move on.
+    Resource(Key),
+    /// A surrogate tag's generation to move on (and the tag epoch).
+    Tag(Key),
+    /// A write to end (its id removed from the resource's writes under
+    /// way), invalidating the resource first when `invalidate`.
+    End {
+        resource: Key,
+        id: u64,
+        invalidate: bool,
+    },
+}
+
+/// What is waiting. Each item carries the number of the addition that put
+/// it there, so that a retry removes only what it took: an item added again
 /// after the retry read it stays for the next one.
 #[derive(Debug, Default)]
-pub(super) struct Pending {
-    resources: HashMap<Key, u64>,
-    tags: HashMap<Key, u64>,
+struct Pending {
+    items: HashMap<Item, u64>,
     clear: Option<u64>,
     additions: u64,
 }
 
-/// One addition to the backlog.
-#[derive(Debug, Default)]
-pub(super) struct Add<'a> {
-    pub(super) resources: &'a [Key],
-    pub(super) tags: &'a [Key],
-    pub(super) clear: bool,
-}
-
-/// What a retry takes: the keys and the additions they came from.
+/// What a retry takes: the items and the additions they came from.
 #[derive(Debug, Default)]
 pub(super) struct Snapshot {
-    pub(super) resources: Vec<Key>,
-    pub(super) tags: Vec<Key>,
-    pub(super) clear: bool,
-    seen: Vec<(Kind, Key, u64)>,
-    clear_seen: Option<u64>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Resource,
-    Tag,
+    pub(super) clear: Option<u64>,
+    pub(super) items: Vec<(Item, u64)>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.resources.is_empty() && self.tags.is_empty() && self.clear.is_none()
+        self.items.is_empty() && self.clear.is_none()
     }
 }
 
@@ -72,23 +82,29 @@ impl Backlog {
         !self.nonempty.load(Ordering::SeqCst)
     }
 
-    /// Adds to what is waiting.
-    pub(super) fn add(&self, add: Add<'_>) {
+    /// Adds to what is waiting. `true` when the backlog was over its bound
+    /// and now holds a `clear` instead of the items it held.
+    pub(super) fn add(&self, items: impl IntoIterator<Item = Item>, clear: bool) -> bool {
         let mut pending = self.lock();
         pending.additions += 1;
         let n = pending.additions;
-        for resource in add.resources {
-            pending.resources.insert(*resource, n);
+        for item in items {
+            pending.items.insert(item, n);
         }
-        for tag in add.tags {
-            pending.tags.insert(*tag, n);
+        if clear {
+            pending.clear = Some(n);
         }
-        if add.clear {
+        let collapsed = pending.items.len() > MAX_PENDING;
+        if collapsed {
+            // A clear deletes every key: every generation moves on, every
+            // write under way is forgotten. The items are covered.
+            pending.items = HashMap::new();
             pending.clear = Some(n);
         }
         // SeqCst here and in `stop_retrying`: each side stores its flag and
         // then reads the other's, which weaker orderings may reorder.
         self.nonempty.store(!pending.is_empty(), Ordering::SeqCst);
+        collapsed
     }
 
     /// Whether an invalidation of `resource` is waiting (or a clear).
@@ -97,7 +113,7 @@ impl Backlog {
             return false;
         }
         let pending = self.lock();
-        pending.clear.is_some() || pending.resources.contains_key(resource)
+        pending.clear.is_some() || pending.items.contains_key(&Item::Resource(*resource))
     }
 
     /// Whether an invalidation of any of `tags` is waiting (or a clear).
@@ -106,46 +122,49 @@ impl Backlog {
             return false;
         }
         let pending = self.lock();
-        pending.clear.is_some() || tags.iter().any(|(tag, _)| pending.tags.contains_key(tag))
+        pending.clear.is_some()
+            || tags
+                .iter()
+                .any(|(tag, _)| pending.items.contains_key(&Item::Tag(*tag)))
+    }
+
+    /// How many items wait (a pending clear counts as one).
+    pub(super) fn len(&self) -> usize {
+        let pending = self.lock();
+        pending.items.len() + usize::from(pending.clear.is_some())
     }
 
     /// What is waiting, for a retry.
     pub(super) fn snapshot(&self) -> Snapshot {
         let pending = self.lock();
-        let mut snapshot = Snapshot {
-            clear: pending.clear.is_some(),
-            clear_seen: pending.clear,
-            ..Snapshot::default()
-        };
-        for (&key, &n) in &pending.resources {
-            snapshot.resources.push(key);
-            snapshot.seen.push((Kind::Resource, key, n));
+        Snapshot {
+            clear: pending.clear,
+            items: pending.items.iter().map(|(&item, &n)| (item, n)).collect(),
         }
-        for (&key, &n) in &pending.tags {
-            snapshot.tags.push(key);
-            snapshot.seen.push((Kind::Tag, key, n));
-        }
-        snapshot
     }
 
-    /// Removes what a retry landed: the resources if `resources`, the tags
-    /// if `tags`, the clear if `clear`; a key added again since the
+    /// Removes the items a retry landed; an item added again since the
     /// snapshot stays.
-    pub(super) fn landed(&self, snapshot: &Snapshot, resources: bool, tags: bool, clear: bool) {
+    pub(super) fn landed(&self, items: &[(Item, u64)]) {
         let mut pending = self.lock();
-        if clear && pending.clear == snapshot.clear_seen {
-            pending.clear = None;
-        }
-        for &(kind, key, n) in &snapshot.seen {
-            let (done, set) = match kind {
-                Kind::Resource => (resources, &mut pending.resources),
-                Kind::Tag => (tags, &mut pending.tags),
-            };
-            if done && set.get(&key) == Some(&n) {
-                set.remove(&key);
+        for (item, n) in items {
+            if pending.items.get(item) == Some(n) {
+                pending.items.remove(item);
             }
         }
         self.nonempty.store(!pending.is_empty(), Ordering::SeqCst);
+    }
+
+    /// A clear taken by a snapshot landed: it covers the snapshot's items
+    /// too (they were added before it ran).
+    pub(super) fn cleared(&self, snapshot: &Snapshot) {
+        {
+            let mut pending = self.lock();
+            if pending.clear == snapshot.clear {
+                pending.clear = None;
+            }
+        }
+        self.landed(&snapshot.items);
     }
 
     /// Claims the retry loop; `false` if one runs already.
@@ -168,63 +187,96 @@ impl Backlog {
 mod tests {
     use super::*;
 
-    fn resources(keys: &[Key]) -> Add<'_> {
-        Add {
-            resources: keys,
-            ..Add::default()
-        }
+    fn resources(keys: &[Key]) -> impl Iterator<Item = Item> + '_ {
+        keys.iter().map(|&k| Item::Resource(k))
     }
 
     #[test]
     fn what_landed_leaves_and_what_was_added_meanwhile_stays() {
         let backlog = Backlog::default();
         assert!(backlog.is_empty());
-        backlog.add(Add {
-            resources: &[1],
-            tags: &[7],
-            clear: false,
-        });
+        backlog.add([Item::Resource(1), Item::Tag(7)], false);
         assert!(backlog.has_resource(&1));
         assert!(!backlog.has_resource(&2));
         assert!(backlog.has_tag(&[(7, 0)]));
         let snapshot = backlog.snapshot();
         // Added after the retry read the backlog: 2 is new, 1 again.
-        backlog.add(resources(&[2, 1]));
-        backlog.landed(&snapshot, true, true, false);
+        backlog.add(resources(&[2, 1]), false);
+        backlog.landed(&snapshot.items);
         assert!(backlog.has_resource(&1), "added again since: kept");
         assert!(backlog.has_resource(&2));
         assert!(!backlog.has_tag(&[(7, 0)]));
         let snapshot = backlog.snapshot();
-        backlog.landed(&snapshot, true, true, false);
+        backlog.landed(&snapshot.items);
         assert!(backlog.is_empty());
     }
 
     #[test]
     fn only_what_landed_is_removed() {
         let backlog = Backlog::default();
-        backlog.add(Add {
-            resources: &[1],
-            tags: &[7],
-            clear: false,
-        });
+        backlog.add([Item::Resource(1), Item::Tag(7)], false);
         let snapshot = backlog.snapshot();
-        backlog.landed(&snapshot, true, false, false);
+        let landed: Vec<_> = (snapshot.items.iter())
+            .filter(|(item, _)| matches!(item, Item::Resource(_)))
+            .copied()
+            .collect();
+        backlog.landed(&landed);
         assert!(!backlog.has_resource(&1));
         assert!(backlog.has_tag(&[(7, 0)]));
     }
 
     #[test]
+    fn a_pending_end_is_not_an_invalidation_of_its_own() {
+        let backlog = Backlog::default();
+        let end = Item::End {
+            resource: 3,
+            id: 9,
+            invalidate: false,
+        };
+        backlog.add([end], false);
+        assert!(!backlog.is_empty());
+        assert!(!backlog.has_resource(&3));
+        assert_eq!(backlog.len(), 1);
+    }
+
+    #[test]
     fn a_pending_clear_covers_everything() {
         let backlog = Backlog::default();
-        backlog.add(Add {
-            clear: true,
-            ..Add::default()
-        });
+        backlog.add([Item::Resource(5)], true);
         assert!(backlog.has_resource(&42));
         assert!(backlog.has_tag(&[(9, 1)]));
         let snapshot = backlog.snapshot();
-        assert!(snapshot.clear);
-        backlog.landed(&snapshot, true, true, true);
+        assert!(snapshot.clear.is_some());
+        backlog.cleared(&snapshot);
+        assert!(backlog.is_empty());
+    }
+
+    #[test]
+    fn a_clear_added_after_the_snapshot_stays() {
+        let backlog = Backlog::default();
+        backlog.add([], true);
+        let snapshot = backlog.snapshot();
+        backlog.add([], true);
+        backlog.cleared(&snapshot);
+        assert!(backlog.has_resource(&1), "the second clear is still due");
+    }
+
+    #[test]
+    fn past_the_bound_one_clear_replaces_the_items() {
+        let backlog = Backlog::default();
+        let keys: Vec<Key> = (0..MAX_PENDING as u64).collect();
+        assert!(!backlog.add(resources(&keys), false));
+        assert_eq!(backlog.len(), MAX_PENDING);
+        assert!(!backlog.has_resource(&(MAX_PENDING as u64)));
+        assert!(backlog.add([Item::Tag(1)], false), "one more: collapsed");
+        assert_eq!(backlog.len(), 1);
+        assert!(
+            backlog.has_resource(&(MAX_PENDING as u64 + 7)),
+            "everything bypasses the cache until the clear lands"
+        );
+        let snapshot = backlog.snapshot();
+        assert!(snapshot.items.is_empty());
+        backlog.cleared(&snapshot);
         assert!(backlog.is_empty());
     }
 
@@ -234,7 +286,7 @@ mod tests {
         assert!(backlog.start_retrying());
         assert!(!backlog.start_retrying());
         assert!(backlog.stop_retrying(), "nothing waiting: it stops");
-        backlog.add(resources(&[1]));
+        backlog.add(resources(&[1]), false);
         assert!(backlog.start_retrying());
         assert!(!backlog.stop_retrying(), "something waits: it goes on");
     }

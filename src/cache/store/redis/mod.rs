@@ -117,6 +117,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.connection.keys.prefix())
             .field("timeout", &self.connection.timeout)
+            .field("strict_writes", &self.connection.strict)
             .field(
                 "unavailable",
                 &self.connection.unavailable.load(Ordering::Relaxed),
@@ -134,6 +135,7 @@ impl RedisStore {
             prefix: "tower-etag".to_owned(),
             secret: Vec::new(),
             timeout: Duration::from_millis(5),
+            strict_writes: false,
         }
     }
 
@@ -151,6 +153,7 @@ pub struct RedisStoreBuilder {
     prefix: String,
     secret: Vec<u8>,
     timeout: Duration,
+    strict_writes: bool,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -159,6 +162,7 @@ impl fmt::Debug for RedisStoreBuilder {
         f.debug_struct("RedisStoreBuilder")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("strict_writes", &self.strict_writes)
             .finish_non_exhaustive()
     }
 }
@@ -187,6 +191,22 @@ impl RedisStoreBuilder {
     /// long, then are retried later.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Strict writes (default `false`): a write (any method but `GET`,
+    /// `HEAD`, `OPTIONS` and `TRACE`) whose arrival invalidation Redis does
+    /// not confirm within the timeout is refused before the handler runs,
+    /// with `503 Service Unavailable` and `Retry-After: 1`, so that no
+    /// replica can confirm a tag the write replaced while Redis is away.
+    /// Reads still go to the handlers when Redis is away.
+    ///
+    /// By default a write goes on when Redis does not answer: its
+    /// invalidation is retried until it lands, and other replicas may
+    /// confirm the old tag until then. See the README's "Shared cache
+    /// failure modes" for what each mode guarantees and when to pick it.
+    pub fn strict_writes(mut self, strict: bool) -> Self {
+        self.strict_writes = strict;
         self
     }
 
@@ -225,8 +245,11 @@ impl RedisStoreBuilder {
                 scripts,
                 backlog: Backlog::default(),
                 healthy: AtomicBool::new(true),
+                last_failure: AtomicU64::new(0),
+                started: std::time::Instant::now(),
                 unavailable: AtomicU64::new(0),
                 next_write: AtomicU64::new(random_u64()),
+                strict: self.strict_writes,
             }),
         })
     }

@@ -60,6 +60,13 @@ impl KeyNames {
         format!("{}:{{dataset}}:barrier", self.prefix)
     }
 
+    /// Whether `key` (a name under the prefix) is one of the dataset's own
+    /// keys rather than a resource's or a tag's.
+    pub(super) fn is_dataset(key: &[u8]) -> bool {
+        const MARK: &[u8] = b":{dataset}:";
+        key.windows(MARK.len()).any(|w| w == MARK)
+    }
+
     /// The `SCAN MATCH` pattern of every key under the prefix.
     pub(super) fn pattern(&self) -> String {
         format!("{}:*", glob_escape(&self.prefix))
