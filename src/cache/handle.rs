@@ -117,7 +117,8 @@ impl ValidatorCache {
     pub fn stats(&self) -> CacheStats {
         let c = &self.shared.counters;
         let store = &self.shared.store;
-        let (entries, unavailable) = (store.entries(), store.unavailable());
+        let (entries, unavailable, pending) =
+            (store.entries(), store.unavailable(), store.pending());
         CacheStats {
             hits: c.hits.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
@@ -125,6 +126,7 @@ impl ValidatorCache {
             invalidations: c.invalidations.load(Ordering::Relaxed),
             entries,
             unavailable,
+            pending,
         }
     }
 }
@@ -180,6 +182,11 @@ pub struct CacheStats {
     /// the requests concerned went to the inner service (always 0 in
     /// memory).
     pub unavailable: u64,
+    /// Invalidations (and write ends) a shared store could not confirm yet,
+    /// kept and retried until they land; a pending clear counts as one.
+    /// While one is pending, this replica answers what it concerns from its
+    /// handlers, but other replicas may not know of it (always 0 in memory).
+    pub pending: u64,
 }
 
 /// Builds a [`ValidatorCache`].

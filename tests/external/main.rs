@@ -15,11 +15,15 @@ mod harness;
 mod redis;
 #[cfg(feature = "redis")]
 mod redis_server;
+#[cfg(feature = "redis")]
+mod redis_writes;
 
 fn main() {
     let mut suite = harness::Suite::default();
     curl::add_to(&mut suite);
     #[cfg(feature = "redis")]
     redis::add_to(&mut suite);
+    #[cfg(feature = "redis")]
+    redis_writes::add_to(&mut suite);
     suite.run()
 }

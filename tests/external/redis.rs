@@ -64,45 +64,45 @@ pub(crate) fn add_to(suite: &mut Suite) {
 
 /// What both replicas read and write: a version per note.
 #[derive(Clone, Default)]
-struct Data {
-    versions: Arc<Mutex<HashMap<String, u64>>>,
+pub(crate) struct Data {
+    pub(crate) versions: Arc<Mutex<HashMap<String, u64>>>,
     /// When set, `GET /gated/..` reads its note and then waits here.
     gate: Arc<Mutex<Option<Arc<Notify>>>>,
     read_done: Arc<Notify>,
-    held: Held,
+    pub(crate) held: Held,
 }
 
 /// The steps of `PUT /held/..`: it says it started, waits for `commit`,
 /// commits, says so, and waits for `respond`.
 #[derive(Clone, Default)]
-struct Held {
-    started: Arc<Notify>,
-    commit: Arc<Notify>,
-    committed: Arc<Notify>,
-    respond: Arc<Notify>,
+pub(crate) struct Held {
+    pub(crate) started: Arc<Notify>,
+    pub(crate) commit: Arc<Notify>,
+    pub(crate) committed: Arc<Notify>,
+    pub(crate) respond: Arc<Notify>,
 }
 
 impl Data {
-    fn version(&self, id: &str) -> u64 {
+    pub(crate) fn version(&self, id: &str) -> u64 {
         *self.versions.lock().unwrap().get(id).unwrap_or(&1)
     }
 }
 
 #[derive(Clone)]
-struct Replica {
-    addr: SocketAddr,
-    calls: Arc<AtomicUsize>,
-    cache: ValidatorCache,
+pub(crate) struct Replica {
+    pub(crate) addr: SocketAddr,
+    pub(crate) calls: Arc<AtomicUsize>,
+    pub(crate) cache: ValidatorCache,
 }
 
 impl Replica {
-    fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 
     /// Whether a revalidation of `path` with `tag` reaches the handler, and
     /// what it got.
-    async fn revalidate(&self, path: &str, tag: &str) -> (bool, Received) {
+    pub(crate) async fn revalidate(&self, path: &str, tag: &str) -> (bool, Received) {
         let before = self.calls();
         let got = fetch(self, path, &[("if-none-match", tag)]).await;
         (self.calls() > before, got)
@@ -111,15 +111,15 @@ impl Replica {
 
 /// The name clients use for the app, whichever replica answers (as behind
 /// a load balancer): entries are keyed by authority.
-const HOST: &str = "notes.example";
+pub(crate) const HOST: &str = "notes.example";
 
-async fn fetch(replica: &Replica, path: &str, headers: &[(&str, &str)]) -> Received {
+pub(crate) async fn fetch(replica: &Replica, path: &str, headers: &[(&str, &str)]) -> Received {
     let mut headers = headers.to_vec();
     headers.push(("host", HOST));
     get(replica.addr, path, &headers).await
 }
 
-async fn put(replica: &Replica, path: &str) -> Result<Received, BoxError> {
+pub(crate) async fn put(replica: &Replica, path: &str) -> Result<Received, BoxError> {
     send(replica.addr, request("PUT", path, &[("host", HOST)])).await
 }
 
@@ -141,6 +141,15 @@ async fn show(State(data): State<Data>, Path(id): Path<String>) -> impl IntoResp
 async fn update(State(data): State<Data>, Path(id): Path<String>) -> StatusCode {
     *data.versions.lock().unwrap().entry(id).or_insert(1) += 1;
     StatusCode::NO_CONTENT
+}
+
+/// A write that says which version it wrote (`x-version`), so that a
+/// checker knows which tags the write replaced once it is answered.
+async fn versioned_update(State(data): State<Data>, Path(id): Path<String>) -> impl IntoResponse {
+    let mut versions = data.versions.lock().unwrap();
+    let version = versions.entry(id).or_insert(1);
+    *version += 1;
+    (StatusCode::NO_CONTENT, [("x-version", version.to_string())])
 }
 
 async fn held_update(State(data): State<Data>, Path(id): Path<String>) -> StatusCode {
@@ -175,9 +184,9 @@ async fn tagged(State(data): State<Data>, Path(id): Path<String>) -> impl IntoRe
     )
 }
 
-const PREFIX: &str = "test";
+pub(crate) const PREFIX: &str = "test";
 
-fn store(url: &str, timeout: Duration) -> RedisStore {
+pub(crate) fn store(url: &str, timeout: Duration) -> RedisStore {
     RedisStore::builder(url)
         .prefix(PREFIX)
         .secret("replicas' shared secret")
@@ -186,20 +195,29 @@ fn store(url: &str, timeout: Duration) -> RedisStore {
         .unwrap()
 }
 
-async fn replica(url: &str, data: &Data, timeout: Duration) -> Replica {
+pub(crate) async fn replica(url: &str, data: &Data, timeout: Duration) -> Replica {
     replica_living(url, data, timeout, Duration::from_secs(60)).await
 }
 
 /// A replica whose entries live `time_to_live`.
-async fn replica_living(
+pub(crate) async fn replica_living(
     url: &str,
     data: &Data,
     timeout: Duration,
     time_to_live: Duration,
 ) -> Replica {
+    replica_with(store(url, timeout), data, time_to_live).await
+}
+
+/// A replica on `store`, whose entries live `time_to_live`.
+pub(crate) async fn replica_with(
+    store: RedisStore,
+    data: &Data,
+    time_to_live: Duration,
+) -> Replica {
     let cache = ValidatorCache::builder()
         .time_to_live(time_to_live)
-        .redis(store(url, timeout))
+        .redis(store)
         .build();
     let calls = Arc::new(AtomicUsize::new(0));
     let router = Router::new()
@@ -208,6 +226,7 @@ async fn replica_living(
         .route("/tagged/{id}", routing::get(tagged).put(update))
         .route("/held/{id}", routing::get(show).put(held_update))
         .route("/gated-tagged/{id}", routing::get(gated_tagged))
+        .route("/v/{id}", routing::get(show).put(versioned_update))
         .layer(middleware::from_fn_with_state(calls.clone(), count))
         .layer(ETagLayer::new())
         .layer(ValidatorCacheLayer::new(cache.clone()))
@@ -217,7 +236,7 @@ async fn replica_living(
 }
 
 /// Two replicas of one app on the same data and the same Redis.
-async fn two_replicas(redis: &RedisServer) -> (Data, Replica, Replica) {
+pub(crate) async fn two_replicas(redis: &RedisServer) -> (Data, Replica, Replica) {
     let data = Data::default();
     let a = replica(&redis.url(), &data, PATIENT).await;
     let b = replica(&redis.url(), &data, PATIENT).await;
@@ -227,7 +246,7 @@ async fn two_replicas(redis: &RedisServer) -> (Data, Replica, Replica) {
 /// Starts a `GET` of a gated route through `replica` and returns once its
 /// handler has read the data: it then waits until the returned gate is
 /// notified.
-async fn gated_get(
+pub(crate) async fn gated_get(
     data: &Data,
     replica: &Replica,
     path: &'static str,
@@ -246,10 +265,10 @@ async fn gated_get(
 
 /// Generous for functional tests on a busy machine: a timeout here would
 /// turn an expected hit into a miss.
-const PATIENT: Duration = Duration::from_millis(500);
+pub(crate) const PATIENT: Duration = Duration::from_millis(500);
 
 /// Waits until `done` holds (fills are stored in the background).
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -261,7 +280,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 /// GETs `path` through `replica` until its fill is stored (fills are stored
 /// in the background; on a busy machine one may miss a short timeout, and a
 /// GET that arrives while a write is still ending stores nothing).
-async fn fill(replica: &Replica, path: &str) -> String {
+pub(crate) async fn fill(replica: &Replica, path: &str) -> String {
     let fills = replica.cache.stats().fills;
     let deadline = Instant::now() + TIMEOUT;
     loop {
@@ -457,7 +476,7 @@ async fn run(replica: &Replica, path: &str, tag: &str, n: usize, bound: Duration
 
 /// The store's timeout in the fault tests, and what a request may take at
 /// most: the timeout, the handler and the client on a busy machine.
-const TIMEOUT_FAULTS: Duration = Duration::from_millis(25);
+pub(crate) const TIMEOUT_FAULTS: Duration = Duration::from_millis(25);
 const BOUND: Duration = Duration::from_millis(1000);
 
 async fn requests_go_to_the_handlers_while_redis_is_down_and_hits_resume_after_a_restart() {
@@ -528,7 +547,7 @@ async fn a_redis_restarted_from_an_older_snapshot_never_confirms_a_tag_a_write_r
 
 /// Waits until an entry `writer` stores for `path` is a hit on every one of
 /// `readers`: they all reach Redis, and entries stored now are trusted.
-async fn until_shared(writer: &Replica, readers: &[&Replica], path: &str) -> String {
+pub(crate) async fn until_shared(writer: &Replica, readers: &[&Replica], path: &str) -> String {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let stored = fetch(writer, path, &[]).await.etag().unwrap().to_owned();
@@ -548,7 +567,7 @@ async fn until_shared(writer: &Replica, readers: &[&Replica], path: &str) -> Str
 
 /// A `PUT` of `path` through `writer`, after which `reader` no longer
 /// confirms `tag`: its handler answers, with a 200.
-async fn write_replaces(writer: &Replica, reader: &Replica, path: &str, tag: &str) {
+pub(crate) async fn write_replaces(writer: &Replica, reader: &Replica, path: &str, tag: &str) {
     assert_eq!(
         put(writer, path).await.unwrap().status,
         StatusCode::NO_CONTENT
@@ -559,7 +578,7 @@ async fn write_replaces(writer: &Replica, reader: &Replica, path: &str, tag: &st
 }
 
 /// Asserts that none of `replicas` confirms `tag` for `path`.
-async fn assert_none_confirms(replicas: &[(&str, &Replica)], path: &str, tag: &str) {
+pub(crate) async fn assert_none_confirms(replicas: &[(&str, &Replica)], path: &str, tag: &str) {
     for (name, replica) in replicas {
         let (reached, got) = replica.revalidate(path, tag).await;
         assert_eq!(got.status, StatusCode::OK, "{name}: a stale 304");

@@ -12,13 +12,16 @@ use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
 };
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
 
 use crate::harness::REDIS_SERVER;
 
@@ -78,6 +81,26 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts the server again without its snapshot: empty, as a Redis
+    /// without persistence comes back from a crash.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        self.restart();
+    }
+
+    /// A field of `INFO` as a number (0 when absent).
+    pub fn info(&self, field: &str) -> u64 {
+        let Ok(redis::Value::BulkString(info)) = self.command(&["INFO"]) else {
+            return 0;
+        };
+        let prefix = format!("{field}:");
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Stops the server (SIGKILL: as abrupt as a crash).
@@ -147,11 +170,14 @@ fn free_port() -> u16 {
 
 /// A TCP link to `target` that can be cut (new connections refused, open
 /// ones closed) and restored, or switched to another server (open
-/// connections closed), as a failover behind one address.
+/// connections closed), as a failover behind one address; and slowed: what
+/// the client sends is held for a while first.
 #[derive(Clone)]
 pub struct Link {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    /// How long what the client sends is held (µs).
+    delay: Arc<AtomicU64>,
     target: Arc<std::sync::Mutex<SocketAddr>>,
     generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -164,15 +190,17 @@ impl Link {
         let (generation, _) = tokio::sync::watch::channel(0u64);
         let generation = Arc::new(generation);
         let target = Arc::new(std::sync::Mutex::new(target));
+        let delay = Arc::new(AtomicU64::new(0));
         let link = Self {
             addr,
             up: up.clone(),
+            delay: delay.clone(),
             target: target.clone(),
             generation: generation.clone(),
         };
         tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 if !up.load(Ordering::SeqCst) {
@@ -181,12 +209,30 @@ impl Link {
                 }
                 let mut cut = generation.subscribe();
                 let target = *target.lock().unwrap();
+                let delay = delay.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else {
+                    let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let up = async {
+                        let mut buffer = vec![0; 64 * 1024];
+                        loop {
+                            let n = from_client.read(&mut buffer).await?;
+                            if n == 0 {
+                                return to_server.shutdown().await;
+                            }
+                            let held = delay.load(Ordering::SeqCst);
+                            if held > 0 {
+                                tokio::time::sleep(Duration::from_micros(held)).await;
+                            }
+                            to_server.write_all(&buffer[..n]).await?;
+                        }
+                    };
+                    let down = tokio::io::copy(&mut from_server, &mut to_client);
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = async { tokio::join!(up, down) } => {}
                         _ = cut.changed() => {}
                     }
                 });
@@ -202,6 +248,11 @@ impl Link {
     pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Holds what clients send for `delay` before it goes on.
+    pub fn slow_down(&self, delay: Duration) {
+        self.delay.store(delay.as_micros() as u64, Ordering::SeqCst);
     }
 
     pub fn restore(&self) {

@@ -215,6 +215,11 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     fn unavailable(&self) -> u64 {
         0
     }
+
+    /// How many invalidations wait for a retry (for a store that can fail).
+    fn pending(&self) -> u64 {
+        0
+    }
 }
 
 /// What a store is built with, from the cache's builder.

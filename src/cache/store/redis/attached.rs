@@ -305,6 +305,10 @@ impl Store for Attached {
     fn unavailable(&self) -> u64 {
         self.0.connection.unavailable.load(Ordering::Relaxed)
     }
+
+    fn pending(&self) -> u64 {
+        self.0.connection.backlog.len() as u64
+    }
 }
 
 impl Connection {

@@ -130,6 +130,9 @@ impl Backlog {
 
     /// How many items wait (a pending clear counts as one).
     pub(super) fn len(&self) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
         let pending = self.lock();
         pending.items.len() + usize::from(pending.clear.is_some())
     }

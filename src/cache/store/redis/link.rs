@@ -70,8 +70,10 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The shortest and longest waits between attempts to connect. The wait
 /// starts again from the shortest only after a connection lasted a check.
+/// The longest bounds how long after Redis is back a replica's pending
+/// invalidations can wait to land (four attempts a second per replica).
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 /// A verified connection.
 #[derive(Clone)]

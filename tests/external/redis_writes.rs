@@ -1,0 +1,659 @@
+//! Writes on the shared cache when Redis misbehaves, on a real
+//! `redis-server`: the write's end waited for before its response, strict
+//! writes refused when Redis does not confirm them, write ends and long
+//! backlogs of invalidations retried until they land, `FLUSHALL`, eviction
+//! under `maxmemory`, and chaos runs (Redis paused, killed and restarted
+//! empty or from a snapshot, at random, while two replicas read and write).
+//!
+//! What every test checks is the cache's promise as a client sees it: a
+//! `GET` that starts after a write's response never gets a 304 for a tag the
+//! write replaced (strict writes: never; default writes: only until the
+//! writer's retry lands, at most about a second after Redis answers again).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::http::StatusCode;
+use tower_etag::cache::RedisStore;
+
+use crate::{
+    common::*,
+    harness::{add, Suite, REDIS_SERVER},
+    redis::*,
+    redis_server::{Link, RedisServer},
+};
+
+/// The tests of this module, for the harness.
+pub(crate) fn add_to(suite: &mut Suite) {
+    add!(suite, Some(&REDIS_SERVER), async [
+        a_writes_response_waits_until_its_end_has_landed,
+        a_strict_write_that_redis_does_not_confirm_is_refused_and_writes_nothing,
+        a_write_end_that_did_not_land_is_retried_and_fills_resume,
+        thousands_of_pending_invalidations_land_once_redis_answers,
+        past_the_bound_pending_invalidations_become_one_clear,
+        flushall_leaves_no_old_tag_confirmed,
+        under_maxmemory_with_allkeys_lru_no_read_confirms_a_replaced_tag,
+        chaos_with_strict_writes_no_read_confirms_a_replaced_tag,
+        chaos_with_default_writes_a_replaced_tag_is_confirmed_only_until_the_retry,
+    ]);
+}
+
+/// A store like `redis::store`'s, with strict writes.
+fn strict_store(url: &str, timeout: Duration) -> RedisStore {
+    RedisStore::builder(url)
+        .prefix(PREFIX)
+        .secret("replicas' shared secret")
+        .timeout(timeout)
+        .strict_writes(true)
+        .build()
+        .unwrap()
+}
+
+const LIVE: Duration = Duration::from_secs(60);
+
+/// Asserts that `tag` is not confirmed from the cache by any of
+/// `replicas`: each revalidation reaches the handler (which may answer 304
+/// itself, the data being unchanged).
+async fn assert_all_miss(replicas: &[(&str, &Replica)], path: &str, tag: &str) {
+    for (name, replica) in replicas {
+        let (reached, _) = replica.revalidate(path, tag).await;
+        assert!(reached, "{name}: answered from the cache");
+    }
+}
+
+/// The keys of the writes under way.
+fn writes_under_way(redis: &RedisServer) -> Vec<String> {
+    let mut keys = redis.keys(PREFIX);
+    keys.retain(|key| key.ends_with(":w"));
+    keys
+}
+
+async fn a_writes_response_waits_until_its_end_has_landed() {
+    let redis = RedisServer::start();
+    // The writer reaches Redis through a link the test slows down.
+    let link = Link::start(redis.addr()).await;
+    let data = Data::default();
+    let a = replica(&link.url(), &data, PATIENT).await;
+    let b = replica(&redis.url(), &data, PATIENT).await;
+    until_shared(&a, &[&b], "/notes/0").await;
+    // A PUT through A has begun in Redis; its handler waits.
+    let held = data.held.clone();
+    let write = tokio::spawn({
+        let a = a.clone();
+        async move { put(&a, "/held/1").await.unwrap() }
+    });
+    held.started.notified().await;
+    // The record of the write under way is lost (evicted, expired because
+    // the write outlived the time-to-live, or cleared).
+    let writes = writes_under_way(&redis);
+    assert_eq!(writes.len(), 1, "the write is under way in Redis");
+    redis.command(&["DEL", &writes[0]]).unwrap();
+    // So B's GET, which reads the old note, stores it.
+    let old = fill(&b, "/held/1").await;
+    // The write commits and answers while A's link to Redis is slow: its
+    // end lands 100 ms after the handler's response.
+    held.commit.notify_one();
+    held.committed.notified().await;
+    link.slow_down(Duration::from_millis(100));
+    held.respond.notify_one();
+    assert_eq!(write.await.unwrap().status, StatusCode::NO_CONTENT);
+    // The PUT has been answered: no replica confirms the tag it replaced.
+    let (reached, got) = b.revalidate("/held/1", &old).await;
+    assert_eq!(
+        got.status,
+        StatusCode::OK,
+        "a stale 304 right after the write's response"
+    );
+    assert!(reached);
+    link.slow_down(Duration::ZERO);
+    assert_none_confirms(&[("A", &a), ("B", &b)], "/held/1", &old).await;
+}
+
+async fn a_strict_write_that_redis_does_not_confirm_is_refused_and_writes_nothing() {
+    let redis = RedisServer::start();
+    let data = Data::default();
+    let strict = replica_with(strict_store(&redis.url(), TIMEOUT_FAULTS), &data, LIVE).await;
+    let lenient = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
+    let tag = fill(&strict, "/v/1").await;
+    // Redis answers: the write goes through and replaces the tag.
+    let got = put(&strict, "/v/1").await.unwrap();
+    assert_eq!(got.status, StatusCode::NO_CONTENT);
+    assert_eq!(data.version("1"), 2);
+    assert_none_confirms(&[("strict", &strict), ("lenient", &lenient)], "/v/1", &tag).await;
+
+    redis.pause();
+    let calls = strict.calls();
+    let started = Instant::now();
+    let got = put(&strict, "/v/1").await.unwrap();
+    let waited = started.elapsed();
+    // RFC 9110 §15.6.4 and §10.2.3.
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(got.header("retry-after"), Some("1"));
+    assert_eq!(got.header("content-length"), Some("0"));
+    assert_eq!(strict.calls(), calls, "the handler did not run");
+    assert_eq!(data.version("1"), 2, "nothing was written");
+    eprintln!("strict write refused after {waited:?} (timeout {TIMEOUT_FAULTS:?})");
+    // Reads still go to the handler.
+    let got = fetch(&strict, "/v/1", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, "note 1 v2");
+    // Writes in the default mode go on.
+    let got = put(&lenient, "/v/1").await.unwrap();
+    assert_eq!(got.status, StatusCode::NO_CONTENT);
+    assert_eq!(data.version("1"), 3);
+    redis.resume();
+
+    // Strict writes are accepted again once Redis answers.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = put(&strict, "/v/1").await.unwrap();
+        if got.status == StatusCode::NO_CONTENT {
+            break;
+        }
+        assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "strict writes never resumed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And what the lenient write left pending has landed: the refused
+    // write's id too, so the resource is filled and shared again.
+    until_shared(&strict, &[&lenient], "/v/1").await;
+    assert!(writes_under_way(&redis).is_empty());
+}
+
+async fn a_write_end_that_did_not_land_is_retried_and_fills_resume() {
+    let redis = RedisServer::start();
+    let link = Link::start(redis.addr()).await;
+    let data = Data::default();
+    let a = replica(&link.url(), &data, TIMEOUT_FAULTS).await;
+    let b = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
+    until_shared(&a, &[&b], "/notes/0").await;
+    // A's PUT begins in Redis; A is cut off from Redis before it ends.
+    let held = data.held.clone();
+    let write = tokio::spawn({
+        let a = a.clone();
+        async move { put(&a, "/held/2").await.unwrap() }
+    });
+    held.started.notified().await;
+    held.commit.notify_one();
+    held.committed.notified().await;
+    link.cut();
+    held.respond.notify_one();
+    assert_eq!(write.await.unwrap().status, StatusCode::NO_CONTENT);
+    assert!(a.cache.stats().pending >= 1, "{:?}", a.cache.stats());
+    assert_eq!(
+        writes_under_way(&redis).len(),
+        1,
+        "the write looks under way"
+    );
+    // A reaches Redis again: its write's end is retried and lands, and the
+    // resource is filled and shared again (not after the write's record
+    // expires, a time-to-live later).
+    link.restore();
+    let restored = Instant::now();
+    eventually("the write's end", || a.cache.stats().pending == 0).await;
+    eprintln!(
+        "write end landed {:?} after the link came back",
+        restored.elapsed()
+    );
+    assert!(writes_under_way(&redis).is_empty());
+    until_shared(&b, &[&a], "/held/2").await;
+}
+
+async fn thousands_of_pending_invalidations_land_once_redis_answers() {
+    let redis = RedisServer::start();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
+    let b = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
+    let tag = until_shared(&a, &[&b], "/notes/1").await;
+    redis.pause();
+    let n = 3_000;
+    let landed = futures_util::future::join_all((0..n).map(|i| {
+        let cache = a.cache.clone();
+        async move {
+            let uri = format!("/notes/{i}").parse().unwrap();
+            cache.invalidate(&uri).await
+        }
+    }))
+    .await;
+    assert!(landed.iter().all(|landed| !landed), "none could land");
+    assert_eq!(a.cache.stats().pending, n);
+    redis.resume();
+    let resumed = Instant::now();
+    eventually("the pending invalidations", || a.cache.stats().pending == 0).await;
+    let took = resumed.elapsed();
+    eprintln!("{n} pending invalidations landed {took:?} after Redis answered again");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_all_miss(&[("B", &b)], "/notes/1", &tag).await;
+}
+
+async fn past_the_bound_pending_invalidations_become_one_clear() {
+    let redis = RedisServer::start();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
+    let b = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
+    let tag = until_shared(&a, &[&b], "/notes/1").await;
+    redis.pause();
+    futures_util::future::join_all((0..10_001).map(|i| {
+        let cache = a.cache.clone();
+        async move {
+            let uri = format!("/other/{i}").parse().unwrap();
+            cache.invalidate(&uri).await
+        }
+    }))
+    .await;
+    assert_eq!(a.cache.stats().pending, 1, "one clear instead");
+    // Until it lands, A bypasses the cache for everything.
+    let (reached, _) = a.revalidate("/notes/1", &tag).await;
+    assert!(reached);
+    redis.resume();
+    eventually("the clear", || a.cache.stats().pending == 0).await;
+    let left = redis.keys(PREFIX);
+    assert!(
+        left.iter().all(|key| key.contains("{dataset}")),
+        "everything but the dataset's identity was cleared: {left:?}"
+    );
+    assert_all_miss(&[("B", &b)], "/notes/1", &tag).await;
+    until_shared(&a, &[&b], "/notes/1").await;
+}
+
+async fn flushall_leaves_no_old_tag_confirmed() {
+    let redis = RedisServer::start();
+    let (data, a, b) = two_replicas(&redis).await;
+    let tag = until_shared(&a, &[&b], "/notes/1").await;
+    // A GET through A has read note 7 (and its generation) and waits.
+    let (gate, slow) = gated_get(&data, &a, "/gated/7").await;
+    redis.command(&["FLUSHALL"]).unwrap();
+    // (One replica: its miss stores the note again, legitimately.)
+    assert_all_miss(&[("B", &b)], "/notes/1", &tag).await;
+    // A write through B on the flushed dataset; then A's GET ends with
+    // the old note, which it must not store.
+    assert_eq!(
+        put(&b, "/gated/7").await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    gate.notify_one();
+    let old = slow.await.unwrap();
+    assert_eq!(old.body, "note 7 v1");
+    let old_tag = old.etag().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_none_confirms(&[("A", &a), ("B", &b)], "/gated/7", &old_tag).await;
+    // The cache works again on the flushed dataset.
+    let tag = until_shared(&a, &[&b], "/notes/1").await;
+    write_replaces(&a, &b, "/notes/1", &tag).await;
+}
+
+async fn under_maxmemory_with_allkeys_lru_no_read_confirms_a_replaced_tag() {
+    let redis = RedisServer::start();
+    let data = Data::default();
+    let a = replica(&redis.url(), &data, PATIENT).await;
+    let b = replica(&redis.url(), &data, PATIENT).await;
+    until_shared(&a, &[&b], "/notes/0").await;
+    // Room for a few hundred of the two thousand resources' keys.
+    let used = redis.info("used_memory");
+    let limit = (used + 96 * 1024).to_string();
+    redis
+        .command(&["CONFIG", "SET", "maxmemory", &limit])
+        .unwrap();
+    redis
+        .command(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"])
+        .unwrap();
+    let report = Workload {
+        replicas: vec![a.clone(), b.clone()],
+        ids: 2_000,
+        duration: Duration::from_secs(5),
+        chaos: None,
+    }
+    .run()
+    .await;
+    let evicted = redis.info("evicted_keys");
+    eprintln!("maxmemory {limit} B, allkeys-lru: {report}, {evicted} keys evicted");
+    assert!(evicted > 0, "the run evicted nothing: it proves nothing");
+    assert!(report.stale.is_empty(), "stale 304s: {:?}", report.stale);
+    assert!(report.hits > 0, "no hit at all: {report}");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
+
+/// How long each chaos run lasts: `TOWER_ETAG_CHAOS_SECS`, default 30.
+fn chaos_duration() -> Duration {
+    let secs = std::env::var("TOWER_ETAG_CHAOS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
+
+/// The timeout of the chaos runs' stores.
+const CHAOS_TIMEOUT: Duration = Duration::from_millis(50);
+
+async fn chaos(strict: bool) -> Report {
+    let redis = RedisServer::start();
+    let data = Data::default();
+    let store = |url: &str| {
+        if strict {
+            strict_store(url, CHAOS_TIMEOUT)
+        } else {
+            store(url, CHAOS_TIMEOUT)
+        }
+    };
+    let a = replica_with(store(&redis.url()), &data, LIVE).await;
+    let b = replica_with(store(&redis.url()), &data, LIVE).await;
+    until_shared(&a, &[&b], "/notes/0").await;
+    let report = Workload {
+        replicas: vec![a, b],
+        ids: 20,
+        duration: chaos_duration(),
+        chaos: Some(redis),
+    }
+    .run()
+    .await;
+    eprintln!(
+        "chaos, {} writes: {report}",
+        if strict { "strict" } else { "default" }
+    );
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.hits > 0, "no hit at all: {report}");
+    assert!(report.outages.len() >= 3, "too little chaos: {report}");
+    // Reads wait for Redis at most the timeout, then for the handler.
+    assert!(
+        report.slowest_read < CHAOS_TIMEOUT * 4 + Duration::from_millis(500),
+        "{report}"
+    );
+    report
+}
+
+async fn chaos_with_strict_writes_no_read_confirms_a_replaced_tag() {
+    let report = chaos(true).await;
+    assert!(report.stale.is_empty(), "stale 304s: {:?}", report.stale);
+    assert!(
+        report.accepted >= report.refused,
+        "at least half the writes accepted: {report}"
+    );
+}
+
+async fn chaos_with_default_writes_a_replaced_tag_is_confirmed_only_until_the_retry() {
+    let report = chaos(false).await;
+    assert_eq!(report.refused, 0, "default writes are never refused");
+    let worst = report.stale.iter().map(|s| s.after_outage).max();
+    eprintln!(
+        "default writes: {} stale 304s, the latest {worst:?} after Redis answered again",
+        report.stale.len()
+    );
+    // The bound the README states: until the writer's retry lands, at most
+    // a second after Redis answers again (its reconnection backoff, 250 ms,
+    // plus a retry, 100 ms, plus the timeout, with room for a busy machine).
+    for stale in &report.stale {
+        assert!(stale.after_outage <= Duration::from_secs(1), "{stale:?}");
+    }
+}
+
+/// Readers and writers on replicas for a while, with Redis disturbed at
+/// random when `chaos` holds it.
+struct Workload {
+    replicas: Vec<Replica>,
+    ids: usize,
+    duration: Duration,
+    chaos: Option<RedisServer>,
+}
+
+/// What a workload saw.
+#[derive(Debug, Default)]
+struct Report {
+    reads: usize,
+    hits: usize,
+    accepted: usize,
+    refused: usize,
+    /// 304s for a tag that a write answered before the read started had
+    /// replaced.
+    stale: Vec<Stale>,
+    /// Anything else: 5xx on reads, unexpected statuses, transport errors.
+    errors: Vec<String>,
+    slowest_read: Duration,
+    /// When Redis was disturbed: (from, to).
+    outages: Vec<(Instant, Instant)>,
+}
+
+#[derive(Debug)]
+struct Stale {
+    id: usize,
+    confirmed: u64,
+    // Read in failure messages (`Debug`).
+    #[allow(dead_code)]
+    acknowledged: u64,
+    started: Instant,
+    /// How long after the end of the latest outage (or after the replacing
+    /// write's response, if later) the read started.
+    after_outage: Duration,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} reads ({} hits, {} stale), writes {} accepted / {} refused, {} errors, slowest read {:?}, {} outages",
+            self.reads,
+            self.hits,
+            self.stale.len(),
+            self.accepted,
+            self.refused,
+            self.errors.len(),
+            self.slowest_read,
+            self.outages.len()
+        )
+    }
+}
+
+/// What readers and writers share: per note, the newest version a write's
+/// response acknowledged (and when), and the tags seen per version.
+#[derive(Default)]
+struct Ledger {
+    acknowledged: HashMap<usize, (u64, Instant)>,
+    answered: HashMap<(usize, u64), Instant>,
+    tags: HashMap<(usize, u64), String>,
+}
+
+/// A small xorshift generator: the workload needs spread, not quality.
+struct Dice(u64);
+
+impl Dice {
+    fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+impl Workload {
+    async fn run(self) -> Report {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let report = Arc::new(Mutex::new(Report::default()));
+        let deadline = Instant::now() + self.duration;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        eprintln!("workload seed {seed}");
+        let mut tasks = Vec::new();
+        for n in 0..6u64 {
+            let reader = n < 4;
+            let (replicas, ledger, report) =
+                (self.replicas.clone(), ledger.clone(), report.clone());
+            let ids = self.ids;
+            let mut dice = Dice::new(seed.wrapping_add(n * 7919));
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let replica = &replicas[dice.below(replicas.len())];
+                    let id = dice.below(ids);
+                    if reader {
+                        read(replica, id, &mut dice, &ledger, &report).await;
+                    } else {
+                        write(replica, id, &ledger, &report).await;
+                        tokio::time::sleep(Duration::from_millis(dice.below(20) as u64)).await;
+                    }
+                }
+            }));
+        }
+        let outages = match self.chaos {
+            Some(redis) => {
+                let seed = seed.wrapping_mul(31);
+                tokio::task::spawn_blocking(move || disturb(redis, deadline, seed))
+                    .await
+                    .unwrap()
+            }
+            None => Vec::new(),
+        };
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let mut report = std::mem::take(&mut *report.lock().unwrap());
+        // Each stale read's distance from the latest outage before it.
+        for stale in &mut report.stale {
+            let started = stale.started;
+            let back = outages
+                .iter()
+                .map(|(_, to)| *to)
+                .filter(|to| *to <= started)
+                .max();
+            let answered = ledger
+                .lock()
+                .unwrap()
+                .answered
+                .get(&(stale.id, stale.confirmed + 1))
+                .copied();
+            let since = back.into_iter().chain(answered).max();
+            stale.after_outage = since.map_or(Duration::MAX, |since| started - since);
+        }
+        report.outages = outages;
+        report
+    }
+}
+
+/// One GET: with the tag of the version before the acknowledged one (a 304
+/// would be stale), or of the newest version seen (a 304 is a hit).
+async fn read(
+    replica: &Replica,
+    id: usize,
+    dice: &mut Dice,
+    ledger: &Mutex<Ledger>,
+    report: &Mutex<Report>,
+) {
+    let (acknowledged, asked) = {
+        let ledger = ledger.lock().unwrap();
+        let acknowledged = ledger.acknowledged.get(&id).map_or(1, |(v, _)| *v);
+        let newest = (1..=acknowledged + 2)
+            .rev()
+            .find_map(|v| Some((v, ledger.tags.get(&(id, v))?.clone())));
+        let older = (acknowledged > 1)
+            .then(|| {
+                Some((
+                    acknowledged - 1,
+                    ledger.tags.get(&(id, acknowledged - 1))?.clone(),
+                ))
+            })
+            .flatten();
+        let asked = if dice.below(2) == 0 {
+            older.or(newest)
+        } else {
+            newest
+        };
+        (acknowledged, asked)
+    };
+    let path = format!("/v/{id}");
+    let started = Instant::now();
+    let got = match &asked {
+        Some((_, tag)) => fetch(replica, &path, &[("if-none-match", tag)]).await,
+        None => fetch(replica, &path, &[]).await,
+    };
+    let took = started.elapsed();
+    let mut report = report.lock().unwrap();
+    report.reads += 1;
+    report.slowest_read = report.slowest_read.max(took);
+    match got.status {
+        StatusCode::NOT_MODIFIED => {
+            report.hits += 1;
+            let (version, _) = asked.expect("a 304 needs a tag");
+            if version < acknowledged {
+                report.stale.push(Stale {
+                    id,
+                    confirmed: version,
+                    acknowledged,
+                    started,
+                    // Measured once the run is over.
+                    after_outage: Duration::ZERO,
+                });
+            }
+        }
+        StatusCode::OK => {
+            let body = std::str::from_utf8(&got.body).unwrap();
+            let version: u64 = body.rsplit_once(" v").unwrap().1.parse().unwrap();
+            let tag = got.etag().unwrap().to_owned();
+            drop(report);
+            ledger.lock().unwrap().tags.insert((id, version), tag);
+        }
+        status => report.errors.push(format!("GET {path}: {status}")),
+    }
+}
+
+/// One PUT; a 2xx acknowledges the version it wrote.
+async fn write(replica: &Replica, id: usize, ledger: &Mutex<Ledger>, report: &Mutex<Report>) {
+    let path = format!("/v/{id}");
+    let got = put(replica, &path).await;
+    let now = Instant::now();
+    let mut report = report.lock().unwrap();
+    match got {
+        Ok(got) if got.status == StatusCode::NO_CONTENT => {
+            report.accepted += 1;
+            let version: u64 = got.header("x-version").unwrap().parse().unwrap();
+            let mut ledger = ledger.lock().unwrap();
+            ledger.answered.insert((id, version), now);
+            let entry = ledger.acknowledged.entry(id).or_insert((1, now));
+            if version > entry.0 {
+                *entry = (version, now);
+            }
+        }
+        Ok(got) if got.status == StatusCode::SERVICE_UNAVAILABLE => report.refused += 1,
+        Ok(got) => report.errors.push(format!("PUT {path}: {}", got.status)),
+        Err(error) => report.errors.push(format!("PUT {path}: {error}")),
+    }
+}
+
+/// Disturbs Redis at random until `deadline`: pauses (SIGSTOP), kills with
+/// a restart empty, and snapshots followed by a kill and a restart from the
+/// snapshot (a rollback). Returns when Redis was away.
+fn disturb(mut redis: RedisServer, deadline: Instant, seed: u64) -> Vec<(Instant, Instant)> {
+    let mut dice = Dice::new(seed);
+    let mut outages = Vec::new();
+    let ms = |n: usize| Duration::from_millis(n as u64);
+    while Instant::now() + ms(1_500) < deadline {
+        std::thread::sleep(ms(300 + dice.below(900)));
+        let from = Instant::now();
+        match dice.below(3) {
+            0 => {
+                redis.pause();
+                std::thread::sleep(ms(100 + dice.below(700)));
+                redis.resume();
+            }
+            1 => redis.restart_empty(),
+            _ => {
+                redis.command(&["SAVE"]).unwrap();
+                // Writes land after the snapshot, then are lost.
+                std::thread::sleep(ms(100 + dice.below(400)));
+                let from = Instant::now();
+                redis.restart();
+                outages.push((from, Instant::now()));
+                continue;
+            }
+        }
+        outages.push((from, Instant::now()));
+    }
+    // Redis stays up until the end: the last writes' retries land.
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    outages
+}
