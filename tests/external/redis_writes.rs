@@ -35,6 +35,7 @@ pub(crate) fn add_to(suite: &mut Suite) {
         thousands_of_pending_invalidations_land_once_redis_answers,
         past_the_bound_pending_invalidations_become_one_clear,
         flushall_leaves_no_old_tag_confirmed,
+        a_uri_looked_up_and_never_stored_leaves_a_short_lived_key,
         under_maxmemory_with_allkeys_lru_no_read_confirms_a_replaced_tag,
         chaos_with_strict_writes_no_read_confirms_a_replaced_tag,
         chaos_with_default_writes_a_replaced_tag_is_confirmed_only_until_the_retry,
@@ -283,6 +284,33 @@ async fn flushall_leaves_no_old_tag_confirmed() {
     // The cache works again on the flushed dataset.
     let tag = until_shared(&a, &[&b], "/notes/1").await;
     write_replaces(&a, &b, "/notes/1", &tag).await;
+}
+
+async fn a_uri_looked_up_and_never_stored_leaves_a_short_lived_key() {
+    let redis = RedisServer::start();
+    let data = Data::default();
+    // Entries live 10 minutes: generations, twice that after a fill.
+    let a = replica_living(&redis.url(), &data, PATIENT, Duration::from_secs(600)).await;
+    let pttl = |redis: &RedisServer| {
+        let keys: Vec<String> = (redis.keys(PREFIX).into_iter())
+            .filter(|key| key.ends_with(":g"))
+            .collect();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        match redis.command(&["PTTL", &keys[0]]).unwrap() {
+            redis::Value::Int(ms) => ms,
+            other => panic!("{other:?}"),
+        }
+    };
+    // A scanner's request: looked up, answered 404, not stored.
+    let got = fetch(&a, "/no/such/page", &[]).await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    let ms = pttl(&redis);
+    assert!(0 < ms && ms <= 60_000, "{ms} ms");
+    redis.command(&["FLUSHALL"]).unwrap();
+    // A stored response's generation outlives its entry.
+    fill(&a, "/notes/1").await;
+    let ms = pttl(&redis);
+    assert!(ms > 1_100_000, "{ms} ms");
 }
 
 async fn under_maxmemory_with_allkeys_lru_no_read_confirms_a_replaced_tag() {

@@ -36,6 +36,10 @@ use crate::cache::{
 /// 2^50 ms is some 35,000 years.
 const MAX_PX: u64 = 1 << 50;
 
+/// How long a generation created by a lookup lives without a fill: longer
+/// than any request takes from its lookup to its fill.
+const PROBATION_MS: u64 = 60_000;
+
 /// How often invalidations that could not reach Redis are tried again.
 const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -330,13 +334,21 @@ impl Inner {
         self.ttl_ms().saturating_mul(2).min(MAX_PX)
     }
 
+    /// How long a generation created by a lookup lives until a fill (or a
+    /// write) extends it: a URI looked up once and never stored (a scanner's
+    /// 404s) leaves a key for this long, not for two time-to-lives. A fill
+    /// that comes later stores nothing (the generation is gone).
+    fn probation_ms(&self) -> u64 {
+        self.life_ms().min(PROBATION_MS)
+    }
+
     async fn lookup(&self, link: &Verified, resource: Key, key: Key) -> Result<Lookup, Failure> {
         let connection = &self.connection;
         let mut invocation = connection.scripts.lookup.prepare_invoke();
         invocation
             .key(connection.keys.generation(resource))
             .key(connection.keys.entry(resource, key))
-            .arg(self.life_ms());
+            .arg(self.probation_ms());
         let reply = self.run_on(link, &invocation).await?;
         let Value::Array(items) = reply else {
             return Err(Failure::Reply);

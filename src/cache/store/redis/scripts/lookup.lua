@@ -1,4 +1,5 @@
--- KEYS: generation, entry. ARGV: the generation's lifetime (ms).
+-- KEYS: generation, entry. ARGV: how long a generation created here lives
+-- (ms): until a fill extends it, or a miss for a fill later than that.
 -- Returns the generation (created if missing or not a positive integer in
 -- canonical form), the server time, the entry.
 local g = get(KEYS[1])
