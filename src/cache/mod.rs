@@ -97,9 +97,10 @@
 //! - A hit costs one command (one round trip); an entry with
 //!   [`CacheTags`] one more. A `GET` that may fill also reads the tag epoch
 //!   before the handler runs, unless it is a revalidation for which an entry
-//!   was found; fills are stored after the response, in the background. A write waits for one round trip
-//!   before its handler runs (the arrival invalidation); its end is sent
-//!   after the response.
+//!   was found; fills are stored after the response, in the background. A
+//!   write waits for one round trip before its handler runs (the arrival
+//!   invalidation) and one before its response goes out (its end), so that
+//!   no request that follows the response finds what it replaced.
 //! - Each operation is a Lua script, atomic on the server; generations move
 //!   to `max(g + 1, server time in µs)`, so losing a record (a restart
 //!   empty, an eviction) causes misses, never a stale hit. A dataset that
@@ -112,12 +113,17 @@
 //!   inner service and stores nothing, and is counted in
 //!   [`CacheStats::unavailable`]. The store reconnects by itself (and
 //!   verifies each new connection before using it).
-//! - An invalidation that cannot reach Redis is kept and retried: at once
-//!   after the next operation that succeeds, and every 100 ms until it
-//!   lands; meanwhile this replica answers the resources and tags concerned
-//!   from its handlers. Other replicas may confirm the old tags
-//!   until the retry lands or their entries' time-to-live runs out: the only
-//!   staleness a fault allows.
+//! - An invalidation (or a write's end) that cannot reach Redis is kept
+//!   ([`CacheStats::pending`]) and retried: at once after the next operation
+//!   that succeeds, and every 100 ms until it lands, in bounded chunks;
+//!   meanwhile this replica answers the resources and tags concerned from
+//!   its handlers. Other replicas may confirm the old tags until the retry
+//!   lands (within a second of Redis answering again): the only staleness a
+//!   fault allows. With
+//!   [`strict_writes`](RedisStoreBuilder::strict_writes), a write whose
+//!   arrival Redis does not confirm is refused with a 503 instead, so that
+//!   no replica confirms a tag it replaced. The README's "Shared cache
+//!   failure modes" lists each failure and what it costs in each mode.
 //! - It needs a Tokio runtime with time enabled (as hyper and axum servers
 //!   have) when the store is built. [`CacheStats::entries`] is not counted.
 //!

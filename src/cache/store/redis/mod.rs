@@ -46,12 +46,14 @@
 //!
 //! Every operation is bounded by the store's timeout. A lookup that fails or
 //! times out sends the request to the inner service, as without a cache,
-//! and stores nothing. An invalidation (from a write or from app code) that
-//! fails is kept and retried at once after the next operation that succeeds
-//! and every 100 ms until it lands; meanwhile this replica answers the resources and tags concerned from its
-//! handlers. Other replicas may answer from the old entries until the retry
-//! lands or the entries' time-to-live runs out: that is the only staleness a
-//! fault allows.
+//! and stores nothing. An invalidation (from a write or from app code) or a
+//! write's end that fails is kept in the [`backlog`] and retried at once
+//! after the next operation that succeeds and every 100 ms until it lands,
+//! in chunks that leave the backlog as they land; meanwhile this replica
+//! answers the resources and tags concerned from its handlers. Other
+//! replicas may answer from the old entries until the retry lands: that is
+//! the only staleness a fault allows, and strict writes (a write refused
+//! when its arrival is not confirmed) remove it.
 
 mod attached;
 mod backlog;
@@ -233,7 +235,7 @@ impl RedisStoreBuilder {
         let keys = KeyNames::new(self.prefix);
         let link = Link::new(client, runtime.clone(), Arc::clone(&scripts), &keys);
         // Connecting starts now, so that the first request finds a
-        // connection; it is retried for ever, with backoff up to one second.
+        // connection; it is retried for ever, with backoff up to 250 ms.
         link.start();
         Ok(RedisStore {
             connection: Arc::new(Connection {
