@@ -11,8 +11,11 @@
 # It fills the cache through replica a, revalidates through replica b (a 304
 # with b's handler never run), writes through b, and revalidates through a
 # again (the new note); then a PUT with a stale If-Match is refused with 412
-# and one with the current tag is accepted. Needs redis-server (Debian:
-# redis-server) and curl.
+# and one with the current tag is accepted. Last, a third replica runs with
+# --strict (strict writes): while Redis is paused, its PUT is refused with
+# 503 and Retry-After and writes nothing, a PUT through a default replica
+# goes on, and reads still answer; once Redis is back, strict writes go
+# through again. Needs redis-server (Debian: redis-server) and curl.
 #
 #   bash examples/replicas.sh
 set -euo pipefail
@@ -25,7 +28,8 @@ target_dir=$(cargo metadata --no-deps --format-version 1 | grep -o '"target_dire
 
 work=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+# (SIGCONT first: a Redis left paused would not end on SIGTERM.)
+trap 'kill -CONT "${pids[@]}" 2>/dev/null; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$redis_server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
@@ -36,7 +40,7 @@ for _ in $(seq 1 100); do
 done
 
 start_replica() {
-    "$target_dir/debug/examples/replica" 127.0.0.1:0 --redis "redis://127.0.0.1:$port/" --db "$work/notes.db" >"$work/$1.log" 2>&1 &
+    "$target_dir/debug/examples/replica" 127.0.0.1:0 --redis "redis://127.0.0.1:$port/" --db "$work/notes.db" "${@:2}" >"$work/$1.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do
         grep -q 'listening on' "$work/$1.log" && break
@@ -44,6 +48,7 @@ start_replica() {
     done
     grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/$1.log" | head -n1
 }
+redis_pid=${pids[0]}
 a=$(start_replica a)
 b=$(start_replica b)
 [ -n "$a" ] && [ -n "$b" ] || { cat "$work"/*.log; exit 1; }
@@ -88,3 +93,30 @@ written=$(curl -s "${host[@]}" "$b/notes/1")
 [ "$fresh" = "204 $new_tag" ] && [ -n "$new_tag" ] && [ "$new_tag" != "$tag" ] || { echo "expected 204 with a new tag for If-Match: $tag through a, got: $fresh"; exit 1; }
 [ "$next" = "200 $new_tag" ] && [ "$written" = "Buy soy milk" ] || { echo "expected the new note with $new_tag from replica b, got: $next, $written"; exit 1; }
 echo "replicas: If-Match: \"nope\" through a $stale (note kept), If-Match: $tag through a $fresh, then through b: $written"
+
+# Strict writes: Redis paused (SIGSTOP: connections stay open, nothing is
+# answered), a PUT through the strict replica c is refused before its
+# handler runs; a PUT through a (default writes) goes on.
+c=$(start_replica c --strict)
+[ -n "$c" ] || { cat "$work"/c.log; exit 1; }
+for _ in $(seq 1 100); do
+    [ "$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -X PUT --data 'Buy soy milk' "$c/notes/1")" = 204 ] && break
+    sleep 0.05
+done
+kill -STOP "$redis_pid"
+refused=$(curl -s "${host[@]}" -o /dev/null -D - -X PUT --data 'Refused' "$c/notes/1" | tr -d '\r' | awk -F': ' 'NR == 1 {split($0, line, " "); status = line[2]} tolower($1) == "retry-after" {after = $2} END {print status, after}')
+read_c=$(curl -s "${host[@]}" -w ' %{http_code}' "$c/notes/1")
+lenient=$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -X PUT --data 'Buy rice milk' "$a/notes/1")
+kill -CONT "$redis_pid"
+accepted=""
+for _ in $(seq 1 100); do
+    accepted=$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -X PUT --data 'Buy milk' "$c/notes/1")
+    [ "$accepted" = 204 ] && break
+    sleep 0.05
+done
+written=$(curl -s "${host[@]}" "$b/notes/1")
+[ "$refused" = "503 1" ] || { echo "expected 503 with Retry-After: 1 from the strict replica while Redis is paused, got: $refused"; exit 1; }
+[ "$read_c" = "Buy soy milk 200" ] || { echo "expected the note from the strict replica while Redis is paused, got: $read_c"; exit 1; }
+[ "$lenient" = 204 ] || { echo "expected 204 from the default replica while Redis is paused, got $lenient"; exit 1; }
+[ "$accepted" = 204 ] && [ "$written" = "Buy milk" ] || { echo "expected strict writes to resume, got $accepted, then: $written"; exit 1; }
+echo "replicas: Redis paused: strict PUT $refused (Retry-After), GET through c $read_c, default PUT through a $lenient; Redis back: strict PUT $accepted"
