@@ -243,6 +243,26 @@ const _: fn() = || {
     }
     send_sync::<cache::ResponseFuture<Handler, String>>();
     send_sync::<cache::ResponseBody<String>>();
+    // A response body that is `Send` but not `Sync` (as axum's `Body`)
+    // leaves the future `Sync` when the inner future is.
+    type Unsync = std::cell::Cell<u8>;
+    #[derive(Clone)]
+    struct UnsyncBody;
+    impl tower_service::Service<http::Request<String>> for UnsyncBody {
+        type Response = http::Response<Unsync>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Pending<Result<http::Response<Unsync>, Self::Error>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<String>) -> Self::Future {
+            std::future::pending()
+        }
+    }
+    send_sync::<cache::ResponseFuture<UnsyncBody, String>>();
 };
 
 // The README's examples are compiled and run as doctests.

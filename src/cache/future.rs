@@ -12,6 +12,7 @@ use std::{
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
+use sync_wrapper::SyncWrapper;
 use tower_service::Service;
 
 use super::{
@@ -53,8 +54,10 @@ pin_project! {
         Waiting { next: Option<Box<Next<S, ReqBody>>> },
         // Waiting for the inner service; then what to do with its response.
         Inner { #[pin] future: S::Future, after: Option<After> },
-        // A write's response, held until the store has its end.
-        Ending { response: Option<S::Response>, later: Box<dyn Later<()>> },
+        // A write's response, held until the store has its end (wrapped:
+        // only ever reached through `&mut`, so the future's `Sync` does not
+        // depend on the response's).
+        Ending { response: SyncWrapper<Option<S::Response>>, later: Box<dyn Later<()>> },
     }
 }
 
@@ -307,7 +310,7 @@ where
                         }
                         (Some(After::Write(write)), Ok(response)) => {
                             if let Answer::Later(later) = write.complete(response) {
-                                let response = result.ok();
+                                let response = SyncWrapper::new(result.ok());
                                 self.set(Self {
                                     kind: Kind::Ending { response, later },
                                 });
@@ -321,14 +324,14 @@ where
                     return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
                 }
                 KindProj::Ending { response, later } => {
+                    let response = response.get_mut();
+                    assert!(response.is_some(), "ResponseFuture polled after completion");
                     // Bounded by the store's timeout; an end that does not
                     // land is kept by the store for a retry.
                     if later.poll_answer(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    let response = response
-                        .take()
-                        .expect("ResponseFuture polled after completion");
+                    let response = response.take().expect("checked above");
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
             }

@@ -106,6 +106,7 @@ pub(crate) enum Begin {
     Proceed,
     /// The store could not confirm the invalidation and writes are strict:
     /// the request is refused before the handler runs.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Refuse,
 }
 

@@ -200,8 +200,11 @@ impl RedisStoreBuilder {
     /// `HEAD`, `OPTIONS` and `TRACE`) whose arrival invalidation Redis does
     /// not confirm within the timeout is refused before the handler runs,
     /// with `503 Service Unavailable` and `Retry-After: 1`, so that no
-    /// replica can confirm a tag the write replaced while Redis is away.
-    /// Reads still go to the handlers when Redis is away.
+    /// replica can confirm a tag of the write's target that the write
+    /// replaced while Redis is away. Reads still go to the handlers when
+    /// Redis is away. Resources named by the response's `Location` or
+    /// `Content-Location` are invalidated when the write ends, as in the
+    /// default mode.
     ///
     /// By default a write goes on when Redis does not answer: its
     /// invalidation is retried until it lands, and other replicas may
