@@ -30,6 +30,7 @@ use crate::{
 pub(crate) fn add_to(suite: &mut Suite) {
     add!(suite, Some(&REDIS_SERVER), async [
         a_writes_response_waits_until_its_end_has_landed,
+        a_write_slower_than_the_time_to_live_leaves_no_stale_tag,
         a_strict_write_that_redis_does_not_confirm_is_refused_and_writes_nothing,
         a_write_end_that_did_not_land_is_retried_and_fills_resume,
         a_write_end_slowed_by_a_script_load_is_retried_and_fills_resume,
@@ -73,13 +74,34 @@ fn writes_under_way(redis: &RedisServer) -> Vec<String> {
     keys
 }
 
+/// How the record of a write under way is lost while the write runs.
+#[derive(Clone, Copy, Debug)]
+enum Lost {
+    /// Deleted (as eviction or a `clear` would).
+    Deleted,
+    /// Expired: the write outlived the time-to-live.
+    Expired,
+}
+
 async fn a_writes_response_waits_until_its_end_has_landed() {
+    response_waits_for_the_end(Lost::Deleted).await;
+}
+
+async fn a_write_slower_than_the_time_to_live_leaves_no_stale_tag() {
+    response_waits_for_the_end(Lost::Expired).await;
+}
+
+async fn response_waits_for_the_end(lost: Lost) {
     let redis = RedisServer::start();
     // The writer reaches Redis through a link the test slows down.
     let link = Link::start(redis.addr()).await;
     let data = Data::default();
-    let a = replica(&link.url(), &data, PATIENT).await;
-    let b = replica(&redis.url(), &data, PATIENT).await;
+    let time_to_live = match lost {
+        Lost::Deleted => LIVE,
+        Lost::Expired => Duration::from_secs(1),
+    };
+    let a = replica_living(&link.url(), &data, PATIENT, time_to_live).await;
+    let b = replica_living(&redis.url(), &data, PATIENT, time_to_live).await;
     until_shared(&a, &[&b], "/notes/0").await;
     // A PUT through A has begun in Redis; its handler waits.
     let held = data.held.clone();
@@ -88,11 +110,21 @@ async fn a_writes_response_waits_until_its_end_has_landed() {
         async move { put(&a, "/held/1").await.unwrap() }
     });
     held.started.notified().await;
-    // The record of the write under way is lost (evicted, expired because
-    // the write outlived the time-to-live, or cleared).
+    // The record of the write under way is lost.
     let writes = writes_under_way(&redis);
     assert_eq!(writes.len(), 1, "the write is under way in Redis");
-    redis.command(&["DEL", &writes[0]]).unwrap();
+    match lost {
+        Lost::Deleted => {
+            redis.command(&["DEL", &writes[0]]).unwrap();
+        }
+        Lost::Expired => {
+            let deadline = Instant::now() + TIMEOUT;
+            while !writes_under_way(&redis).is_empty() {
+                assert!(Instant::now() < deadline, "the record did not expire");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
     // So B's GET, which reads the old note, stores it.
     let old = fill(&b, "/held/1").await;
     // The write commits and answers while A's link to Redis is slow: its
