@@ -67,6 +67,20 @@ async fn assert_all_miss(replicas: &[(&str, &Replica)], path: &str, tag: &str) {
     }
 }
 
+/// Starts a `PUT` of a `/held/..` path through `replica` and returns once
+/// its handler runs (the write has begun in Redis); the handler then waits
+/// for `held.commit` and `held.respond`.
+async fn held_put(
+    held: &Held,
+    replica: &Replica,
+    path: &'static str,
+) -> tokio::task::JoinHandle<Received> {
+    let replica = replica.clone();
+    let write = tokio::spawn(async move { put(&replica, path).await.unwrap() });
+    held.started.notified().await;
+    write
+}
+
 /// The keys of the writes under way.
 fn writes_under_way(redis: &RedisServer) -> Vec<String> {
     let mut keys = redis.keys(PREFIX);
@@ -105,11 +119,7 @@ async fn response_waits_for_the_end(lost: Lost) {
     until_shared(&a, &[&b], "/notes/0").await;
     // A PUT through A has begun in Redis; its handler waits.
     let held = data.held.clone();
-    let write = tokio::spawn({
-        let a = a.clone();
-        async move { put(&a, "/held/1").await.unwrap() }
-    });
-    held.started.notified().await;
+    let write = held_put(&held, &a, "/held/1").await;
     // The record of the write under way is lost.
     let writes = writes_under_way(&redis);
     assert_eq!(writes.len(), 1, "the write is under way in Redis");
@@ -208,11 +218,7 @@ async fn a_write_end_that_did_not_land_is_retried_and_fills_resume() {
     until_shared(&a, &[&b], "/notes/0").await;
     // A's PUT begins in Redis; A is cut off from Redis before it ends.
     let held = data.held.clone();
-    let write = tokio::spawn({
-        let a = a.clone();
-        async move { put(&a, "/held/2").await.unwrap() }
-    });
-    held.started.notified().await;
+    let write = held_put(&held, &a, "/held/2").await;
     held.commit.notify_one();
     held.committed.notified().await;
     link.cut();
@@ -248,11 +254,7 @@ async fn a_write_end_slowed_by_a_script_load_is_retried_and_fills_resume() {
     let b = replica(&redis.url(), &data, timeout).await;
     until_shared(&a, &[&b], "/notes/0").await;
     let held = data.held.clone();
-    let write = tokio::spawn({
-        let a = a.clone();
-        async move { put(&a, "/held/3").await.unwrap() }
-    });
-    held.started.notified().await;
+    let write = held_put(&held, &a, "/held/3").await;
     held.commit.notify_one();
     held.committed.notified().await;
     // Redis forgets its scripts (as after a restart the connection did not
