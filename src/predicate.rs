@@ -257,7 +257,7 @@ impl Predicate for NotForPartialContent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SkipETag;
 
-fn starts_with_ignore_case(value: &HeaderValue, prefix: &[u8]) -> bool {
+pub(crate) fn starts_with_ignore_case(value: &HeaderValue, prefix: &[u8]) -> bool {
     let value = value.as_bytes().trim_ascii_start();
     value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
 }

@@ -197,6 +197,7 @@ pub struct ValidatorCacheBuilder {
     vary: Vec<HeaderName>,
     partition: Option<Partition>,
     record_outcome: bool,
+    grpc_invalidates: bool,
     store: Box<dyn Attach>,
 }
 
@@ -208,6 +209,7 @@ impl Default for ValidatorCacheBuilder {
             vary: default_vary(),
             partition: None,
             record_outcome: false,
+            grpc_invalidates: false,
             store: Box::new(InMemory),
         }
     }
@@ -221,6 +223,7 @@ impl fmt::Debug for ValidatorCacheBuilder {
             .field("vary", &self.vary)
             .field("partition", &self.partition.is_some())
             .field("record_outcome", &self.record_outcome)
+            .field("grpc_invalidates", &self.grpc_invalidates)
             .field("store", &self.store);
         f.finish()
     }
@@ -308,6 +311,19 @@ impl ValidatorCacheBuilder {
         self
     }
 
+    /// Whether gRPC calls (requests with a `Content-Type` of
+    /// `application/grpc…`) invalidate their target as other unsafe
+    /// requests do (RFC 9111 §4.4). Default `false`: a gRPC call is a `POST`
+    /// to a method's path, which has no stored representation a `GET` could
+    /// revalidate, so the cache lets it pass untouched, with no store round
+    /// trip before or after it (and, with strict writes, no refusal while a
+    /// shared store is away). Set it when the app also serves `GET`s at the
+    /// paths of its gRPC methods.
+    pub fn grpc_invalidates(mut self, invalidates: bool) -> Self {
+        self.grpc_invalidates = invalidates;
+        self
+    }
+
     /// Keeps the cache in Redis, shared by every replica configured with the
     /// same Redis and prefix, instead of in this process (`max_entries` then
     /// does not apply: Redis's own memory policy does). See
@@ -345,6 +361,7 @@ impl ValidatorCacheBuilder {
                     vary,
                     partition: self.partition,
                     record_outcome: self.record_outcome,
+                    grpc_invalidates: self.grpc_invalidates,
                 },
                 hashing,
                 counters: Counters::default(),

@@ -72,7 +72,9 @@
 //!   it behind), and invalidates it again, with the same-authority
 //!   `Location` and `Content-Location` (relative references resolved), when
 //!   it is answered with 2xx or 3xx, or never answered. Every `Vary` variant
-//!   and every requester's entry goes.
+//!   and every requester's entry goes. gRPC calls (`application/grpc…`)
+//!   pass through untouched unless
+//!   [`grpc_invalidates`](ValidatorCacheBuilder::grpc_invalidates) is set.
 //! - From app code: [`ValidatorCache::invalidate`],
 //!   [`ValidatorCache::invalidate_tag`] (with [`CacheTags`] on responses),
 //!   [`ValidatorCache::clear`].

@@ -20,6 +20,8 @@ pub(crate) struct Policy {
     pub(crate) vary: Box<[HeaderName]>,
     pub(crate) partition: Option<Partition>,
     pub(crate) record_outcome: bool,
+    /// gRPC calls invalidate their target as other writes do.
+    pub(crate) grpc_invalidates: bool,
 }
 
 /// The default fields responses may vary on: the proactive-negotiation

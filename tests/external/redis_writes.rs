@@ -39,6 +39,7 @@ pub(crate) fn add_to(suite: &mut Suite) {
         flushall_leaves_no_old_tag_confirmed,
         a_uri_looked_up_and_never_stored_leaves_a_short_lived_key,
         under_maxmemory_with_allkeys_lru_no_read_confirms_a_replaced_tag,
+        grpc_calls_succeed_while_redis_is_away_in_both_write_modes,
         chaos_with_strict_writes_no_read_confirms_a_replaced_tag,
         chaos_with_default_writes_a_replaced_tag_is_confirmed_only_until_the_retry,
     ]);
@@ -419,6 +420,65 @@ async fn under_maxmemory_with_allkeys_lru_no_read_confirms_a_replaced_tag() {
     assert!(report.stale.is_empty(), "stale 304s: {:?}", report.stale);
     assert!(report.hits > 0, "no hit at all: {report}");
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
+
+async fn grpc_calls_succeed_while_redis_is_away_in_both_write_modes() {
+    use tonic::transport::{server::TcpIncoming, Channel, Server};
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    use tower_etag::cache::{ValidatorCache, ValidatorCacheLayer};
+
+    let redis = RedisServer::start();
+    let serve = |store: RedisStore, grpc_invalidates: bool| async move {
+        let cache = ValidatorCache::builder()
+            .grpc_invalidates(grpc_invalidates)
+            .redis(store)
+            .build();
+        let stats = cache.clone();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("notes", tonic_health::ServingStatus::Serving)
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            Server::builder()
+                .layer(ValidatorCacheLayer::new(cache))
+                .add_service(health)
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        (HealthClient::new(channel), stats, reporter)
+    };
+    let check = || HealthCheckRequest {
+        service: "notes".to_owned(),
+    };
+    let (mut strict, strict_cache, _s) =
+        serve(strict_store(&redis.url(), TIMEOUT_FAULTS), false).await;
+    let (mut lenient, lenient_cache, _l) = serve(store(&redis.url(), TIMEOUT_FAULTS), false).await;
+    let (mut by_the_rfc, _, _r) = serve(strict_store(&redis.url(), TIMEOUT_FAULTS), true).await;
+    assert!(by_the_rfc.check(check()).await.is_ok(), "Redis answers");
+    redis.pause();
+    for (client, cache) in [(&mut strict, &strict_cache), (&mut lenient, &lenient_cache)] {
+        for _ in 0..5 {
+            client.check(check()).await.unwrap();
+        }
+        // The calls never asked Redis anything.
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.unavailable, stats.invalidations),
+            (0, 0),
+            "{stats:?}"
+        );
+    }
+    // With RFC 9111 §4.4 behaviour restored, a strict cache refuses the
+    // call while Redis is away (503, which gRPC reads as UNAVAILABLE).
+    let refused = by_the_rfc.check(check()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    redis.resume();
 }
 
 /// How long each chaos run lasts: `TOWER_ETAG_CHAOS_SECS`, default 30.

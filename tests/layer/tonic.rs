@@ -182,3 +182,55 @@ async fn the_get_route_beside_grpc_is_tagged_and_revalidates() {
     assert_eq!(h2.status, StatusCode::NOT_MODIFIED);
     assert_eq!(h2.etag(), Some(tag.as_str()));
 }
+
+/// The example's routes behind the validator cache and the ETag layer.
+async fn start_cached(cache: tower_etag::cache::ValidatorCache) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = example::routes().await;
+    tokio::spawn(
+        Server::builder()
+            .accept_http1(true)
+            .layer(tower_etag::cache::ValidatorCacheLayer::new(cache))
+            .layer(tower_etag::ETagLayer::new())
+            .add_routes(routes)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    addr
+}
+
+#[tokio::test]
+async fn grpc_calls_pass_through_the_cache_without_invalidating_unless_asked() {
+    use tower_etag::cache::ValidatorCache;
+
+    for grpc_invalidates in [false, true] {
+        let cache = ValidatorCache::builder()
+            .grpc_invalidates(grpc_invalidates)
+            .build();
+        let addr = start_cached(cache.clone()).await;
+        // The GET route beside the gRPC service is cached as usual.
+        let first = get(addr, "/", &[]).await;
+        let tag = first.etag().unwrap().to_owned();
+        let hit = get(addr, "/", &[("if-none-match", &tag)]).await;
+        assert_eq!(hit.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(cache.stats().hits, 1);
+        let mut client = health_client(addr).await;
+        for _ in 0..3 {
+            let response = client.check(check_request(example::SERVICE)).await;
+            assert_eq!(
+                response.unwrap().into_inner().status(),
+                ServingStatus::Serving
+            );
+        }
+        let status = client.check(check_request("unknown")).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        // RFC 9111 §4.4 would invalidate each call's target, at its arrival
+        // and after its response; by default a gRPC call is left alone.
+        let invalidations = cache.stats().invalidations;
+        if grpc_invalidates {
+            assert_eq!(invalidations, 8, "two per call");
+        } else {
+            assert_eq!(invalidations, 0);
+        }
+    }
+}
