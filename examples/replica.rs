@@ -13,6 +13,11 @@
 //! invalidation Redis does not confirm within the timeout answers 503 with
 //! `Retry-After` and writes nothing (see `RedisStoreBuilder::strict_writes`).
 //!
+//! TLS (feature `redis-tls`): a `rediss://` URL; `--redis-ca FILE` trusts
+//! the PEM certificates in FILE instead of the platform's roots, and
+//! `--redis-cert FILE --redis-key FILE` present a client certificate
+//! (mutual TLS).
+//!
 //! Every replica must use the same Redis, key prefix (`notes` here) and
 //! secret, and be reached under the same host name.
 //!
@@ -216,12 +221,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut redis = "redis://127.0.0.1:6379/".to_owned();
     let mut db = "notes.db".to_owned();
     let mut strict = false;
+    let mut tls = Tls::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--redis" => redis = args.next().ok_or("--redis needs a URL")?,
             "--db" => db = args.next().ok_or("--db needs a path")?,
             "--strict" => strict = true,
+            "--redis-ca" => tls.ca = Some(args.next().ok_or("--redis-ca needs a file")?),
+            "--redis-cert" => tls.cert = Some(args.next().ok_or("--redis-cert needs a file")?),
+            "--redis-key" => tls.key = Some(args.next().ok_or("--redis-key needs a file")?),
             other => addr = other.parse()?,
         }
     }
@@ -235,8 +244,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let store = RedisStore::builder(redis)
             .prefix("notes")
             .secret(std::env::var("CACHE_SECRET").unwrap_or_default())
-            .strict_writes(strict)
-            .build()?;
+            .strict_writes(strict);
+        let store = tls.apply(store)?.build()?;
         let shared = ValidatorCache::builder()
             .time_to_live(ttl)
             .redis(store)
@@ -247,4 +256,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         axum::serve(listener, app(notes, shared, local)).await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })
+}
+
+/// The TLS files given on the command line.
+#[derive(Default)]
+struct Tls {
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+impl Tls {
+    #[cfg(feature = "redis-tls")]
+    fn apply(
+        self,
+        mut store: tower_etag::cache::RedisStoreBuilder,
+    ) -> Result<tower_etag::cache::RedisStoreBuilder, Box<dyn std::error::Error>> {
+        if let Some(ca) = self.ca {
+            store = store.tls_root_certificates(std::fs::read(ca)?);
+        }
+        match (self.cert, self.key) {
+            (Some(cert), Some(key)) => {
+                store = store.tls_client_identity(std::fs::read(cert)?, std::fs::read(key)?);
+            }
+            (None, None) => {}
+            _ => return Err("--redis-cert and --redis-key go together".into()),
+        }
+        Ok(store)
+    }
+
+    #[cfg(not(feature = "redis-tls"))]
+    fn apply(
+        self,
+        store: tower_etag::cache::RedisStoreBuilder,
+    ) -> Result<tower_etag::cache::RedisStoreBuilder, Box<dyn std::error::Error>> {
+        if self.ca.is_some() || self.cert.is_some() || self.key.is_some() {
+            return Err("TLS flags need the redis-tls feature: --features redis-tls".into());
+        }
+        Ok(store)
+    }
 }

@@ -17,13 +17,23 @@
 # goes on, and reads still answer; once Redis is back, strict writes go
 # through again. Needs redis-server (Debian: redis-server) and curl.
 #
-#   bash examples/replicas.sh
+#   bash examples/replicas.sh        # Redis over plain TCP
+#   bash examples/replicas.sh tls    # Redis with TLS only, client
+#                                    # certificates required (mutual TLS);
+#                                    # certificates made with openssl
 set -euo pipefail
+mode=${1:-plain}
+case "$mode" in
+    plain | tls) ;;
+    *) echo "usage: bash examples/replicas.sh [plain|tls]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 redis_server=$(command -v redis-server || echo /usr/bin/redis-server)
 [ -x "$redis_server" ] || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
-cargo build --example replica --features redis --locked --quiet
+features=redis
+[ "$mode" = tls ] && features=redis-tls
+cargo build --example replica --features "$features" --locked --quiet
 target_dir=$(cargo metadata --no-deps --format-version 1 | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
 
 work=$(mktemp -d)
@@ -32,7 +42,31 @@ pids=()
 trap 'kill -CONT "${pids[@]}" 2>/dev/null; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$redis_server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+redis_url="redis://127.0.0.1:$port/"
+listen=(--port "$port")
+replica_tls=()
+if [ "$mode" = tls ]; then
+    command -v openssl >/dev/null || { echo "openssl is needed for the tls mode: apt-get install openssl" >&2; exit 1; }
+    # A CA, a certificate for the server (127.0.0.1) and one for the
+    # replicas, each signed by the CA.
+    (
+        cd "$work"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=replicas demo CA" -keyout ca.key -out ca.pem 2>/dev/null
+        for who in server client; do
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=$who" -keyout "$who.key" -out "$who.csr" 2>/dev/null
+        done
+        printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+        printf 'extendedKeyUsage=clientAuth\n' >client.ext
+        for who in server client; do
+            openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile "$who.ext" -out "$who.pem" 2>/dev/null
+        done
+    )
+    redis_url="rediss://127.0.0.1:$port/"
+    listen=(--port 0 --tls-port "$port" --tls-cert-file "$work/server.pem" --tls-key-file "$work/server.key"
+        --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients yes)
+    replica_tls=(--redis-ca "$work/ca.pem" --redis-cert "$work/client.pem" --redis-key "$work/client.key")
+fi
+"$redis_server" "${listen[@]}" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -40,7 +74,7 @@ for _ in $(seq 1 100); do
 done
 
 start_replica() {
-    "$target_dir/debug/examples/replica" 127.0.0.1:0 --redis "redis://127.0.0.1:$port/" --db "$work/notes.db" "${@:2}" >"$work/$1.log" 2>&1 &
+    "$target_dir/debug/examples/replica" 127.0.0.1:0 --redis "$redis_url" "${replica_tls[@]}" --db "$work/notes.db" "${@:2}" >"$work/$1.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do
         grep -q 'listening on' "$work/$1.log" && break
@@ -71,7 +105,7 @@ echo "$b_stats" | grep -q '"redis":{"hits":1,"misses":0' || { echo "expected rep
 [ "$hit" = 304 ] || { echo "expected 304 from replica b, got $hit"; exit 1; }
 [ "$put" = 204 ] || { echo "expected 204 from the PUT through b, got $put"; exit 1; }
 [ "$after" = "Buy oat milk 200" ] || { echo "expected the new note from replica a, got: $after"; exit 1; }
-echo "replicas: filled through a, 304 through b (b's handler not run), PUT through b $put, then through a: $after"
+echo "replicas ($mode): filled through a, 304 through b (b's handler not run), PUT through b $put, then through a: $after"
 
 # Conditional writes across replicas: a PUT through a with a stale If-Match
 # gets 412 with the current tag and changes nothing; one with the tag read
@@ -92,7 +126,7 @@ written=$(curl -s "${host[@]}" "$b/notes/1")
 [ "$kept" = "Buy oat milk" ] || { echo "the refused PUT changed the note: $kept"; exit 1; }
 [ "$fresh" = "204 $new_tag" ] && [ -n "$new_tag" ] && [ "$new_tag" != "$tag" ] || { echo "expected 204 with a new tag for If-Match: $tag through a, got: $fresh"; exit 1; }
 [ "$next" = "200 $new_tag" ] && [ "$written" = "Buy soy milk" ] || { echo "expected the new note with $new_tag from replica b, got: $next, $written"; exit 1; }
-echo "replicas: If-Match: \"nope\" through a $stale (note kept), If-Match: $tag through a $fresh, then through b: $written"
+echo "replicas ($mode): If-Match: \"nope\" through a $stale (note kept), If-Match: $tag through a $fresh, then through b: $written"
 
 # Strict writes: Redis paused (SIGSTOP: connections stay open, nothing is
 # answered), a PUT through the strict replica c is refused before its
@@ -119,4 +153,4 @@ written=$(curl -s "${host[@]}" "$b/notes/1")
 [ "$read_c" = "Buy soy milk 200" ] || { echo "expected the note from the strict replica while Redis is paused, got: $read_c"; exit 1; }
 [ "$lenient" = 204 ] || { echo "expected 204 from the default replica while Redis is paused, got $lenient"; exit 1; }
 [ "$accepted" = 204 ] && [ "$written" = "Buy milk" ] || { echo "expected strict writes to resume, got $accepted, then: $written"; exit 1; }
-echo "replicas: Redis paused: strict PUT $refused (Retry-After), GET through c $read_c, default PUT through a $lenient; Redis back: strict PUT $accepted"
+echo "replicas ($mode): Redis paused: strict PUT $refused (Retry-After), GET through c $read_c, default PUT through a $lenient; Redis back: strict PUT $accepted"

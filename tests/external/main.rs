@@ -15,6 +15,8 @@ mod harness;
 mod redis;
 #[cfg(feature = "redis")]
 mod redis_server;
+#[cfg(feature = "redis-tls")]
+mod redis_tls;
 #[cfg(feature = "redis")]
 mod redis_writes;
 
@@ -25,5 +27,7 @@ fn main() {
     redis::add_to(&mut suite);
     #[cfg(feature = "redis")]
     redis_writes::add_to(&mut suite);
+    #[cfg(feature = "redis-tls")]
+    redis_tls::add_to(&mut suite);
     suite.run()
 }

@@ -910,6 +910,14 @@ fn a_store_is_refused_for_a_bad_url_or_prefix_or_outside_a_runtime() {
     assert!(build("not a url", "app").is_err());
     let error = build("redis://127.0.0.1:1/", "a{b}").unwrap_err();
     assert!(error.to_string().contains("prefix"), "{error}");
+    // TLS needs its feature; without it, the error says which.
+    let tls = build("rediss://127.0.0.1:1/", "app");
+    if cfg!(feature = "redis-tls") {
+        assert!(tls.is_ok(), "{tls:?}");
+    } else {
+        let error = tls.unwrap_err();
+        assert!(error.to_string().contains("redis-tls"), "{error}");
+    }
     // Lazy: a store for a Redis that is not there builds, and answers
     // nothing yet. Its Debug shows neither the URL's password nor the secret.
     let store = build("redis://user:hunter2@127.0.0.1:1/", "app").unwrap();

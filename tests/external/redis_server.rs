@@ -30,12 +30,43 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// More arguments for every start (TLS).
+    extra: Vec<String>,
+    /// The TLS port, beside the plain one the tests' own commands use.
+    pub tls_port: Option<u16>,
 }
 
 impl RedisServer {
     /// Starts a server. Panics when this machine has no `redis-server`
     /// (the harness starts no test that needs one then, unless asked to).
     pub fn start() -> Self {
+        Self::start_with(Vec::new(), None)
+    }
+
+    /// Starts a server that also listens with TLS on a port of its own:
+    /// `files` are its certificate, its key and the CA that client
+    /// certificates must chain to, which it requires when `clients`.
+    pub fn start_tls(files: [&std::path::Path; 3], clients: bool) -> Self {
+        let tls_port = free_port();
+        let [certificate, key, ca] = files.map(|path| path.display().to_string());
+        let extra = [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &certificate,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            if clients { "yes" } else { "no" },
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        Self::start_with(extra, Some(tls_port))
+    }
+
+    fn start_with(extra: Vec<String>, tls_port: Option<u16>) -> Self {
         let binary = REDIS_SERVER.path();
         let port = free_port();
         let dir =
@@ -46,9 +77,19 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            extra,
+            tls_port,
         };
         server.restart();
         server
+    }
+
+    /// The `rediss://` URL of the TLS port.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://127.0.0.1:{}/",
+            self.tls_port.expect("a TLS server")
+        )
     }
 
     pub fn url(&self) -> String {
@@ -71,6 +112,7 @@ impl RedisServer {
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

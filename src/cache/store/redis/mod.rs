@@ -61,6 +61,8 @@ mod codec;
 mod link;
 mod names;
 mod scripts;
+#[cfg(feature = "redis-tls")]
+mod tls;
 
 use std::{
     fmt,
@@ -138,6 +140,8 @@ impl RedisStore {
             secret: Vec::new(),
             timeout: Duration::from_millis(5),
             strict_writes: false,
+            tls_roots: None,
+            tls_identity: None,
         }
     }
 
@@ -156,6 +160,10 @@ pub struct RedisStoreBuilder {
     secret: Vec<u8>,
     timeout: Duration,
     strict_writes: bool,
+    /// PEM root certificates that replace the platform's (`redis-tls`).
+    tls_roots: Option<Vec<u8>>,
+    /// A PEM certificate chain and private key for mutual TLS (`redis-tls`).
+    tls_identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -165,6 +173,8 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("strict_writes", &self.strict_writes)
+            .field("tls_roots", &self.tls_roots.is_some())
+            .field("tls_identity", &self.tls_identity.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -215,21 +225,84 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Trusts the certificate authorities in `pem` (one or more PEM
+    /// certificates) instead of the platform's root certificates, for a
+    /// `rediss://` URL: a private CA, as a self-managed Redis with TLS or a
+    /// managed service's own CA uses. Feature `redis-tls`.
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_roots = Some(pem.into());
+        self
+    }
+
+    /// Presents this client identity (a PEM certificate chain and its PEM
+    /// private key) to a Redis that requires client certificates
+    /// (`tls-auth-clients yes`): mutual TLS. Feature `redis-tls`.
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    pub fn tls_client_identity(
+        mut self,
+        certificate_chain_pem: impl Into<Vec<u8>>,
+        private_key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_identity = Some((certificate_chain_pem.into(), private_key_pem.into()));
+        self
+    }
+
+    /// The redis client for the URL and TLS settings.
+    fn client(&self) -> Result<Client, RedisStoreError> {
+        let scheme = self.url.split_once("://").map_or("", |(scheme, _)| scheme);
+        let tls = scheme.eq_ignore_ascii_case("rediss");
+        let custom = self.tls_roots.is_some() || self.tls_identity.is_some();
+        if !tls && custom {
+            return Err(RedisStoreError::new(ErrorKind::TlsSettingsWithoutTls));
+        }
+        if !tls {
+            return Client::open(self.url.as_str())
+                .map_err(|error| RedisStoreError::new(ErrorKind::Client(error)));
+        }
+        #[cfg(not(feature = "redis-tls"))]
+        {
+            Err(RedisStoreError::new(ErrorKind::TlsNotEnabled))
+        }
+        #[cfg(feature = "redis-tls")]
+        {
+            tls::ensure_crypto_provider();
+            let client = if custom {
+                let certificates = redis::TlsCertificates {
+                    client_tls: self.tls_identity.as_ref().map(|(certificate, key)| {
+                        redis::ClientTlsConfig {
+                            client_cert: certificate.clone(),
+                            client_key: key.clone(),
+                        }
+                    }),
+                    root_cert: self.tls_roots.clone(),
+                };
+                Client::build_with_tls(self.url.as_str(), certificates)
+            } else {
+                Client::open(self.url.as_str())
+            };
+            client.map_err(|error| RedisStoreError::new(ErrorKind::Client(error)))
+        }
+    }
+
     /// Builds the store. It connects on first use, in the Tokio runtime this
     /// is called in.
     ///
     /// # Errors
     ///
     /// When the URL is not one the redis client accepts, the prefix holds
-    /// `{` or `}`, or no Tokio runtime is running.
+    /// `{` or `}`, no Tokio runtime is running, the URL is `rediss://`
+    /// without the `redis-tls` feature, TLS settings were given for a URL
+    /// without TLS, or the client refused the certificates or key.
     pub fn build(self) -> Result<RedisStore, RedisStoreError> {
         if self.prefix.contains(['{', '}']) {
             return Err(RedisStoreError::new(ErrorKind::Prefix));
         }
         let runtime =
             Handle::try_current().map_err(|_| RedisStoreError::new(ErrorKind::NoRuntime))?;
-        let client = Client::open(self.url.as_str())
-            .map_err(|error| RedisStoreError::new(ErrorKind::Client(error)))?;
+        let client = self.client()?;
         let mut key_context = Vec::with_capacity(self.prefix.len() + 1 + self.secret.len());
         key_context.extend_from_slice(self.prefix.as_bytes());
         key_context.push(0);
@@ -285,6 +358,11 @@ enum ErrorKind {
     Prefix,
     /// No Tokio runtime is running.
     NoRuntime,
+    /// A `rediss://` URL without the `redis-tls` feature.
+    #[cfg_attr(feature = "redis-tls", allow(dead_code))]
+    TlsNotEnabled,
+    /// Root certificates or a client identity for a URL without TLS.
+    TlsSettingsWithoutTls,
 }
 
 impl RedisStoreError {
@@ -301,6 +379,12 @@ impl fmt::Display for RedisStoreError {
             ),
             ErrorKind::Prefix => f.write_str("redis store: the prefix may not contain { or }"),
             ErrorKind::NoRuntime => f.write_str("redis store: no Tokio runtime is running"),
+            ErrorKind::TlsNotEnabled => {
+                f.write_str("redis store: a rediss:// URL needs tower-etag's `redis-tls` feature")
+            }
+            ErrorKind::TlsSettingsWithoutTls => f.write_str(
+                "redis store: TLS certificates were given for a URL without TLS (use rediss://)",
+            ),
         }
     }
 }
