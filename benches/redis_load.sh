@@ -10,13 +10,17 @@
 # - a handler that awaits 2 ms (as a database query would): latency of a
 #   Redis hit, an in-memory hit and the same revalidation without a cache
 #   (the handler runs, the ETag layer turns its 200 into a 304);
-# - Redis commands per hit, from Redis's own counters.
+# - Redis commands per hit, from Redis's own counters;
+# - with TLS=1 (the default; needs openssl): the same Redis also listens
+#   with TLS, and a third replica reaches it through rediss://: a TLS hit
+#   against a plain-TCP hit, alternated in each repetition.
 #
 #   bash benches/redis_load.sh          # about 3 minutes
 #   REPS=3 DURATION=2 bash benches/redis_load.sh
 #
 # Settings (environment): REPS (5), DURATION seconds per run (3),
-# CONNECTIONS (32; 8 for the 2 ms handler), SERVER_CPU (0), CLIENT_CPU (1).
+# CONNECTIONS (32; 8 for the 2 ms handler), SERVER_CPU (0), CLIENT_CPU (1),
+# TLS (1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,11 +29,14 @@ DURATION=${DURATION:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+TLS=${TLS:-1}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 redis_server=$(command -v redis-server || echo /usr/bin/redis-server)
 [ -x "$redis_server" ] || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
-cargo build --release --example replica --features redis --quiet
+features=redis
+[ "$TLS" = 1 ] && features=redis-tls
+cargo build --release --example replica --features "$features" --quiet
 target_dir=$(cargo metadata --no-deps --format-version 1 | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
 
 work=$(mktemp -d)
@@ -37,28 +44,50 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-taskset -c "$SERVER_CPU" "$redis_server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+tls=()
+if [ "$TLS" = 1 ]; then
+    command -v openssl >/dev/null || { echo "openssl is needed for TLS=1: apt-get install openssl (or TLS=0)" >&2; exit 1; }
+    tls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    (
+        cd "$work"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=bench CA" -keyout ca.key -out ca.pem 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out server.pem 2>/dev/null
+    )
+    tls=(--tls-port "$tls_port" --tls-cert-file "$work/server.pem" --tls-key-file "$work/server.key"
+        --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients no)
+fi
+taskset -c "$SERVER_CPU" "$redis_server" --port "$port" "${tls[@]}" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
 done
 
+# start_replica NAME URL [replica flags...]
 start_replica() {
+    local name=$1 url=$2
+    shift 2
     taskset -c "$SERVER_CPU" "$target_dir/release/examples/replica" 127.0.0.1:0 \
-        --redis "redis://127.0.0.1:$port/" --db "$work/notes.db" >"$work/$1.log" 2>&1 &
+        --redis "$url" --db "$work/notes.db" "$@" >"$work/$name.log" 2>&1 &
     pids+=($!)
-    echo $! >"$work/$1.pid"
+    echo $! >"$work/$name.pid"
     for _ in $(seq 1 100); do
-        grep -q 'listening on' "$work/$1.log" && break
+        grep -q 'listening on' "$work/$name.log" && break
         sleep 0.1
     done
 }
-start_replica a
-start_replica b
+start_replica a "redis://127.0.0.1:$port/"
+start_replica b "redis://127.0.0.1:$port/"
 a=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/a.log")
 b=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/b.log")
 a_pid=$(cat "$work/a.pid")
+if [ "$TLS" = 1 ]; then
+    start_replica t "rediss://127.0.0.1:$tls_port/" --redis-ca "$work/ca.pem"
+    t=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/t.log")
+    t_pid=$(cat "$work/t.pid")
+fi
 
 # Fills through B (the same Host on both replicas, as behind a load
 # balancer), for the Redis and in-memory caches of each.
@@ -85,15 +114,16 @@ redis_calls() {
         awk -F'[=,:]' '/^cmdstat_(evalsha|eval|mget|script|info|scan|unlink):/ { s += $3 } END { print s }'
 }
 
-# run LABEL CONNECTIONS URL [wrk args...]: one wrk run against replica A,
-# one row of results (server CPU is replica A's).
+# run LABEL CONNECTIONS URL [wrk args...]: one wrk run against replica A
+# (or the replica whose pid is in $measured), one row of results (server
+# CPU is that replica's).
 run() {
     local label=$1 connections=$2 url=$3
     shift 3
-    local before after out
-    before=$(ticks "$a_pid")
+    local before after out pid=${measured:-$a_pid}
+    before=$(ticks "$pid")
     out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$connections" -d"${DURATION}s" --latency -H "Host: $host" "$@" "$url")
-    after=$(ticks "$a_pid")
+    after=$(ticks "$pid")
     record "$label" "$out" $((after - before))
 }
 
@@ -125,6 +155,10 @@ for rep in $(seq 1 "$REPS"); do
     run slow_no_cache 8 "$a/none/slow/1k" -H "If-None-Match: $tag_slow"
     run slow_memory_hit 8 "$a/memory/slow/1k" -H "If-None-Match: $tag_slow"
     run slow_redis_hit 8 "$a/slow/1k" -H "If-None-Match: $tag_slow"
+    if [ "$TLS" = 1 ]; then
+        measured=$t_pid run redis_hit_1m_tls "$CONNECTIONS" "$t/content/1m" -H "If-None-Match: $tag_1m"
+        run redis_hit_1m_plain "$CONNECTIONS" "$a/content/1m" -H "If-None-Match: $tag_1m"
+    fi
 done
 curl -s "$a/stats" >"$work/stats.json"
 
@@ -146,6 +180,8 @@ print(f"  1 MiB Redis hit / tagged 200           {ratio('redis_hit_1m', 'tagged_
 print(f"  1 MiB Redis hit / in-memory hit        {ratio('redis_hit_1m', 'memory_hit_1m')}")
 print(f"  both replicas / replica A alone        {ratio('redis_hit_1m_both', 'redis_hit_1m')}")
 print(f"  2 ms handler: Redis hit / no cache     {ratio('slow_redis_hit', 'slow_no_cache')}")
+if "redis_hit_1m_tls" in runs.runs:
+    print(f"  1 MiB Redis hit: TLS / plain TCP       {ratio('redis_hit_1m_tls', 'redis_hit_1m_plain')}")
 print(f"Redis commands sent per hit: {statistics.median(commands):.3f}")
 print(f"replica A's Redis cache: {stats['redis']}")
 PY
