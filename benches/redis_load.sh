@@ -111,7 +111,15 @@ hz=$(getconf CLK_TCK)
 # run inside Redis (TIME, GET, SET...) are not round trips and not counted.
 redis_calls() {
     redis-cli -p "$port" INFO commandstats | tr -d '\r' |
-        awk -F'[=,:]' '/^cmdstat_(evalsha|eval|mget|script|info|scan|unlink):/ { s += $3 } END { print s }'
+        awk -F'[=,:]' '/^cmdstat_(evalsha|eval|mget|time|script|info|scan|unlink):/ { s += $3 } END { print s }'
+}
+
+# Microseconds Redis spent in the commands clients sent (INFO's excluded;
+# a script's time includes the commands it runs, which commandstats also
+# lists on their own lines and are not added again), from its own counters.
+redis_usec() {
+    redis-cli -p "$port" INFO commandstats | tr -d '\r' |
+        awk -F'[=,:]' '/^cmdstat_(evalsha|eval|mget|time|script|scan|unlink):/ { s += $5 } END { print s + 0 }'
 }
 
 # run LABEL CONNECTIONS URL [wrk args...]: one wrk run against replica A
@@ -143,8 +151,10 @@ for rep in $(seq 1 "$REPS"); do
     run tagged_1m "$CONNECTIONS" "$a/none/content/1m"
     run memory_hit_1m "$CONNECTIONS" "$a/memory/content/1m" -H "If-None-Match: $tag_1m"
     calls=$(redis_calls)
+    usec=$(redis_usec)
     run redis_hit_1m "$CONNECTIONS" "$a/content/1m" -H "If-None-Match: $tag_1m"
-    echo "redis_commands,$rep,$(($(redis_calls) - calls - 1)),$(tail -n1 "$work/runs.csv" | cut -d, -f7)" >>"$work/commands.csv"
+    hits=$(tail -n1 "$work/runs.csv" | cut -d, -f7)
+    echo "redis_commands,$rep,$(($(redis_calls) - calls - 1)),$hits,$(($(redis_usec) - usec))" >>"$work/commands.csv"
     # Both replicas at once, half the connections each.
     out_a=$work/both_a.txt out_b=$work/both_b.txt
     taskset -c "$CLIENT_CPU" wrk -t1 -c$((CONNECTIONS / 2)) -d"${DURATION}s" --latency -H "Host: $host" -H "If-None-Match: $tag_1m" "$a/content/1m" >"$out_a" &
@@ -169,7 +179,9 @@ sys.path.insert(0, "benches")
 from loadstats import WrkRows
 
 runs = WrkRows(sys.argv[1])
-commands = [int(line.split(",")[2]) / int(line.split(",")[3]) for line in open(sys.argv[2])]
+rows = [line.strip().split(",") for line in open(sys.argv[2])]
+commands = [int(row[2]) / int(row[3]) for row in rows]
+redis_us = [int(row[4]) / int(row[3]) for row in rows]
 stats = json.load(open(sys.argv[3]))
 # Two wrk at once: their total requests/s only.
 runs.print_table(totals_only={"redis_hit_1m_both"})
@@ -183,5 +195,8 @@ print(f"  2 ms handler: Redis hit / no cache     {ratio('slow_redis_hit', 'slow_
 if "redis_hit_1m_tls" in runs.runs:
     print(f"  1 MiB Redis hit: TLS / plain TCP       {ratio('redis_hit_1m_tls', 'redis_hit_1m_plain')}")
 print(f"Redis commands sent per hit: {statistics.median(commands):.3f}")
+print(f"Redis's own time per hit (INFO commandstats usec): {statistics.median(redis_us):.2f} µs "
+      f"({min(redis_us):.2f}–{max(redis_us):.2f}), "
+      f"so one Redis core serves about {1e6 / statistics.median(redis_us):,.0f} hits/s")
 print(f"replica A's Redis cache: {stats['redis']}")
 PY
