@@ -103,7 +103,9 @@
 //!   write waits for one round trip before its handler runs (the arrival
 //!   invalidation) and one before its response goes out (its end), so that
 //!   no request that follows the response finds what it replaced.
-//! - Each operation is a Lua script, atomic on the server; generations move
+//! - A lookup is one `MGET` of the generation and the entry (a Lua script
+//!   when the generation is missing); every other operation is a Lua
+//!   script, atomic on the server; generations move
 //!   to `max(g + 1, server time in µs)`, so losing a record (a restart
 //!   empty, an eviction) causes misses, never a stale hit. A dataset that
 //!   rolls back (a restart from a snapshot, a failover to a replica that

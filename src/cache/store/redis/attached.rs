@@ -6,6 +6,7 @@
 use std::{
     fmt,
     future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -16,6 +17,7 @@ use std::{
 
 use http::HeaderName;
 use redis::{Cmd, FromRedisValue, ScriptInvocation, Value};
+use sync_wrapper::SyncWrapper;
 use tokio::{runtime::Handle, task::JoinHandle};
 
 use super::{
@@ -165,6 +167,16 @@ impl<T> Task<T> {
     }
 }
 
+/// A future run by the task that waits for its answer. Wrapped so that it
+/// is `Sync` as `Later` requires (it is only ever polled through `&mut`).
+struct Inline<T>(SyncWrapper<Pin<Box<dyn Future<Output = T> + Send>>>);
+
+impl<T> Later<T> for Inline<T> {
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<T> {
+        self.0.get_mut().as_mut().poll(cx)
+    }
+}
+
 impl<T: Send + Sync> Later<T> for Task<T> {
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<T> {
         std::pin::Pin::new(&mut self.handle).poll(cx).map(|result| {
@@ -193,7 +205,9 @@ impl Store for Attached {
             return Answer::Now(None);
         }
         let this = Arc::clone(&self.0);
-        let task = self.0.connection.runtime.spawn(async move {
+        // Run by the request's own task (no task of its own: nothing is
+        // left to finish if the request goes away).
+        let lookup = async move {
             let lookup = async {
                 // One connection for the lookup, the epoch and the fill.
                 let link = this.connection.link.get().await;
@@ -204,8 +218,8 @@ impl Store for Attached {
                 Ok(lookup)
             };
             this.guarded("lookup", lookup).await
-        });
-        Answer::Later(Task::new(task, None, "lookup"))
+        };
+        Answer::Later(Box::new(Inline(SyncWrapper::new(Box::pin(lookup)))))
     }
 
     fn fill(&self, fill: Fill, done: FillDone) {
@@ -342,12 +356,28 @@ impl Inner {
         self.life_ms().min(PROBATION_MS)
     }
 
+    /// Reads the resource's generation and the entry in one command
+    /// (`MGET`: both keys are in the resource's hash slot, read together);
+    /// the server's time for the entry's age comes from the connection's
+    /// clock. Only when the generation is missing (or not one a script
+    /// would accept) does the lookup script run, which creates it.
     async fn lookup(&self, link: &Verified, resource: Key, key: Key) -> Result<Lookup, Failure> {
         let connection = &self.connection;
+        let generation_key = connection.keys.generation(resource);
+        let entry_key = connection.keys.entry(resource, key);
+        let mut read = redis::cmd("MGET");
+        read.arg(&generation_key).arg(&entry_key);
+        let values: Vec<Value> = self.query(link, &read).await?;
+        let generation = values.first().and_then(generation);
+        if let (Some(generation), Some(entry)) = (generation, values.get(1)) {
+            return self
+                .looked_up(link, generation, link.clock.now(), entry)
+                .await;
+        }
         let mut invocation = connection.scripts.lookup.prepare_invoke();
         invocation
-            .key(connection.keys.generation(resource))
-            .key(connection.keys.entry(resource, key))
+            .key(generation_key)
+            .key(entry_key)
             .arg(self.probation_ms());
         let reply = self.run_on(link, &invocation).await?;
         let Value::Array(items) = reply else {
@@ -355,8 +385,21 @@ impl Inner {
         };
         let generation = items.first().and_then(number).ok_or(Failure::Reply)?;
         let clock = items.get(1).and_then(number).ok_or(Failure::Reply)?;
-        let entry = match items.get(2) {
-            Some(Value::BulkString(bytes)) => {
+        let entry = items.get(2).unwrap_or(&Value::Nil);
+        self.looked_up(link, generation, clock, entry).await
+    }
+
+    /// A lookup's answer from the resource's `generation`, the server's
+    /// time `clock` (µs) and the stored `entry` (nil when none).
+    async fn looked_up(
+        &self,
+        link: &Verified,
+        generation: u64,
+        clock: u64,
+        entry: &Value,
+    ) -> Result<Lookup, Failure> {
+        let entry = match entry {
+            Value::BulkString(bytes) => {
                 let read = codec::decode(bytes, &self.vary, clock, self.time_to_live);
                 match read {
                     // Stored before the dataset may have rolled back: what
@@ -754,6 +797,22 @@ fn chunks_of_one_kind(items: &[(Item, u64)]) -> impl Iterator<Item = &[(Item, u6
         .flat_map(|run| run.chunks(CHUNK))
 }
 
+/// A generation as the scripts accept it (`valid` in `prelude.lua`): a
+/// positive integer below 2^53 in canonical decimal form. Anything else
+/// (missing, written by hand, past 2^53) is left to the lookup script,
+/// which replaces it.
+fn generation(value: &Value) -> Option<u64> {
+    let Value::BulkString(bytes) = value else {
+        return None;
+    };
+    let canonical = !bytes.is_empty()
+        && bytes.len() <= 16
+        && bytes[0] != b'0'
+        && bytes.iter().all(u8::is_ascii_digit);
+    let n: u64 = std::str::from_utf8(bytes).ok()?.parse().ok()?;
+    (canonical && n < 1 << 53).then_some(n)
+}
+
 /// A decimal integer reply (Redis strings and integers).
 fn number(value: &Value) -> Option<u64> {
     match value {
@@ -767,6 +826,32 @@ fn number(value: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generations_are_read_as_the_scripts_accept_them() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(generation(&bulk("1")), Some(1));
+        assert_eq!(
+            generation(&bulk("1733222333444555")),
+            Some(1_733_222_333_444_555)
+        );
+        assert_eq!(generation(&bulk("9007199254740991")), Some((1 << 53) - 1));
+        for refused in [
+            "",
+            "0",
+            "01",
+            "-1",
+            "+1",
+            "1.0",
+            " 1",
+            "9007199254740992",
+            "x",
+        ] {
+            assert_eq!(generation(&bulk(refused)), None, "{refused:?}");
+        }
+        assert_eq!(generation(&Value::Nil), None);
+        assert_eq!(generation(&Value::Int(5)), None);
+    }
 
     #[test]
     fn numbers_are_read_from_integers_and_decimal_strings_only() {

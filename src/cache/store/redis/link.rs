@@ -31,7 +31,8 @@
 //! the store manages its connection itself instead of using redis-rs'
 //! `ConnectionManager`: that one reconnects in the background and sends
 //! the next command on the new connection before anything could verify it.
-//! Redis must allow the store's user `INFO`, `SCRIPT LOAD` and `EVALSHA`.
+//! Redis must allow the store's user `INFO`, `SCRIPT LOAD`, `EVALSHA`,
+//! `MGET` and `TIME`.
 //!
 //! The same step loads every script, so the first operation after Redis
 //! started does not pay a `NOSCRIPT` round trip (and a slow `SCRIPT LOAD`
@@ -39,10 +40,10 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Weak,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use redis::{
@@ -85,6 +86,50 @@ pub(super) struct Verified {
     /// Tells this connection from the ones before and after it: a fill
     /// runs only on the connection its lookup ran on.
     pub(super) serial: u64,
+    /// The server's clock, as read when the connection was made and at each
+    /// check since.
+    pub(super) clock: Arc<ServerClock>,
+}
+
+/// The server's clock seen from this process: the difference between the
+/// server's `TIME` and this process's monotonic clock, in microseconds, set
+/// from a `TIME` reply. A lookup reads the server's time from it instead of
+/// asking the server, so that a hit needs no script (entries' ages are
+/// counted on the server's clock; an error of a round trip, or of the drift
+/// between two checks a second apart, is nothing against a time-to-live).
+#[derive(Debug)]
+pub(super) struct ServerClock {
+    origin: Instant,
+    offset: AtomicI64,
+}
+
+impl ServerClock {
+    fn new(server_us: u64) -> Self {
+        let clock = Self {
+            origin: Instant::now(),
+            offset: AtomicI64::new(0),
+        };
+        clock.set(server_us);
+        clock
+    }
+
+    fn local_us(&self) -> i64 {
+        i64::try_from(self.origin.elapsed().as_micros()).unwrap_or(i64::MAX)
+    }
+
+    fn set(&self, server_us: u64) {
+        let server = i64::try_from(server_us).unwrap_or(i64::MAX);
+        self.offset
+            .store(server.saturating_sub(self.local_us()), Ordering::Relaxed);
+    }
+
+    /// The server's time now (µs since the Unix epoch), estimated.
+    pub(super) fn now(&self) -> u64 {
+        let now = self
+            .local_us()
+            .saturating_add(self.offset.load(Ordering::Relaxed));
+        u64::try_from(now).unwrap_or(0)
+    }
 }
 
 #[derive(Clone)]
@@ -200,11 +245,13 @@ impl Link {
             .arg(&identity)
             .arg(margin);
         let barrier: u64 = invocation.invoke_async(&mut connection).await?;
+        let clock = Arc::new(ServerClock::new(server_time(&mut connection).await?));
         let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
         let verified = Verified {
             connection,
             barrier,
             serial,
+            clock,
         };
         Ok((verified, identity))
     }
@@ -261,6 +308,7 @@ async fn keep_connected(link: Weak<Link>) {
             failing = false;
         }
         let serial = verified.serial;
+        let clock = Arc::clone(&verified.clock);
         let mut connection = verified.connection.clone();
         this.state.send_replace(State::Up(verified));
         let mut state = this.state.subscribe();
@@ -271,8 +319,12 @@ async fn keep_connected(link: Weak<Link>) {
             if tokio::time::timeout(CHECK_INTERVAL, down).await.is_ok() {
                 break;
             }
-            let checked =
-                tokio::time::timeout(CONNECT_TIMEOUT, self::identity(&mut connection)).await;
+            let check = async {
+                let identity = self::identity(&mut connection).await?;
+                clock.set(server_time(&mut connection).await?);
+                Ok::<_, RedisError>(identity)
+            };
+            let checked = tokio::time::timeout(CONNECT_TIMEOUT, check).await;
             let Some(this) = link.upgrade() else { return };
             // Another identity, an error, or no answer (a server gone
             // without closing the connection; a paused one is reconnected
@@ -292,6 +344,12 @@ async fn keep_connected(link: Weak<Link>) {
             (backoff * 2).min(MAX_BACKOFF)
         };
     }
+}
+
+/// The server's clock (`TIME`), in microseconds since the Unix epoch.
+async fn server_time(connection: &mut MultiplexedConnection) -> Result<u64, RedisError> {
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(connection).await?;
+    Ok(seconds.saturating_mul(1_000_000).saturating_add(micros))
 }
 
 /// The identity of the server behind `connection`: its run id and its

@@ -22,9 +22,12 @@
 //!
 //! # Atomicity and generations
 //!
-//! Each operation is one Lua script (`EVALSHA`, loaded again on `NOSCRIPT`
-//! by the client): a lookup reads the generation (creating it if missing)
-//! and the entry; a fill stores only if the generation is the one read at
+//! A lookup reads the generation and the entry in one `MGET` (one hash
+//! slot: read together), and compares them here, on the server's clock as
+//! the connection last read it ([`link::ServerClock`]); only when the
+//! generation is missing does it run the lookup script, which creates it.
+//! Every other operation is one Lua script (`EVALSHA`, loaded again on
+//! `NOSCRIPT` by the client): a fill stores only if the generation is the one read at
 //! arrival and no write is under way; an invalidation moves the generation
 //! to `max(g + 1, server time in µs)`. Generations are therefore never
 //! reused, also after Redis restarts empty or evicts a generation: a lost
