@@ -220,6 +220,8 @@ pub struct Link {
     up: Arc<AtomicBool>,
     /// How long what the client sends is held (µs).
     delay: Arc<AtomicU64>,
+    /// The names of the commands clients sent, in order (upper case).
+    commands: Arc<std::sync::Mutex<Vec<String>>>,
     target: Arc<std::sync::Mutex<SocketAddr>>,
     generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -233,10 +235,12 @@ impl Link {
         let generation = Arc::new(generation);
         let target = Arc::new(std::sync::Mutex::new(target));
         let delay = Arc::new(AtomicU64::new(0));
+        let commands = Arc::new(std::sync::Mutex::new(Vec::new()));
         let link = Self {
             addr,
             up: up.clone(),
             delay: delay.clone(),
+            commands: commands.clone(),
             target: target.clone(),
             generation: generation.clone(),
         };
@@ -252,6 +256,7 @@ impl Link {
                 let mut cut = generation.subscribe();
                 let target = *target.lock().unwrap();
                 let delay = delay.clone();
+                let commands = commands.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
@@ -260,11 +265,14 @@ impl Link {
                     let (mut from_server, mut to_server) = server.into_split();
                     let up = async {
                         let mut buffer = vec![0; 64 * 1024];
+                        let mut parser = Commands::default();
                         loop {
                             let n = from_client.read(&mut buffer).await?;
                             if n == 0 {
                                 return to_server.shutdown().await;
                             }
+                            let names = parser.feed(&buffer[..n]);
+                            commands.lock().unwrap().extend(names);
                             let held = delay.load(Ordering::SeqCst);
                             if held > 0 {
                                 tokio::time::sleep(Duration::from_micros(held)).await;
@@ -292,6 +300,11 @@ impl Link {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// The names of the commands clients sent since the last call.
+    pub fn take_commands(&self) -> Vec<String> {
+        std::mem::take(&mut *self.commands.lock().unwrap())
+    }
+
     /// Holds what clients send for `delay` before it goes on.
     pub fn slow_down(&self, delay: Duration) {
         self.delay.store(delay.as_micros() as u64, Ordering::SeqCst);
@@ -305,5 +318,60 @@ impl Link {
     pub fn switch_to(&self, target: SocketAddr) {
         *self.target.lock().unwrap() = target;
         self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// Reads command names out of what a client sends: RESP arrays of bulk
+/// strings (`*N`, then N times `$len` and the bytes), which is all a
+/// client sends once connected.
+#[derive(Default)]
+struct Commands {
+    pending: Vec<u8>,
+}
+
+impl Commands {
+    /// Feeds bytes; returns the names of the commands completed by them.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let mut names = Vec::new();
+        loop {
+            match Self::parse(&self.pending) {
+                Some((name, used)) => {
+                    names.push(name);
+                    self.pending.drain(..used);
+                }
+                None => return names,
+            }
+        }
+    }
+
+    /// The first complete command in `input`: its name and its length.
+    fn parse(input: &[u8]) -> Option<(String, usize)> {
+        let line = |at: usize| -> Option<(&[u8], usize)> {
+            let end = input.get(at..)?.windows(2).position(|w| w == b"\r\n")? + at;
+            Some((&input[at..end], end + 2))
+        };
+        let (header, mut at) = line(0)?;
+        let count: usize = std::str::from_utf8(header.strip_prefix(b"*")?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let mut name = String::new();
+        for i in 0..count {
+            let (length, start) = line(at)?;
+            let length: usize = std::str::from_utf8(length.strip_prefix(b"$")?)
+                .ok()?
+                .parse()
+                .ok()?;
+            let end = start + length;
+            if input.len() < end + 2 {
+                return None;
+            }
+            if i == 0 {
+                name = String::from_utf8_lossy(&input[start..end]).to_uppercase();
+            }
+            at = end + 2;
+        }
+        Some((name, at))
     }
 }

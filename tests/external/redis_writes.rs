@@ -37,6 +37,7 @@ pub(crate) fn add_to(suite: &mut Suite) {
         thousands_of_pending_invalidations_land_once_redis_answers,
         past_the_bound_pending_invalidations_become_one_clear,
         flushall_leaves_no_old_tag_confirmed,
+        commands_sent_per_hit_miss_fill_and_write,
         a_uri_looked_up_and_never_stored_leaves_a_short_lived_key,
         under_maxmemory_with_allkeys_lru_no_read_confirms_a_replaced_tag,
         grpc_calls_succeed_while_redis_is_away_in_both_write_modes,
@@ -362,6 +363,55 @@ async fn flushall_leaves_no_old_tag_confirmed() {
     // The cache works again on the flushed dataset.
     let tag = until_shared(&a, &[&b], "/notes/1").await;
     write_replaces(&a, &b, "/notes/1", &tag).await;
+}
+
+/// The commands replica `a` sent through `link` since the last call, but
+/// the connection's own checks (`INFO`, `TIME`), sorted.
+fn sent(link: &Link) -> Vec<String> {
+    let mut commands = link.take_commands();
+    commands.retain(|name| name != "INFO" && name != "TIME");
+    commands.sort();
+    commands
+}
+
+async fn commands_sent_per_hit_miss_fill_and_write() {
+    let redis = RedisServer::start();
+    let link = Link::start(redis.addr()).await;
+    let data = Data::default();
+    let a = replica(&link.url(), &data, PATIENT).await;
+    let b = replica(&redis.url(), &data, PATIENT).await;
+    let tag = until_shared(&b, &[&a], "/notes/1").await;
+    let fills = |replica: &Replica| replica.cache.stats().fills;
+    let _ = sent(&link);
+    // A hit: one MGET (generation and entry), nothing else.
+    let (reached, _) = a.revalidate("/notes/1", &tag).await;
+    assert!(!reached);
+    assert_eq!(sent(&link), ["MGET"]);
+    // A revalidation that misses (another tag) on a stored entry: the
+    // MGET; the response confirms the stored entry, which is not stored
+    // again (nothing after the response).
+    let (reached, _) = a.revalidate("/notes/1", "\"other\"").await;
+    assert!(reached);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sent(&link), ["MGET"]);
+    // A GET that cannot hit: the MGET and the tag epoch (a GET), sent
+    // together, one round trip before the handler.
+    let got = fetch(&a, "/notes/1", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sent(&link), ["GET", "MGET"]);
+    // The first GET of a resource: its generation is missing, so the
+    // lookup script creates it; the fill's script after the response.
+    let before = fills(&a);
+    fetch(&a, "/notes/2", &[]).await;
+    eventually("the fill", || fills(&a) > before).await;
+    assert_eq!(sent(&link), ["EVALSHA", "EVALSHA", "GET", "MGET"]);
+    // A write: its arrival and its end, one script each.
+    assert_eq!(
+        put(&a, "/notes/1").await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(sent(&link), ["EVALSHA", "EVALSHA"]);
 }
 
 async fn a_uri_looked_up_and_never_stored_leaves_a_short_lived_key() {

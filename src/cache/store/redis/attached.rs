@@ -211,8 +211,23 @@ impl Store for Attached {
             let lookup = async {
                 // One connection for the lookup, the epoch and the fill.
                 let link = this.connection.link.get().await;
-                let mut lookup = this.lookup(&link, query.resource, query.entry).await?;
-                if query.may_fill && !(query.may_hit && lookup.entry.is_some()) {
+                let resource = (query.resource, query.entry);
+                if query.may_fill && !query.may_hit {
+                    // A GET that cannot hit needs the tag epoch: read with
+                    // the lookup, in the same round trip.
+                    let (lookup, epoch) = futures_util::future::join(
+                        this.lookup(&link, resource.0, resource.1),
+                        this.tag_epoch(&link),
+                    )
+                    .await;
+                    let mut lookup = lookup?;
+                    lookup.tag_epoch = epoch?;
+                    return Ok(lookup);
+                }
+                let mut lookup = this.lookup(&link, resource.0, resource.1).await?;
+                // A revalidation reads the epoch only when it may fill:
+                // no entry found (a hit needs none).
+                if query.may_fill && lookup.entry.is_none() {
                     lookup.tag_epoch = this.tag_epoch(&link).await?;
                 }
                 Ok(lookup)
@@ -431,8 +446,16 @@ impl Inner {
 
     /// The surrogate-tag epoch (in another hash slot than the resource's
     /// keys, hence a command of its own).
+    /// A `GET`; the script (which creates it) only when it is missing or
+    /// not one the scripts accept.
     async fn tag_epoch(&self, link: &Verified) -> Result<u64, Failure> {
         let connection = &self.connection;
+        let mut read = redis::cmd("GET");
+        read.arg(connection.keys.epoch());
+        let value: Value = self.query(link, &read).await?;
+        if let Some(epoch) = generation(&value) {
+            return Ok(epoch);
+        }
         let mut invocation = connection.scripts.tag_epoch.prepare_invoke();
         invocation.key(connection.keys.epoch());
         let value = self.run_on(link, &invocation).await?;
