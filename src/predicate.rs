@@ -257,7 +257,16 @@ impl Predicate for NotForPartialContent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SkipETag;
 
-pub(crate) fn starts_with_ignore_case(value: &HeaderValue, prefix: &[u8]) -> bool {
+/// Whether `headers` say gRPC (`Content-Type: application/grpc…`, as
+/// [`NotForContentType::GRPC`] declines).
+#[cfg_attr(not(feature = "cache"), allow(dead_code))]
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
+        starts_with_ignore_case(value, NotForContentType::GRPC.prefix.as_bytes())
+    })
+}
+
+fn starts_with_ignore_case(value: &HeaderValue, prefix: &[u8]) -> bool {
     let value = value.as_bytes().trim_ascii_start();
     value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
 }

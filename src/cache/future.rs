@@ -19,6 +19,7 @@ use super::{
     body::ResponseBody,
     entry::{Entry, Variant},
     handle::{Counters, Shared, ValidatorCache},
+    hashing::Key,
     miss::Miss,
     read::{varying, Read},
     store::{Answer, Begin, Later, Lookup},
@@ -26,6 +27,7 @@ use super::{
 };
 use crate::{
     outcome::{record, Outcome},
+    predicate::is_grpc,
     protocol::entity_tag::{list_matches, Comparison},
 };
 
@@ -66,6 +68,9 @@ enum After {
     Nothing,
     Fill(Miss, ValidatorCache),
     Write(Write),
+    /// A gRPC call: its target is invalidated only if the answer is not
+    /// gRPC after all.
+    Grpc(ValidatorCache, Key),
 }
 
 /// The request, and the service that takes it once the store has answered.
@@ -107,6 +112,14 @@ where
     /// nothing stored or invalidated.
     pub(crate) fn passthrough(service: &mut S, request: Request<ReqBody>) -> Self {
         Self::inner(service.call(request), After::Nothing)
+    }
+
+    /// A gRPC call (a `POST` whose `Content-Type` is gRPC): no store work
+    /// before it; after it only if its answer is not gRPC.
+    pub(crate) fn grpc(service: &mut S, request: Request<ReqBody>, cache: &ValidatorCache) -> Self {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let resource = cache.shared.hashing.resource(path);
+        Self::inner(service.call(request), After::Grpc(cache.clone(), resource))
     }
 
     /// A `GET` or `HEAD` once the store has been looked up: a 304 from the
@@ -317,6 +330,18 @@ where
                                 continue;
                             }
                         }
+                        (Some(After::Grpc(cache, resource)), Ok(response)) => {
+                            if let Some(Answer::Later(later)) =
+                                not_grpc_after_all(response, &cache, resource)
+                            {
+                                let response = SyncWrapper::new(result.ok());
+                                let later = Box::new(Landed(later));
+                                self.set(Self {
+                                    kind: Kind::Ending { response, later },
+                                });
+                                continue;
+                            }
+                        }
                         // An error: nothing to store, and a write's outcome is
                         // unknown; its guard, dropped here, ends it.
                         _ => {}
@@ -336,6 +361,33 @@ where
                 }
             }
         }
+    }
+}
+
+/// RFC 9111 §4.4 for a `POST` that claimed to be gRPC but was not answered
+/// as gRPC call is (a handler that ignored the request's content type):
+/// after a non-error answer, its target is invalidated, as any write's.
+fn not_grpc_after_all<B>(
+    response: &Response<B>,
+    cache: &ValidatorCache,
+    resource: Key,
+) -> Option<Answer<bool>> {
+    let status = response.status();
+    if is_grpc(response.headers()) || !(status.is_success() || status.is_redirection()) {
+        return None;
+    }
+    let shared = &cache.shared;
+    Counters::add(&shared.counters.invalidations, 1);
+    Some(shared.store.invalidate(vec![resource], false))
+}
+
+/// Waits for an invalidation, whatever it answers (one kept for a retry is
+/// the store's to finish).
+struct Landed(Box<dyn Later<bool>>);
+
+impl Later<()> for Landed {
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll_answer(cx).map(drop)
     }
 }
 

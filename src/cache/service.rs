@@ -13,7 +13,7 @@ use super::{
     body::ResponseBody, future::ResponseFuture, handle::ValidatorCache, read::Read, store::Query,
     write::Write,
 };
-use crate::predicate::starts_with_ignore_case;
+use crate::predicate::is_grpc;
 
 /// Answers revalidations from a [`ValidatorCache`]; built by
 /// [`ValidatorCacheLayer`](super::ValidatorCacheLayer).
@@ -80,9 +80,12 @@ where
                 return ResponseFuture::passthrough(&mut self.inner, req)
             }
             // A gRPC call: a POST to a method's path, which no GET
-            // revalidates; left alone unless the app asked otherwise.
-            _ if !shared.policy.grpc_invalidates && is_grpc(&req) => {
-                return ResponseFuture::passthrough(&mut self.inner, req)
+            // revalidates; not invalidated at its arrival unless the app
+            // asked. Its answer is checked: one that is not gRPC (a handler
+            // that ignored the request's content type) invalidates as any
+            // write's answer does.
+            Method::POST if !shared.policy.grpc_invalidates && is_grpc(req.headers()) => {
+                return ResponseFuture::grpc(&mut self.inner, req, &self.cache)
             }
             // RFC 9111 §4.4: any other method (unsafe, or of unknown safety)
             // invalidates the target: now, before the write runs, so that
@@ -111,13 +114,4 @@ where
         });
         ResponseFuture::lookup(answer, &self.cache, read, req, &mut self.inner)
     }
-}
-
-/// Whether `request` is a gRPC call (`application/grpc`, `+proto`,
-/// `-web`, …: the prefix the ETag layer's predicate declines too).
-fn is_grpc<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|value| starts_with_ignore_case(value, b"application/grpc"))
 }

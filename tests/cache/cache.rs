@@ -431,6 +431,28 @@ async fn a_write_invalidates_every_variant_of_its_target() {
 }
 
 #[tokio::test]
+async fn a_write_that_claims_to_be_grpc_still_invalidates_its_target() {
+    let (addr, app) = start(cache()).await;
+    let grpc = ("content-type", "application/grpc");
+    // Not a POST: a DELETE or a PUT is a write whatever its content type.
+    for method in ["PUT", "DELETE", "POST"] {
+        let tag = fill(addr, "/notes/8", &[]).await;
+        assert!(!reaches_handler(addr, &app, "/notes/8", &tag, &[]).await);
+        let got = send(addr, request(method, "/notes/8", &[grpc]))
+            .await
+            .unwrap();
+        assert!(got.status.is_success(), "{method}");
+        // A POST that says gRPC but is answered as no gRPC call is (a
+        // handler that ignored its content type) is invalidated after its
+        // answer, as RFC 9111 §4.4 asks of every write.
+        assert!(
+            reaches_handler(addr, &app, "/notes/8", &tag, &[]).await,
+            "{method} with {grpc:?} left the old entry"
+        );
+    }
+}
+
+#[tokio::test]
 async fn location_targets_are_invalidated_only_after_success_and_on_the_same_authority() {
     let (addr, app) = start(cache()).await;
     let host = [("host", "a.example")];

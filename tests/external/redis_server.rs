@@ -114,13 +114,27 @@ impl RedisServer {
             .arg(&self.dir)
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.command(&["PING"]).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                // Why, in its own words (a build without TLS says so).
+                let mut why = String::new();
+                if let Some(stderr) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+                    use std::io::Read;
+                    if exited.is_some() {
+                        let _ = stderr.read_to_string(&mut why);
+                    }
+                }
+                panic!("redis-server did not start ({exited:?}): {why}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

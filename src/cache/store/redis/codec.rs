@@ -8,9 +8,12 @@
 //!
 //! A variant's age at a lookup is its age at encoding (on the encoding
 //! replica's monotonic clock) plus the time since the entry was stored, on
-//! Redis's clock, which is the server's wall clock: a step back makes
-//! variants look younger by as much, as it delays Redis's own expiry of the
-//! entry. No replica's wall clock is involved.
+//! Redis's clock, which is the server's wall clock, as the looking-up
+//! replica's connection last read it (`link::ServerClock`: a `TIME` reading
+//! carried forward by its monotonic clock, ahead of the server by at most a
+//! round trip): a step back of the server's clock makes variants look
+//! younger by as much, as it delays Redis's own expiry of the entry. No
+//! replica's wall clock is involved.
 //!
 //! Reading is defensive: anything malformed is `None` (a miss), and every
 //! variant read back is checked again as a fresh response would be before

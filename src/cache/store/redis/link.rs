@@ -32,7 +32,7 @@
 //! `ConnectionManager`: that one reconnects in the background and sends
 //! the next command on the new connection before anything could verify it.
 //! Redis must allow the store's user `INFO`, `SCRIPT LOAD`, `EVALSHA`,
-//! `MGET` and `TIME`.
+//! `MGET`, `GET` and `TIME`.
 //!
 //! The same step loads every script, so the first operation after Redis
 //! started does not pay a `NOSCRIPT` round trip (and a slow `SCRIPT LOAD`
@@ -104,33 +104,55 @@ pub(super) struct ServerClock {
 }
 
 impl ServerClock {
-    fn new(server_us: u64) -> Self {
+    fn new(reading: Reading) -> Self {
         let clock = Self {
-            origin: Instant::now(),
+            origin: reading.asked,
             offset: AtomicI64::new(0),
         };
-        clock.set(server_us);
+        clock.set(reading);
         clock
     }
 
-    fn local_us(&self) -> i64 {
-        i64::try_from(self.origin.elapsed().as_micros()).unwrap_or(i64::MAX)
+    fn local_us(&self, at: Instant) -> i64 {
+        let since = at.saturating_duration_since(self.origin);
+        i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
     }
 
-    fn set(&self, server_us: u64) {
-        let server = i64::try_from(server_us).unwrap_or(i64::MAX);
+    /// Takes a reading, unless its round trip was too long to say when the
+    /// server read its clock. The reading is tied to when `TIME` was sent,
+    /// so the estimate runs ahead of the server by at most the round trip:
+    /// entries then look older, never younger, than they are.
+    fn set(&self, reading: Reading) {
+        if reading.answered.duration_since(reading.asked) > MAX_CLOCK_ROUND_TRIP
+            && self.offset.load(Ordering::Relaxed) != 0
+        {
+            return;
+        }
+        let server = i64::try_from(reading.server_us).unwrap_or(i64::MAX);
+        let local = self.local_us(reading.asked);
         self.offset
-            .store(server.saturating_sub(self.local_us()), Ordering::Relaxed);
+            .store(server.saturating_sub(local), Ordering::Relaxed);
     }
 
     /// The server's time now (µs since the Unix epoch), estimated.
     pub(super) fn now(&self) -> u64 {
         let now = self
-            .local_us()
+            .local_us(Instant::now())
             .saturating_add(self.offset.load(Ordering::Relaxed));
         u64::try_from(now).unwrap_or(0)
     }
 }
+
+/// A reading of the server's clock: when `TIME` was sent and answered here,
+/// and what it said.
+struct Reading {
+    asked: Instant,
+    answered: Instant,
+    server_us: u64,
+}
+
+/// The longest round trip of a `TIME` reading that replaces the last one.
+const MAX_CLOCK_ROUND_TRIP: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 enum State {
@@ -346,10 +368,16 @@ async fn keep_connected(link: Weak<Link>) {
     }
 }
 
-/// The server's clock (`TIME`), in microseconds since the Unix epoch.
-async fn server_time(connection: &mut MultiplexedConnection) -> Result<u64, RedisError> {
+/// The server's clock (`TIME`, in microseconds since the Unix epoch), and
+/// when it was asked and answered here.
+async fn server_time(connection: &mut MultiplexedConnection) -> Result<Reading, RedisError> {
+    let asked = Instant::now();
     let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(connection).await?;
-    Ok(seconds.saturating_mul(1_000_000).saturating_add(micros))
+    Ok(Reading {
+        asked,
+        answered: Instant::now(),
+        server_us: seconds.saturating_mul(1_000_000).saturating_add(micros),
+    })
 }
 
 /// The identity of the server behind `connection`: its run id and its
@@ -376,5 +404,33 @@ async fn identity(connection: &mut MultiplexedConnection) -> Result<String, Redi
             redis::ErrorKind::Parse,
             "INFO lacks run_id or master_replid",
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_runs_from_a_reading_and_ignores_slow_ones() {
+        let asked = Instant::now();
+        let reading = |asked: Instant, round_trip_ms: u64, server_us: u64| Reading {
+            asked,
+            answered: asked + Duration::from_millis(round_trip_ms),
+            server_us,
+        };
+        let clock = ServerClock::new(reading(asked, 1, 5_000_000_000));
+        let elapsed = u64::try_from(asked.elapsed().as_micros()).unwrap();
+        let now = clock.now();
+        // Tied to when TIME was sent: the estimate is the reading plus the
+        // time since.
+        assert!(now >= 5_000_000_000 + elapsed, "{now}");
+        assert!(now <= 5_000_000_000 + elapsed + 1_000_000, "{now}");
+        // A reading with a long round trip does not replace it.
+        clock.set(reading(Instant::now(), 200, 9_000_000_000));
+        assert!(clock.now() < 6_000_000_000);
+        // A prompt one does (a server clock stepped forward).
+        clock.set(reading(Instant::now(), 1, 9_000_000_000));
+        assert!(clock.now() >= 9_000_000_000);
     }
 }

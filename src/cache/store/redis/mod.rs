@@ -256,7 +256,8 @@ impl RedisStoreBuilder {
     /// The redis client for the URL and TLS settings.
     fn client(&self) -> Result<Client, RedisStoreError> {
         let scheme = self.url.split_once("://").map_or("", |(scheme, _)| scheme);
-        let tls = scheme.eq_ignore_ascii_case("rediss");
+        // The schemes the redis client reads as TLS.
+        let tls = scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys");
         let custom = self.tls_roots.is_some() || self.tls_identity.is_some();
         if !tls && custom {
             return Err(RedisStoreError::new(ErrorKind::TlsSettingsWithoutTls));
