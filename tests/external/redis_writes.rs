@@ -69,6 +69,32 @@ async fn assert_all_miss(replicas: &[(&str, &Replica)], path: &str, tag: &str) {
     }
 }
 
+/// Redis, a link to it the test controls, and two replicas: `a` through the
+/// link, `b` directly; both reach Redis when it returns.
+struct Linked {
+    redis: RedisServer,
+    link: Link,
+    data: Data,
+    a: Replica,
+    b: Replica,
+}
+
+async fn linked(timeout: Duration, time_to_live: Duration) -> Linked {
+    let redis = RedisServer::start();
+    let link = Link::start(redis.addr()).await;
+    let data = Data::default();
+    let a = replica_living(&link.url(), &data, timeout, time_to_live).await;
+    let b = replica_living(&redis.url(), &data, timeout, time_to_live).await;
+    until_shared(&a, &[&b], "/notes/0").await;
+    Linked {
+        redis,
+        link,
+        data,
+        a,
+        b,
+    }
+}
+
 /// Starts a `PUT` of a `/held/..` path through `replica` and returns once
 /// its handler runs (the write has begun in Redis); the handler then waits
 /// for `held.commit` and `held.respond`.
@@ -108,17 +134,18 @@ async fn a_write_slower_than_the_time_to_live_leaves_no_stale_tag() {
 }
 
 async fn response_waits_for_the_end(lost: Lost) {
-    let redis = RedisServer::start();
-    // The writer reaches Redis through a link the test slows down.
-    let link = Link::start(redis.addr()).await;
-    let data = Data::default();
     let time_to_live = match lost {
         Lost::Deleted => LIVE,
         Lost::Expired => Duration::from_secs(1),
     };
-    let a = replica_living(&link.url(), &data, PATIENT, time_to_live).await;
-    let b = replica_living(&redis.url(), &data, PATIENT, time_to_live).await;
-    until_shared(&a, &[&b], "/notes/0").await;
+    // The writer reaches Redis through a link the test slows down.
+    let Linked {
+        redis,
+        link,
+        data,
+        a,
+        b,
+    } = linked(PATIENT, time_to_live).await;
     // A PUT through A has begun in Redis; its handler waits.
     let held = data.held.clone();
     let write = held_put(&held, &a, "/held/1").await;
@@ -212,12 +239,13 @@ async fn a_strict_write_that_redis_does_not_confirm_is_refused_and_writes_nothin
 }
 
 async fn a_write_end_that_did_not_land_is_retried_and_fills_resume() {
-    let redis = RedisServer::start();
-    let link = Link::start(redis.addr()).await;
-    let data = Data::default();
-    let a = replica(&link.url(), &data, TIMEOUT_FAULTS).await;
-    let b = replica(&redis.url(), &data, TIMEOUT_FAULTS).await;
-    until_shared(&a, &[&b], "/notes/0").await;
+    let Linked {
+        redis,
+        link,
+        data,
+        a,
+        b,
+    } = linked(TIMEOUT_FAULTS, LIVE).await;
     // A's PUT begins in Redis; A is cut off from Redis before it ends.
     let held = data.held.clone();
     let write = held_put(&held, &a, "/held/2").await;
@@ -247,14 +275,14 @@ async fn a_write_end_that_did_not_land_is_retried_and_fills_resume() {
 }
 
 async fn a_write_end_slowed_by_a_script_load_is_retried_and_fills_resume() {
-    let redis = RedisServer::start();
-    let link = Link::start(redis.addr()).await;
-    let data = Data::default();
-    let timeout = Duration::from_millis(60);
     let delay = Duration::from_millis(40);
-    let a = replica(&link.url(), &data, timeout).await;
-    let b = replica(&redis.url(), &data, timeout).await;
-    until_shared(&a, &[&b], "/notes/0").await;
+    let Linked {
+        redis,
+        link,
+        data,
+        a,
+        b,
+    } = linked(Duration::from_millis(60), LIVE).await;
     let held = data.held.clone();
     let write = held_put(&held, &a, "/held/3").await;
     held.commit.notify_one();
