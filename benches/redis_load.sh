@@ -7,6 +7,7 @@
 # Redis, and one run drives both replicas at once.
 #
 # - 1 MiB: a Redis hit, an in-memory hit and the tagged 200 it saves;
+#   1 KiB: a Redis hit and an in-memory hit;
 # - a handler that awaits 2 ms (as a database query would): latency of a
 #   Redis hit, an in-memory hit and the same revalidation without a cache
 #   (the handler runs, the ETag layer turns its 200 into a 304);
@@ -101,8 +102,10 @@ time.sleep(0.2)  # fills are stored in the background
 PY
 }
 tag_1m=$(etag_of "$b/content/1m")
+tag_1k=$(etag_of "$b/content/1k")
 tag_slow=$(etag_of "$b/slow/1k")
 etag_of "$a/memory/content/1m" >/dev/null
+etag_of "$a/memory/content/1k" >/dev/null
 etag_of "$a/memory/slow/1k" >/dev/null
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -164,6 +167,8 @@ for rep in $(seq 1 "$REPS"); do
     wait $!
     rps=$(awk '/^Requests\/sec/ { s += $2 } END { print s }' "$out_a" "$out_b")
     echo "redis_hit_1m_both,$rep,$rps,0,0,0,0" | tee -a "$work/runs.csv"
+    run memory_hit_1k "$CONNECTIONS" "$a/memory/content/1k" -H "If-None-Match: $tag_1k"
+    run redis_hit_1k "$CONNECTIONS" "$a/content/1k" -H "If-None-Match: $tag_1k"
     run slow_no_cache 8 "$a/none/slow/1k" -H "If-None-Match: $tag_slow"
     run slow_memory_hit 8 "$a/memory/slow/1k" -H "If-None-Match: $tag_slow"
     run slow_redis_hit 8 "$a/slow/1k" -H "If-None-Match: $tag_slow"
@@ -192,6 +197,7 @@ print()
 print("paired ratios of requests/s, median (range):")
 print(f"  1 MiB Redis hit / tagged 200           {ratio('redis_hit_1m', 'tagged_1m')}")
 print(f"  1 MiB Redis hit / in-memory hit        {ratio('redis_hit_1m', 'memory_hit_1m')}")
+print(f"  1 KiB Redis hit / in-memory hit        {ratio('redis_hit_1k', 'memory_hit_1k')}")
 print(f"  both replicas / replica A alone        {ratio('redis_hit_1m_both', 'redis_hit_1m')}")
 print(f"  2 ms handler: Redis hit / no cache     {ratio('slow_redis_hit', 'slow_no_cache')}")
 if "redis_hit_1m_tls" in runs.runs:
