@@ -89,19 +89,29 @@ b=$(start_replica b)
 
 # Clients reach every replica under one name, as through a load balancer.
 host=(-H 'Host: notes.example')
-tag=$(curl -s "${host[@]}" -o /dev/null -D - "$a/notes/1" | tr -d '\r' | awk -F': ' 'tolower($1) == "etag" {print $2}')
-[ -n "$tag" ] || { echo "no ETag from replica a"; exit 1; }
-# The fill is stored in the background: wait for it.
+# Replicas reach Redis in the background once started (a TLS handshake
+# takes a while in a debug build): until then requests go to the handlers,
+# as with Redis away. So the GET through a is repeated until its fill is
+# stored (in the background), and the revalidation through b until b's
+# cache answers it.
+tag=""
 for _ in $(seq 1 100); do
-    curl -s "$a/stats" | grep -q '"redis":{[^}]*"fills":1' && break
+    tag=$(curl -s "${host[@]}" -o /dev/null -D - "$a/notes/1" | tr -d '\r' | awk -F': ' 'tolower($1) == "etag" {print $2}')
+    sleep 0.05
+    curl -s "$a/stats" | grep -q '"redis":{[^}]*"fills":[1-9]' && break
+done
+[ -n "$tag" ] || { echo "no ETag from replica a"; exit 1; }
+hit="" b_stats=""
+for _ in $(seq 1 100); do
+    hit=$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -H "If-None-Match: $tag" "$b/notes/1")
+    b_stats=$(curl -s "$b/stats")
+    echo "$b_stats" | grep -q '"redis":{"hits":[1-9]' && break
     sleep 0.05
 done
-hit=$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -H "If-None-Match: $tag" "$b/notes/1")
-b_stats=$(curl -s "$b/stats")
 put=$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -X PUT --data 'Buy oat milk' "$b/notes/1")
 after=$(curl -s "${host[@]}" -w ' %{http_code}' -H "If-None-Match: $tag" "$a/notes/1")
 
-echo "$b_stats" | grep -q '"redis":{"hits":1,"misses":0' || { echo "expected replica b to hit without its handler: $b_stats"; exit 1; }
+echo "$b_stats" | grep -q '"redis":{"hits":[1-9]' || { echo "expected replica b to hit without its handler: $b_stats"; exit 1; }
 [ "$hit" = 304 ] || { echo "expected 304 from replica b, got $hit"; exit 1; }
 [ "$put" = 204 ] || { echo "expected 204 from the PUT through b, got $put"; exit 1; }
 [ "$after" = "Buy oat milk 200" ] || { echo "expected the new note from replica a, got: $after"; exit 1; }
