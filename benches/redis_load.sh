@@ -159,7 +159,8 @@ for rep in $(seq 1 "$REPS"); do
     usec=$(redis_usec)
     run redis_hit_1m "$CONNECTIONS" "$a/content/1m" -H "If-None-Match: $tag_1m"
     hits=$(tail -n1 "$work/runs.csv" | cut -d, -f7)
-    echo "redis_commands,$rep,$(($(redis_calls) - calls - 1)),$hits,$(($(redis_usec) - usec))" >>"$work/commands.csv"
+    # Less the two INFO calls of the readings before the run.
+    echo "redis_commands,$rep,$(($(redis_calls) - calls - 2)),$hits,$(($(redis_usec) - usec))" >>"$work/commands.csv"
     # Both replicas at once, half the connections each.
     out_a=$work/both_a.txt out_b=$work/both_b.txt
     taskset -c "$CLIENT_CPU" wrk -t1 -c$((CONNECTIONS / 2)) -d"${DURATION}s" --latency -H "Host: $host" -H "If-None-Match: $tag_1m" "$a/content/1m" >"$out_a" &
@@ -173,8 +174,14 @@ for rep in $(seq 1 "$REPS"); do
     run slow_memory_hit 8 "$a/memory/slow/1k" -H "If-None-Match: $tag_slow"
     run slow_redis_hit 8 "$a/slow/1k" -H "If-None-Match: $tag_slow"
     if [ "$TLS" = 1 ]; then
-        measured=$t_pid run redis_hit_1m_tls "$CONNECTIONS" "$t/content/1m" -H "If-None-Match: $tag_1m"
-        run redis_hit_1m_plain "$CONNECTIONS" "$a/content/1m" -H "If-None-Match: $tag_1m"
+        # Which goes first alternates with the repetition.
+        if [ $((rep % 2)) = 1 ]; then
+            measured=$t_pid run redis_hit_1m_tls "$CONNECTIONS" "$t/content/1m" -H "If-None-Match: $tag_1m"
+            run redis_hit_1m_plain "$CONNECTIONS" "$a/content/1m" -H "If-None-Match: $tag_1m"
+        else
+            run redis_hit_1m_plain "$CONNECTIONS" "$a/content/1m" -H "If-None-Match: $tag_1m"
+            measured=$t_pid run redis_hit_1m_tls "$CONNECTIONS" "$t/content/1m" -H "If-None-Match: $tag_1m"
+        fi
     fi
 done
 curl -s "$a/stats" >"$work/stats.json"

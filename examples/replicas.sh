@@ -39,7 +39,7 @@ target_dir=$(cargo metadata --no-deps --format-version 1 | grep -o '"target_dire
 work=$(mktemp -d)
 pids=()
 # (SIGCONT first: a Redis left paused would not end on SIGTERM.)
-trap 'kill -CONT "${pids[@]}" 2>/dev/null; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill -CONT "${pids[@]}" 2>/dev/null || true; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 redis_url="redis://127.0.0.1:$port/"
@@ -73,18 +73,25 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
+# start_replica NAME [FLAGS...]: starts a replica (in this shell, so that
+# the trap stops it) and waits until it listens.
 start_replica() {
-    "$target_dir/debug/examples/replica" 127.0.0.1:0 --redis "$redis_url" "${replica_tls[@]}" --db "$work/notes.db" "${@:2}" >"$work/$1.log" 2>&1 &
+    "$target_dir/debug/examples/replica" 127.0.0.1:0 --redis "$redis_url" ${replica_tls[@]+"${replica_tls[@]}"} --db "$work/notes.db" "${@:2}" >"$work/$1.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do
         grep -q 'listening on' "$work/$1.log" && break
         sleep 0.1
     done
-    grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/$1.log" | head -n1
+}
+# The replica's URL, from its log ("" if it never said).
+url_of() {
+    grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/$1.log" | head -n1 || true
 }
 redis_pid=${pids[0]}
-a=$(start_replica a)
-b=$(start_replica b)
+start_replica a
+start_replica b
+a=$(url_of a)
+b=$(url_of b)
 [ -n "$a" ] && [ -n "$b" ] || { cat "$work"/*.log; exit 1; }
 
 # Clients reach every replica under one name, as through a load balancer.
@@ -101,6 +108,7 @@ for _ in $(seq 1 100); do
     curl -s "$a/stats" | grep -q '"redis":{[^}]*"fills":[1-9]' && break
 done
 [ -n "$tag" ] || { echo "no ETag from replica a"; exit 1; }
+curl -s "$a/stats" | grep -q '"redis":{[^}]*"fills":[1-9]' || { echo "replica a never stored its fill: $(curl -s "$a/stats")"; exit 1; }
 hit="" b_stats=""
 for _ in $(seq 1 100); do
     hit=$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -H "If-None-Match: $tag" "$b/notes/1")
@@ -141,7 +149,8 @@ echo "replicas ($mode): If-Match: \"nope\" through a $stale (note kept), If-Matc
 # Strict writes: Redis paused (SIGSTOP: connections stay open, nothing is
 # answered), a PUT through the strict replica c is refused before its
 # handler runs; a PUT through a (default writes) goes on.
-c=$(start_replica c --strict)
+start_replica c --strict
+c=$(url_of c)
 [ -n "$c" ] || { cat "$work"/c.log; exit 1; }
 for _ in $(seq 1 100); do
     [ "$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -X PUT --data 'Buy soy milk' "$c/notes/1")" = 204 ] && break
