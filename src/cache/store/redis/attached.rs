@@ -414,21 +414,18 @@ impl Inner {
         entry: &Value,
     ) -> Result<Lookup, Failure> {
         let entry = match entry {
-            Value::BulkString(bytes) => {
-                let read = codec::decode(bytes, &self.vary, clock, self.time_to_live);
-                match read {
-                    // Stored before the dataset may have rolled back: what
-                    // invalidated it since may be lost (see `link`).
-                    Some(read) if read.stored_at < link.barrier => None,
-                    Some(read) if read.generation == generation => read.entry,
-                    Some(_) => None,
-                    None => {
-                        #[cfg(feature = "tracing")]
-                        tracing::debug!(target: "tower_etag::cache", "tower-etag cache: unreadable entry in Redis, a miss");
-                        None
-                    }
-                }
-            }
+            // The header first: the variants are decoded only for an entry
+            // that can be used.
+            Value::BulkString(bytes) => match codec::peek(bytes) {
+                // Stored before the dataset may have rolled back: what
+                // invalidated it since may be lost (see `link`).
+                Some((stored_at, _)) if stored_at < link.barrier => None,
+                // Filled at another generation: invalidated since.
+                Some((_, filled_at)) if filled_at != generation => None,
+                Some(_) => codec::decode(bytes, &self.vary, clock, self.time_to_live)
+                    .unwrap_or_else(unreadable),
+                None => unreadable(),
+            },
             _ => None,
         };
         let entry = match entry {
@@ -809,6 +806,14 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// An entry that cannot be read (another format, written by hand,
+/// damaged): a miss.
+fn unreadable() -> Option<Entry> {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "tower_etag::cache", "tower-etag cache: unreadable entry in Redis, a miss");
+    None
 }
 
 /// Chunks of at most [`CHUNK`] items, each of one kind (`items` sorted by

@@ -63,34 +63,41 @@ pub(super) fn encode(entry: &Entry, generation: u64) -> Vec<u8> {
     out
 }
 
-/// An entry read back.
-pub(super) struct Read {
-    /// When it was stored (µs on the server's clock).
-    pub(super) stored_at: u64,
-    /// The resource's generation it was filled at.
-    pub(super) generation: u64,
-    /// Its variants younger than the time-to-live, if any.
-    pub(super) entry: Option<Entry>,
+/// When an entry was stored and the generation it was filled at, read
+/// without its variants: a lookup decodes the variants only of an entry it
+/// can use (current generation, stored after the barrier). `None`: not an
+/// entry of this format.
+pub(super) fn peek(value: &[u8]) -> Option<(u64, u64)> {
+    header(value).map(|(stored_at, generation, _)| (stored_at, generation))
 }
 
-/// Reads what the fill script stored: when, the generation and the variants
-/// younger than `time_to_live` at `now` (microseconds on the server's
-/// clock).
-pub(super) fn decode(
-    value: &[u8],
-    vary: &[HeaderName],
-    now: u64,
-    time_to_live: Duration,
-) -> Option<Read> {
+/// The header (the server's clock at the fill, the format, the generation)
+/// and the rest.
+fn header(value: &[u8]) -> Option<(u64, u64, &[u8])> {
     let colon = value.iter().position(|&b| b == b':')?;
     let stored_at: u64 = std::str::from_utf8(&value[..colon]).ok()?.parse().ok()?;
-    // A clock behind the store counts as no time passed.
-    let since = now.saturating_sub(stored_at);
     let input = &mut &value[colon + 1..];
     if u8_(input)? != FORMAT {
         return None;
     }
     let generation = u64_(input)?;
+    Some((stored_at, generation, input))
+}
+
+/// Reads the variants the fill script stored that are younger than
+/// `time_to_live` at `now` (microseconds on the server's clock): `None`
+/// when the value is unreadable, `Some(None)` when no variant is young
+/// enough.
+pub(super) fn decode(
+    value: &[u8],
+    vary: &[HeaderName],
+    now: u64,
+    time_to_live: Duration,
+) -> Option<Option<Entry>> {
+    let (stored_at, _, mut input) = header(value)?;
+    let input = &mut input;
+    // A clock behind the store counts as no time passed.
+    let since = now.saturating_sub(stored_at);
     let count = usize::from(u8_(input)?);
     if count > MAX_VARIANTS {
         return None;
@@ -109,11 +116,7 @@ pub(super) fn decode(
     if !input.is_empty() {
         return None;
     }
-    Some(Read {
-        stored_at,
-        generation,
-        entry: Entry::from_variants(variants),
-    })
+    Some(Entry::from_variants(variants))
 }
 
 /// One variant as stored.
@@ -217,10 +220,8 @@ mod tests {
         // Stored at 50 s on the server's clock: the old variant was filled
         // at about 1 s, the new one at about 50 s.
         let bytes = stored_at(50_000_000, &encode(&entry, 42));
-        let stored = decode(&bytes, &vary, 55_000_000, ttl).unwrap();
-        assert_eq!(stored.generation, 42);
-        assert_eq!(stored.stored_at, 50_000_000);
-        let read = stored.entry.unwrap();
+        assert_eq!(peek(&bytes), Some((50_000_000, 42)));
+        let read = decode(&bytes, &vary, 55_000_000, ttl).unwrap().unwrap();
         assert_eq!(read.variants().len(), 2);
         for (a, b) in read.variants().iter().zip(entry.variants()) {
             assert!(a.lines().eq(b.lines()));
@@ -232,9 +233,9 @@ mod tests {
         assert!((4..=6).contains(&ages[0]), "{ages:?}");
         assert!((53..=55).contains(&ages[1]), "{ages:?}");
         // 62 s: the old variant is past its time.
-        let read = decode(&bytes, &vary, 62_000_000, ttl).unwrap().entry;
+        let read = decode(&bytes, &vary, 62_000_000, ttl).unwrap();
         assert_eq!(read.unwrap().variants().len(), 1);
-        let read = decode(&bytes, &vary, 200_000_000, ttl).unwrap().entry;
+        let read = decode(&bytes, &vary, 200_000_000, ttl).unwrap();
         assert!(read.is_none());
         // Every truncation, and every single-byte change that leaves the
         // value unreadable, is a miss rather than a panic.
@@ -249,6 +250,13 @@ mod tests {
             }
         }
         assert!(decode(b"garbage", &vary, 0, ttl).is_none());
+        // The header alone.
+        assert_eq!(peek(b"garbage"), None);
+        for len in 0..bytes.len() {
+            if let Some(header) = peek(&bytes[..len]) {
+                assert_eq!(header, (50_000_000, 42), "a prefix of {len} bytes");
+            }
+        }
     }
 
     #[test]
@@ -263,7 +271,7 @@ mod tests {
         // once the one that names Accept has expired.
         let narrower = [http::header::ACCEPT_ENCODING];
         assert!(decode(&bytes, &narrower, 0, ttl).is_none());
-        let read = decode(&bytes, &narrower, 2_000_000, ttl).unwrap().entry;
+        let read = decode(&bytes, &narrower, 2_000_000, ttl).unwrap();
         assert_eq!(read.unwrap().variants().len(), 1);
     }
 
@@ -277,7 +285,6 @@ mod tests {
         assert!(decode(&bytes, &narrower, 1_000_000, Duration::from_secs(60)).is_none());
         assert!(decode(&bytes, &vary, 1_000_000, Duration::from_secs(60))
             .unwrap()
-            .entry
             .is_some());
     }
 }
