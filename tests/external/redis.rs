@@ -263,6 +263,22 @@ pub(crate) async fn gated_get(
     (gate, slow)
 }
 
+/// Lets a GET started by [`gated_get`] finish: checks that it answered
+/// `body` (what it read before it waited), gives its fill time to land,
+/// and returns its tag.
+pub(crate) async fn finish_gated_get(
+    gate: Arc<Notify>,
+    slow: tokio::task::JoinHandle<Received>,
+    body: &str,
+) -> String {
+    gate.notify_one();
+    let old = slow.await.unwrap();
+    assert_eq!(old.body, body);
+    // Give its fill every chance to land.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    old.etag().unwrap().to_owned()
+}
+
 /// Generous for functional tests on a busy machine: a timeout here would
 /// turn an expected hit into a miss.
 pub(crate) const PATIENT: Duration = Duration::from_millis(500);
@@ -361,12 +377,7 @@ async fn a_get_that_read_old_data_on_one_replica_stores_nothing_after_a_write_on
     assert_eq!(put.status, StatusCode::NO_CONTENT);
 
     // A's GET finishes with the old data and its tag.
-    gate.notify_one();
-    let old = slow.await.unwrap();
-    assert_eq!(old.body, "note 7 v1");
-    let old_tag = old.etag().unwrap().to_owned();
-    // Give its fill every chance to land.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let old_tag = finish_gated_get(gate, slow, "note 7 v1").await;
     assert_eq!(a.cache.stats().fills, 0, "the fill was refused");
 
     for replica in [&a, &b] {
@@ -417,10 +428,7 @@ async fn a_tagged_get_that_read_old_data_stores_nothing_after_its_tag_is_invalid
     // through B: the resource's own generation does not move.
     *data.versions.lock().unwrap().entry("9".into()).or_insert(1) += 1;
     b.cache.invalidate_tag("user:9").await;
-    gate.notify_one();
-    let old = slow.await.unwrap();
-    let old_tag = old.etag().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let old_tag = finish_gated_get(gate, slow, "note 9 v1").await;
     assert_eq!(a.cache.stats().fills, 0, "the fill was refused");
     let (reached, got) = b.revalidate("/gated-tagged/9", &old_tag).await;
     assert!(reached, "the old tag is not confirmed");
@@ -604,11 +612,7 @@ async fn a_get_that_read_before_a_rollback_stores_nothing_after_it() {
     redis.restart();
     until_shared(&a, &[&b], "/notes/3").await;
     // A's GET ends with version 1; its fill must not store it.
-    gate.notify_one();
-    let old = slow.await.unwrap();
-    assert_eq!(old.body, "note 7 v1");
-    let old_tag = old.etag().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let old_tag = finish_gated_get(gate, slow, "note 7 v1").await;
     assert_none_confirms(&[("A", &a), ("B", &b)], "/gated/7", &old_tag).await;
 }
 

@@ -382,11 +382,7 @@ async fn flushall_leaves_no_old_tag_confirmed() {
         put(&b, "/gated/7").await.unwrap().status,
         StatusCode::NO_CONTENT
     );
-    gate.notify_one();
-    let old = slow.await.unwrap();
-    assert_eq!(old.body, "note 7 v1");
-    let old_tag = old.etag().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let old_tag = finish_gated_get(gate, slow, "note 7 v1").await;
     assert_none_confirms(&[("A", &a), ("B", &b)], "/gated/7", &old_tag).await;
     // The cache works again on the flushed dataset.
     let tag = until_shared(&a, &[&b], "/notes/1").await;
