@@ -444,6 +444,17 @@ async fn invalidations_from_app_code_reach_every_replica() {
     assert!(!b.revalidate("/tagged/3", &tag).await.0);
     b.cache.invalidate_tag("user:3").await;
     assert!(a.revalidate("/tagged/3", &tag).await.0);
+    // For a second after a tag's invalidation (the margin for two Redis
+    // servers' clocks), responses with it are not stored: one may have
+    // been made before the invalidation.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        a.cache.stats().fills,
+        1,
+        "stored right after the invalidation"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(a.revalidate("/tagged/3", &tag).await.0);
     // A fill of a tagged response is shared, and another tag leaves it be.
     eventually("the refill", || a.cache.stats().fills >= 2).await;
     b.cache.invalidate_tag("user:4").await;

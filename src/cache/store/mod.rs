@@ -64,7 +64,10 @@ pub(crate) struct Query {
 pub(crate) struct Lookup {
     /// The resource's current generation.
     pub(crate) generation: u64,
-    /// The store's surrogate-tag epoch, which every tag invalidation bumps.
+    /// The store's mark of the request's arrival, against which a fill's
+    /// surrogate tags are checked: in memory an epoch that every tag
+    /// invalidation bumps, on Redis the server's time (each tag's
+    /// generation tells when it was last invalidated).
     pub(crate) tag_epoch: u64,
     /// The variants stored under the entry key that are still current:
     /// filled at `generation`, younger than the time-to-live, and with every

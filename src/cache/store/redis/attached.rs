@@ -23,8 +23,9 @@ use tokio::{runtime::Handle, task::JoinHandle};
 use super::{
     backlog::{Backlog, Item},
     codec,
-    link::{Link, Verified},
+    link::{Verified, MARGIN},
     names::KeyNames,
+    nodes::Nodes,
     scripts::Scripts,
 };
 use crate::cache::{
@@ -59,7 +60,8 @@ const RECOVERY: Duration = Duration::from_secs(1);
 /// A store's connection and state, shared by its clones and by every cache
 /// it is attached to.
 pub(super) struct Connection {
-    pub(super) link: Arc<Link>,
+    /// The server, or the cluster's primaries.
+    pub(super) nodes: Nodes,
     pub(super) runtime: Handle,
     pub(super) keys: KeyNames,
     /// What the keyed hash of keys is derived from: the prefix and the
@@ -195,9 +197,9 @@ impl Store for Attached {
         Some(&self.0.connection.key_context)
     }
 
-    /// One command when an entry is found for a revalidation (the likely
-    /// hit); otherwise the tag epoch is read too, before the handler runs,
-    /// when the response may be stored.
+    /// One command (`MGET`), unless the resource's generation is missing
+    /// (the lookup script then creates it) or the entry has surrogate tags
+    /// (their generations are read next).
     fn lookup(&self, query: Query) -> Answer<Option<Lookup>> {
         // An invalidation of this resource has not reached Redis yet: answer
         // from the handler, store nothing.
@@ -209,28 +211,9 @@ impl Store for Attached {
         // left to finish if the request goes away).
         let lookup = async move {
             let lookup = async {
-                // One connection for the lookup, the epoch and the fill.
-                let link = this.connection.link.get().await;
-                let resource = (query.resource, query.entry);
-                if query.may_fill && !query.may_hit {
-                    // A GET that cannot hit needs the tag epoch: read with
-                    // the lookup, in the same round trip.
-                    let (lookup, epoch) = futures_util::future::join(
-                        this.lookup(&link, resource.0, resource.1),
-                        this.tag_epoch(&link),
-                    )
-                    .await;
-                    let mut lookup = lookup?;
-                    lookup.tag_epoch = epoch?;
-                    return Ok(lookup);
-                }
-                let mut lookup = this.lookup(&link, resource.0, resource.1).await?;
-                // A revalidation reads the epoch only when it may fill:
-                // no entry found (a hit needs none).
-                if query.may_fill && lookup.entry.is_none() {
-                    lookup.tag_epoch = this.tag_epoch(&link).await?;
-                }
-                Ok(lookup)
+                // The fill runs on this connection too.
+                let link = this.connection.nodes.get(query.resource).await;
+                this.lookup(&link, query.resource, query.entry).await
             };
             this.guarded("lookup", lookup).await
         };
@@ -378,6 +361,8 @@ impl Inner {
     /// would accept) does the lookup script run, which creates it.
     async fn lookup(&self, link: &Verified, resource: Key, key: Key) -> Result<Lookup, Failure> {
         let connection = &self.connection;
+        // When the request arrived, for the fill's surrogate tags.
+        let arrival = link.clock.now();
         let generation_key = connection.keys.generation(resource);
         let entry_key = connection.keys.entry(resource, key);
         let mut read = redis::cmd("MGET");
@@ -385,9 +370,7 @@ impl Inner {
         let values: Vec<Value> = self.query(link, &read).await?;
         let generation = values.first().and_then(generation);
         if let (Some(generation), Some(entry)) = (generation, values.get(1)) {
-            return self
-                .looked_up(link, generation, link.clock.now(), entry)
-                .await;
+            return self.looked_up(link, generation, arrival, entry).await;
         }
         let mut invocation = connection.scripts.lookup.prepare_invoke();
         invocation
@@ -401,7 +384,9 @@ impl Inner {
         let generation = items.first().and_then(number).ok_or(Failure::Reply)?;
         let clock = items.get(1).and_then(number).ok_or(Failure::Reply)?;
         let entry = items.get(2).unwrap_or(&Value::Nil);
-        self.looked_up(link, generation, clock, entry).await
+        let mut lookup = self.looked_up(link, generation, clock, entry).await?;
+        lookup.tag_epoch = arrival;
+        Ok(lookup)
     }
 
     /// A lookup's answer from the resource's `generation`, the server's
@@ -432,37 +417,19 @@ impl Inner {
             Some(entry) => self.current_tags(link, entry).await?,
             None => None,
         };
-        // 0: no epoch read; a tagged fill is then refused.
         Ok(Lookup {
             generation,
-            tag_epoch: 0,
+            tag_epoch: clock,
             entry,
             session: link.serial,
         })
     }
 
-    /// The surrogate-tag epoch (in another hash slot than the resource's
-    /// keys, hence a command of its own).
-    /// A `GET`; the script (which creates it) only when it is missing or
-    /// not one the scripts accept.
-    async fn tag_epoch(&self, link: &Verified) -> Result<u64, Failure> {
-        let connection = &self.connection;
-        let mut read = redis::cmd("GET");
-        read.arg(connection.keys.epoch());
-        let value: Value = self.query(link, &read).await?;
-        if let Some(epoch) = generation(&value) {
-            return Ok(epoch);
-        }
-        let mut invocation = connection.scripts.tag_epoch.prepare_invoke();
-        invocation.key(connection.keys.epoch());
-        let value = self.run_on(link, &invocation).await?;
-        number(&value).ok_or(Failure::Reply)
-    }
-
     /// Runs a script (`EVALSHA`; loaded when the connection was made, and
-    /// again by the client on `NOSCRIPT`) on the verified connection.
-    async fn run(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
-        let link = self.connection.link.get().await;
+    /// again by the client on `NOSCRIPT`) on the verified connection of the
+    /// server that holds the keys named after `key`.
+    async fn run(&self, key: Key, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
+        let link = self.connection.nodes.get(key).await;
         self.run_on(&link, invocation).await
     }
 
@@ -489,7 +456,7 @@ impl Inner {
     }
 
     fn failed(&self, link: &Verified, error: redis::RedisError) -> Failure {
-        self.connection.link.failed(link, &error);
+        self.connection.nodes.failed(link, &error);
         Failure::Redis(error)
     }
 
@@ -506,15 +473,8 @@ impl Inner {
         }
         tags.sort_unstable();
         tags.dedup();
-        let mut command = redis::cmd("MGET");
-        for tag in &tags {
-            command.arg(self.connection.keys.tag(*tag));
-        }
-        let values: Vec<Value> = self.query(link, &command).await?;
-        let current = |tag: &Key| {
-            let index = tags.binary_search(tag).ok()?;
-            values.get(index).and_then(number)
-        };
+        let current = self.tag_generations(link, &tags).await?;
+        let current = |tag: &Key| current[tags.binary_search(tag).ok()?];
         let backlog = &self.connection.backlog;
         Ok(entry.retain(|_, variant| {
             !backlog.has_tag(&variant.tags)
@@ -525,32 +485,59 @@ impl Inner {
         }))
     }
 
+    /// The current generation of each tag, `None` for one that is missing
+    /// or older than its server's barrier (it may have rolled back: the
+    /// next fill with it moves it on). One `MGET` on a single server; on a
+    /// cluster, where each tag has its own slot, one `GET` per tag, sent
+    /// together.
+    async fn tag_generations(
+        &self,
+        link: &Verified,
+        tags: &[Key],
+    ) -> Result<Vec<Option<u64>>, Failure> {
+        let keys = &self.connection.keys;
+        if let Nodes::Single(_) = self.connection.nodes {
+            let mut command = redis::cmd("MGET");
+            for tag in tags {
+                command.arg(keys.tag(*tag));
+            }
+            let values: Vec<Value> = self.query(link, &command).await?;
+            let current = |value: &Value| generation(value).filter(|g| *g >= link.barrier);
+            return Ok(values.iter().map(current).collect());
+        }
+        let reads = tags.iter().map(|tag| async move {
+            let link = self.connection.nodes.get(*tag).await;
+            let mut command = redis::cmd("GET");
+            command.arg(keys.tag(*tag));
+            let value: Value = self.query(&link, &command).await?;
+            Ok::<_, Failure>(generation(&value).filter(|g| *g >= link.barrier))
+        });
+        futures_util::future::try_join_all(reads).await
+    }
+
     async fn fill(&self, fill: Fill) -> Result<bool, Failure> {
         let connection = &self.connection;
-        let link = connection.link.get().await;
+        let link = connection.nodes.get(fill.resource).await;
         // Not on the connection the lookup ran on: the dataset may have
         // rolled back since, bringing back the generation read then.
         if link.serial != fill.session {
             return Ok(false);
         }
         let mut tags = Vec::with_capacity(fill.tags.len());
-        if !fill.tags.is_empty() {
-            let mut invocation = connection.scripts.tag_fill.prepare_invoke();
-            invocation.key(connection.keys.epoch());
-            for tag in &fill.tags {
-                invocation.key(connection.keys.tag(*tag));
-            }
-            invocation.arg(fill.tag_epoch).arg(self.life_ms());
-            let Value::Array(generations) = self.run_on(&link, &invocation).await? else {
-                // A tag was invalidated since the request arrived.
+        let fills = fill
+            .tags
+            .iter()
+            .map(|tag| self.tag_fill(*tag, fill.tag_epoch, fill.session));
+        for (tag, generation) in fill
+            .tags
+            .iter()
+            .zip(futures_util::future::try_join_all(fills).await?)
+        {
+            // A tag invalidated since the request arrived.
+            let Some(generation) = generation else {
                 return Ok(false);
             };
-            for (tag, generation) in fill.tags.iter().zip(&generations) {
-                tags.push((*tag, number(generation).ok_or(Failure::Reply)?));
-            }
-            if tags.len() != fill.tags.len() {
-                return Err(Failure::Reply);
-            }
+            tags.push((*tag, generation));
         }
         let variant = fill.variant.with_tags(tags.into());
         if connection.backlog.has_tag(&variant.tags) {
@@ -570,25 +557,51 @@ impl Inner {
         Ok(number(&stored) == Some(1))
     }
 
+    /// A surrogate tag's generation for a fill whose request arrived at
+    /// `arrival` (µs, on its resource's server's clock), created or moved on
+    /// if missing or older than its server's barrier; `None` when the tag
+    /// was invalidated since the request arrived, or may have been (its
+    /// server's dataset rolled back since then: what invalidated it may be
+    /// lost; on the lookup's own connection, `session`, it cannot have).
+    /// Both compare times of two servers, hence [`MARGIN`].
+    async fn tag_fill(&self, tag: Key, arrival: u64, session: u64) -> Result<Option<u64>, Failure> {
+        let connection = &self.connection;
+        let margin = u64::try_from(MARGIN.as_micros()).unwrap_or(u64::MAX);
+        let link = connection.nodes.get(tag).await;
+        if link.serial != session && link.barrier.saturating_add(margin) > arrival {
+            return Ok(None);
+        }
+        let mut invocation = connection.scripts.tag_fill.prepare_invoke();
+        invocation
+            .key(connection.keys.tag(tag))
+            .arg(arrival.saturating_sub(margin))
+            .arg(link.barrier)
+            .arg(self.life_ms());
+        let reply = self.run_on(&link, &invocation).await?;
+        match reply {
+            Value::Nil => Ok(None),
+            reply => number(&reply).map(Some).ok_or(Failure::Reply),
+        }
+    }
+
     async fn invalidate(&self, keys: &[Key], tags: bool) -> Result<(), Failure> {
         let connection = &self.connection;
-        if tags {
-            let mut invocation = connection.scripts.tag_invalidate.prepare_invoke();
-            invocation.key(connection.keys.epoch());
-            for tag in keys {
-                invocation.key(connection.keys.tag(*tag));
-            }
-            invocation.arg(self.life_ms());
-            self.run(&invocation).await?;
-            return Ok(());
-        }
-        // One script per resource: each is in its own hash slot.
-        let calls = keys.iter().map(|resource| {
-            let mut invocation = connection.scripts.invalidate.prepare_invoke();
-            invocation
-                .key(connection.keys.generation(*resource))
-                .arg(self.life_ms());
-            async move { self.run(&invocation).await }
+        // One script per resource or tag: each is in its own hash slot.
+        let calls = keys.iter().map(|key| {
+            let (script, name) = if tags {
+                (
+                    &connection.scripts.tag_invalidate,
+                    connection.keys.tag(*key),
+                )
+            } else {
+                (
+                    &connection.scripts.invalidate,
+                    connection.keys.generation(*key),
+                )
+            };
+            let mut invocation = script.prepare_invoke();
+            invocation.key(name).arg(self.life_ms());
+            async move { self.run(*key, &invocation).await }
         });
         for result in futures_util::future::join_all(calls).await {
             result?;
@@ -605,7 +618,7 @@ impl Inner {
             .arg(self.life_ms())
             .arg(id.0)
             .arg(self.ttl_ms());
-        self.run(&invocation).await?;
+        self.run(resource, &invocation).await?;
         Ok(())
     }
 
@@ -624,7 +637,7 @@ impl Inner {
             .arg(self.life_ms())
             .arg(id.0)
             .arg(if invalidate { "1" } else { "0" });
-        self.run(&invocation).await?;
+        self.run(resource, &invocation).await?;
         // Other resources are in other hash slots.
         if invalidate && !others.is_empty() {
             self.invalidate(others, false).await?;
@@ -635,11 +648,20 @@ impl Inner {
     /// Deletes every key under the prefix. Scanning takes as long as the
     /// key space: each command gets the timeout, not the whole.
     async fn clear(self: &Arc<Self>) -> Result<(), ()> {
+        // Each primary of a cluster holds its own keys.
+        for primary in self.connection.nodes.primaries() {
+            self.clear_on(&primary).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every key under the prefix on one server.
+    async fn clear_on(self: &Arc<Self>, server: &Arc<super::link::Link>) -> Result<(), ()> {
         let pattern = self.connection.keys.pattern();
         let mut cursor = 0u64;
         loop {
             let scan = async {
-                let link = self.connection.link.get().await;
+                let link = server.get().await;
                 let mut scan = redis::cmd("SCAN");
                 scan.arg(cursor)
                     .arg("MATCH")
@@ -652,9 +674,17 @@ impl Inner {
                 // rollback (see `link`).
                 keys.retain(|key| !KeyNames::is_dataset(key));
                 if !keys.is_empty() {
-                    let mut unlink = redis::cmd("UNLINK");
-                    unlink.arg(&keys);
-                    self.query::<()>(&link, &unlink).await?;
+                    // One `UNLINK` per key, pipelined: on a cluster, one
+                    // command may not name keys of several slots.
+                    let mut unlink = redis::pipe();
+                    for key in &keys {
+                        unlink.cmd("UNLINK").arg(key).ignore();
+                    }
+                    let mut connection = link.connection.clone();
+                    unlink
+                        .query_async::<()>(&mut connection)
+                        .await
+                        .map_err(|error| self.failed(&link, error))?;
                 }
                 Ok::<_, Failure>(next)
             };

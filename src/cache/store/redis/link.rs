@@ -41,7 +41,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
-        Arc, Weak,
+        Arc, Mutex, PoisonError, Weak,
     },
     time::{Duration, Instant},
 };
@@ -52,7 +52,7 @@ use redis::{
 };
 use tokio::{runtime::Handle, sync::watch};
 
-use super::{names::KeyNames, scripts::Scripts};
+use super::scripts::Scripts;
 
 /// Added to the server's clock when the barrier moves: entries stored up to
 /// this long after a rollback was noticed are not trusted either. It covers
@@ -89,6 +89,8 @@ pub(super) struct Verified {
     /// The server's clock, as read when the connection was made and at each
     /// check since.
     pub(super) clock: Arc<ServerClock>,
+    /// The link that made it, told of errors on it.
+    pub(super) link: Weak<Link>,
 }
 
 /// The server's clock seen from this process: the difference between the
@@ -167,11 +169,14 @@ pub(super) struct Link {
     client: Client,
     runtime: Handle,
     scripts: Arc<Scripts>,
-    incarnation: String,
-    barrier: String,
+    /// The keys of the dataset's incarnation and barrier on this server
+    /// (see [`KeyNames::dataset`](super::names::KeyNames::dataset)); on a cluster they change when the
+    /// primary's slots do.
+    dataset: Mutex<(String, String)>,
     state: watch::Sender<State>,
     started: AtomicBool,
-    serial: AtomicU64,
+    /// Serials of connections, unique across every link of the store.
+    serials: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -179,18 +184,34 @@ impl Link {
         client: Client,
         runtime: Handle,
         scripts: Arc<Scripts>,
-        keys: &KeyNames,
+        dataset: (String, String),
+        serials: Arc<AtomicU64>,
     ) -> Arc<Self> {
         Arc::new(Self {
             client,
             runtime,
             scripts,
-            incarnation: keys.incarnation(),
-            barrier: keys.barrier(),
+            dataset: Mutex::new(dataset),
             state: watch::Sender::new(State::Down),
             started: AtomicBool::new(false),
-            serial: AtomicU64::new(0),
+            serials,
         })
+    }
+
+    /// Moves the dataset's keys (a cluster primary whose first slot
+    /// changed): the connection is verified again with them.
+    pub(super) fn set_dataset(&self, dataset: (String, String)) {
+        let mut current = self.dataset.lock().unwrap_or_else(PoisonError::into_inner);
+        if *current == dataset {
+            return;
+        }
+        *current = dataset;
+        drop(current);
+        self.state.send_if_modified(|state| {
+            let up = matches!(state, State::Up(_));
+            *state = State::Down;
+            up
+        });
     }
 
     /// The verified connection, once there is one: callers bound the wait.
@@ -246,7 +267,7 @@ impl Link {
     }
 
     /// Makes a connection and verifies it.
-    async fn open(&self) -> Result<(Verified, String), RedisError> {
+    async fn open(self: &Arc<Self>) -> Result<(Verified, String), RedisError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(None);
@@ -260,20 +281,26 @@ impl Link {
             .query_async::<()>(&mut connection)
             .await?;
         let margin = u64::try_from(MARGIN.as_micros()).unwrap_or(u64::MAX);
+        let (incarnation, barrier) = self
+            .dataset
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut invocation = self.scripts.verify.prepare_invoke();
         invocation
-            .key(&self.incarnation)
-            .key(&self.barrier)
+            .key(incarnation)
+            .key(barrier)
             .arg(&identity)
             .arg(margin);
         let barrier: u64 = invocation.invoke_async(&mut connection).await?;
         let clock = Arc::new(ServerClock::new(server_time(&mut connection).await?));
-        let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
+        let serial = self.serials.fetch_add(1, Ordering::Relaxed) + 1;
         let verified = Verified {
             connection,
             barrier,
             serial,
             clock,
+            link: Arc::downgrade(self),
         };
         Ok((verified, identity))
     }

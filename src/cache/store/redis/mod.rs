@@ -63,6 +63,7 @@ mod backlog;
 mod codec;
 mod link;
 mod names;
+mod nodes;
 mod scripts;
 #[cfg(feature = "redis-tls")]
 mod tls;
@@ -84,6 +85,7 @@ use self::{
     backlog::Backlog,
     link::Link,
     names::KeyNames,
+    nodes::{Cluster, Nodes},
     scripts::Scripts,
 };
 use super::{Attach, Setup, Store};
@@ -123,6 +125,7 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.connection.keys.prefix())
+            .field("nodes", &self.connection.nodes)
             .field("timeout", &self.connection.timeout)
             .field("strict_writes", &self.connection.strict)
             .field(
@@ -138,7 +141,8 @@ impl RedisStore {
     /// `rediss://` and credentials as the redis crate accepts them).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.into(),
+            urls: vec![url.into()],
+            cluster: false,
             prefix: "tower-etag".to_owned(),
             secret: Vec::new(),
             timeout: Duration::from_millis(5),
@@ -146,6 +150,41 @@ impl RedisStore {
             tls_roots: None,
             tls_identity: None,
         }
+    }
+
+    /// A builder for a store on a Redis Cluster, reached first through
+    /// `seeds` (URLs of some of its nodes, as [`builder`](Self::builder)
+    /// takes them; the first one's credentials, database and TLS settings
+    /// are used for every node). The store reads the cluster's slot map
+    /// and keeps a connection to each primary.
+    ///
+    /// ```no_run
+    /// use tower_etag::cache::RedisStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_etag::cache::RedisStoreError> {
+    /// let store = RedisStore::cluster(["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/"])
+    ///     .prefix("notes")
+    ///     .build()?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Each shard is verified as a single server is (a failover to a
+    /// replica that missed writes costs misses on that shard, never a stale
+    /// 304), a redirect (`MOVED`, `ASK`) is not followed but has the slot
+    /// map read again, and the request concerned goes to the handler. See
+    /// the README's "Redis Cluster".
+    pub fn cluster<I>(seeds: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let mut builder = Self::builder(String::new());
+        builder.urls = seeds.into_iter().map(Into::into).collect();
+        builder.cluster = true;
+        builder
     }
 
     /// Operations that failed or ran past the timeout since the store was
@@ -158,7 +197,9 @@ impl RedisStore {
 /// Builds a [`RedisStore`].
 #[must_use]
 pub struct RedisStoreBuilder {
-    url: String,
+    /// The server's URL, or the cluster's seeds.
+    urls: Vec<String>,
+    cluster: bool,
     prefix: String,
     secret: Vec<u8>,
     timeout: Duration,
@@ -173,6 +214,7 @@ impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The URL may hold a password, and the secret is one.
         f.debug_struct("RedisStoreBuilder")
+            .field("cluster", &self.cluster)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("strict_writes", &self.strict_writes)
@@ -253,9 +295,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The redis client for the URL and TLS settings.
-    fn client(&self) -> Result<Client, RedisStoreError> {
-        let scheme = self.url.split_once("://").map_or("", |(scheme, _)| scheme);
+    /// The redis client for a URL and the TLS settings.
+    fn client(&self, url: &str) -> Result<Client, RedisStoreError> {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
         // The schemes the redis client reads as TLS.
         let tls = scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys");
         let custom = self.tls_roots.is_some() || self.tls_identity.is_some();
@@ -263,7 +305,7 @@ impl RedisStoreBuilder {
             return Err(RedisStoreError::new(ErrorKind::TlsSettingsWithoutTls));
         }
         if !tls {
-            return Client::open(self.url.as_str())
+            return Client::open(url)
                 .map_err(|error| RedisStoreError::new(ErrorKind::Client(error)));
         }
         #[cfg(not(feature = "redis-tls"))]
@@ -283,9 +325,9 @@ impl RedisStoreBuilder {
                     }),
                     root_cert: self.tls_roots.clone(),
                 };
-                Client::build_with_tls(self.url.as_str(), certificates)
+                Client::build_with_tls(url, certificates)
             } else {
-                Client::open(self.url.as_str())
+                Client::open(url)
             };
             client.map_err(|error| RedisStoreError::new(ErrorKind::Client(error)))
         }
@@ -299,27 +341,56 @@ impl RedisStoreBuilder {
     /// When the URL is not one the redis client accepts, the prefix holds
     /// `{` or `}`, no Tokio runtime is running, the URL is `rediss://`
     /// without the `redis-tls` feature, TLS settings were given for a URL
-    /// without TLS, or the client refused the certificates or key.
+    /// without TLS, or the client refused the certificates or key; for a
+    /// cluster, also when no seed was given or a seed is a Unix socket.
     pub fn build(self) -> Result<RedisStore, RedisStoreError> {
         if self.prefix.contains(['{', '}']) {
             return Err(RedisStoreError::new(ErrorKind::Prefix));
         }
         let runtime =
             Handle::try_current().map_err(|_| RedisStoreError::new(ErrorKind::NoRuntime))?;
-        let client = self.client()?;
+        let clients = self
+            .urls
+            .iter()
+            .map(|url| self.client(url))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut key_context = Vec::with_capacity(self.prefix.len() + 1 + self.secret.len());
         key_context.extend_from_slice(self.prefix.as_bytes());
         key_context.push(0);
         key_context.extend_from_slice(&self.secret);
         let scripts = Arc::new(Scripts::new());
         let keys = KeyNames::new(self.prefix);
-        let link = Link::new(client, runtime.clone(), Arc::clone(&scripts), &keys);
+        let serials = Arc::new(AtomicU64::new(0));
+        let nodes = if self.cluster {
+            if clients.is_empty() {
+                return Err(RedisStoreError::new(ErrorKind::NoSeeds));
+            }
+            let cluster = Cluster::new(
+                &clients,
+                runtime.clone(),
+                Arc::clone(&scripts),
+                keys.clone(),
+                serials,
+            )
+            .map_err(|_| RedisStoreError::new(ErrorKind::UnixSeed))?;
+            Nodes::Cluster(cluster)
+        } else {
+            let client = clients.into_iter().next().expect("one URL");
+            let dataset = keys.dataset();
+            Nodes::Single(Link::new(
+                client,
+                runtime.clone(),
+                Arc::clone(&scripts),
+                dataset,
+                serials,
+            ))
+        };
         // Connecting starts now, so that the first request finds a
         // connection; it is retried for ever, with backoff up to 250 ms.
-        link.start();
+        nodes.start();
         Ok(RedisStore {
             connection: Arc::new(Connection {
-                link,
+                nodes,
                 runtime,
                 keys,
                 key_context,
@@ -367,6 +438,10 @@ enum ErrorKind {
     TlsNotEnabled,
     /// Root certificates or a client identity for a URL without TLS.
     TlsSettingsWithoutTls,
+    /// A cluster without seeds.
+    NoSeeds,
+    /// A cluster seed that is a Unix socket.
+    UnixSeed,
 }
 
 impl RedisStoreError {
@@ -388,6 +463,10 @@ impl fmt::Display for RedisStoreError {
             }
             ErrorKind::TlsSettingsWithoutTls => f.write_str(
                 "redis store: TLS certificates were given for a URL without TLS (use rediss://)",
+            ),
+            ErrorKind::NoSeeds => f.write_str("redis store: a cluster needs at least one seed URL"),
+            ErrorKind::UnixSeed => f.write_str(
+                "redis store: a cluster's seeds must be TCP addresses, not Unix sockets",
             ),
         }
     }

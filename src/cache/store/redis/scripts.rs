@@ -13,7 +13,6 @@ pub(super) struct Scripts {
     pub(super) invalidate: Script,
     pub(super) begin_write: Script,
     pub(super) end_write: Script,
-    pub(super) tag_epoch: Script,
     pub(super) tag_fill: Script,
     pub(super) tag_invalidate: Script,
     /// Their texts, to load them when a connection is made.
@@ -38,7 +37,6 @@ impl Scripts {
             invalidate: script(include_str!("scripts/invalidate.lua")),
             begin_write: script(include_str!("scripts/begin_write.lua")),
             end_write: script(include_str!("scripts/end_write.lua")),
-            tag_epoch: script(include_str!("scripts/tag_epoch.lua")),
             tag_fill: script(include_str!("scripts/tag_fill.lua")),
             tag_invalidate: script(include_str!("scripts/tag_invalidate.lua")),
             texts,

@@ -31,3 +31,12 @@ local function bump(key, life)
     redis.call('SET', key, num(n))
   end
 end
+-- A surrogate tag's next generation: past `g`, the server clock and
+-- `floor`, odd when an invalidation makes it and even otherwise (a tag
+-- created, or moved past a barrier), so that a fill can tell a tag
+-- invalidated after its request arrived (see tag_fill.lua).
+local function next_tag(g, floor, invalidated)
+  local n = math.max((g or 0) + 1, now(), floor)
+  if (n % 2 == 1) ~= invalidated then n = n + 1 end
+  return n
+end

@@ -1,16 +1,15 @@
--- KEYS: the tag epoch, then tags. ARGV: the epoch read at arrival, the
--- tags' lifetime (ms). Returns the tags' generations (created if missing),
--- or nil when a tag was invalidated since arrival.
-if get(KEYS[1]) ~= ARGV[1] then return false end
-local out = {}
-for i = 2, #KEYS do
-  local g = get(KEYS[i])
-  if not valid(g) then
-    g = num(now())
-    redis.call('SET', KEYS[i], g, 'PX', ARGV[2])
-  else
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  end
-  out[#out + 1] = g
+-- KEYS: a surrogate tag. ARGV: the request's arrival less the margin (µs),
+-- the barrier of this server (µs), the tag's lifetime (ms).
+-- Returns the tag's generation, for the variant the fill stores; created
+-- when missing, and moved on when older than the barrier (it may have
+-- rolled back); nil when the tag was invalidated (an odd generation) after
+-- the request arrived: the response may predate the invalidation.
+local g = valid(get(KEYS[1]))
+if g and g % 2 == 1 and g > tonumber(ARGV[1]) then return false end
+if not g or g < tonumber(ARGV[2]) then
+  g = next_tag(g, tonumber(ARGV[2]), false)
+  redis.call('SET', KEYS[1], num(g), 'PX', ARGV[3])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-return out
+return num(g)

@@ -1,4 +1,5 @@
--- KEYS: the tag epoch, then tags. ARGV: the tags' lifetime (ms).
-for i = 2, #KEYS do bump(KEYS[i], ARGV[1]) end
-bump(KEYS[1], false)
+-- KEYS: a surrogate tag. ARGV: its lifetime (ms). Moves its generation on
+-- (odd: an invalidation, see tag_fill.lua).
+local g = valid(get(KEYS[1]))
+redis.call('SET', KEYS[1], num(next_tag(g, 0, true)), 'PX', ARGV[1])
 return 1
