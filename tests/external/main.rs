@@ -14,6 +14,8 @@ mod harness;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
+mod redis_cluster;
+#[cfg(feature = "redis")]
 mod redis_server;
 #[cfg(feature = "redis-tls")]
 mod redis_tls;
@@ -27,6 +29,8 @@ fn main() {
     redis::add_to(&mut suite);
     #[cfg(feature = "redis")]
     redis_writes::add_to(&mut suite);
+    #[cfg(feature = "redis")]
+    redis_cluster::add_to(&mut suite);
     #[cfg(feature = "redis-tls")]
     redis_tls::add_to(&mut suite);
     suite.run()

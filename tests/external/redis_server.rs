@@ -1,7 +1,8 @@
 //! A real `redis-server` for the tests: started on a free loopback port with
 //! a temporary directory and no automatic snapshots, stopped, restarted on the same
 //! port, paused and resumed; and a TCP link in front of it that a test can
-//! cut, as a network partition between one replica and Redis.
+//! cut, as a network partition between one replica and Redis; and a Redis
+//! Cluster of six such servers (three primaries, a replica each).
 //!
 //! The binary is the one `harness::REDIS_SERVER` finds (`PATH`, `/usr/bin`,
 //! `/usr/sbin`, or `TOWER_ETAG_REDIS_SERVER`).
@@ -41,6 +42,41 @@ impl RedisServer {
     /// (the harness starts no test that needs one then, unless asked to).
     pub fn start() -> Self {
         Self::start_with(Vec::new(), None)
+    }
+
+    /// Starts a server in cluster mode, in no cluster yet.
+    fn start_clustered() -> Self {
+        let extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "1000",
+            // A replica that lost its primary for a while may still be
+            // promoted (the tests make replicas miss writes on purpose).
+            "--cluster-replica-validity-factor",
+            "0",
+            "--repl-diskless-sync-delay",
+            "0",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        Self::start_with(extra, None)
+    }
+
+    /// Whether it runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A field of `INFO` as text.
+    pub fn info_text(&self, field: &str) -> Option<String> {
+        let Ok(redis::Value::BulkString(info)) = self.command(&["INFO", "everything"]) else {
+            return None;
+        };
+        let prefix = format!("{field}:");
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|line| Some(line.strip_prefix(&prefix)?.trim().to_owned()))
     }
 
     /// Starts a server that also listens with TLS on a port of its own:
@@ -213,6 +249,195 @@ impl Drop for RedisServer {
         // SIGKILL ends a paused server too.
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster on loopback: `nodes[0..3]` start as the primaries of
+/// slots 0–5460, 5461–10922 and 10923–16383, and `nodes[i + 3]` as the
+/// replica of `nodes[i]`. Node timeout 1 s: a killed primary's replica is
+/// promoted some 2–3 s later.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..6).map(|_| RedisServer::start_clustered()).collect();
+        let ranges = [("0", "5460"), ("5461", "10922"), ("10923", "16383")];
+        for (node, (from, to)) in nodes.iter().zip(ranges) {
+            node.command(&["CLUSTER", "ADDSLOTSRANGE", from, to])
+                .unwrap();
+        }
+        for node in &nodes[1..] {
+            nodes[0]
+                .command(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()])
+                .unwrap();
+        }
+        let cluster = Self { nodes };
+        cluster.wait("every node knows the others", |node| {
+            node.cluster_nodes().lines().count() == 6
+        });
+        for i in 0..3 {
+            let id = cluster.nodes[i].node_id();
+            cluster.nodes[i + 3]
+                .command(&["CLUSTER", "REPLICATE", &id])
+                .unwrap();
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// Waits until every running node sees the cluster as `ok` with three
+    /// primaries, and every running replica is in sync with its primary.
+    pub fn wait_healthy(&self) {
+        self.wait("a healthy cluster with synced replicas", |node| {
+            let ok = node.command(&["CLUSTER", "INFO"]).ok().is_some_and(|info| {
+                let info = redis::from_redis_value::<String>(info).unwrap_or_default();
+                info.contains("cluster_state:ok")
+            });
+            let synced = match node.info_text("role").as_deref() {
+                Some("master") => true,
+                Some("slave") => node.info_text("master_link_status").as_deref() == Some("up"),
+                _ => false,
+            };
+            ok && synced
+        });
+        self.wait("three primaries", |node| {
+            node.cluster_nodes()
+                .lines()
+                .filter(|line| line.contains("master") && !line.contains("fail"))
+                .count()
+                == 3
+        });
+    }
+
+    fn wait(&self, what: &str, mut done: impl FnMut(&RedisServer) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.nodes.iter().filter(|n| n.is_running()).all(&mut done) {
+            assert!(
+                Instant::now() < deadline,
+                "cluster: timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The nodes' URLs, as seeds.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The index of the node that is now the primary of `slot`.
+    pub fn primary_of(&self, slot: u16) -> usize {
+        let asked = self.nodes.iter().find(|n| n.is_running()).unwrap();
+        let slots = asked.command(&["CLUSTER", "SLOTS"]).unwrap();
+        let slots: Vec<(u16, u16, (String, u16))> = redis::from_redis_value(slots)
+            .map(|ranges: Vec<Vec<redis::Value>>| {
+                ranges
+                    .into_iter()
+                    .map(|range| {
+                        let start = redis::from_redis_value(range[0].clone()).unwrap();
+                        let end = redis::from_redis_value(range[1].clone()).unwrap();
+                        let node: Vec<redis::Value> =
+                            redis::from_redis_value(range[2].clone()).unwrap();
+                        let host = redis::from_redis_value(node[0].clone()).unwrap();
+                        let port = redis::from_redis_value(node[1].clone()).unwrap();
+                        (start, end, (host, port))
+                    })
+                    .collect()
+            })
+            .unwrap();
+        let port = slots
+            .iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, (_, port))| *port)
+            .expect("every slot served");
+        self.nodes.iter().position(|n| n.port == port).unwrap()
+    }
+
+    /// The index of the replica of the primary `primary`.
+    pub fn replica_of(&self, primary: usize) -> usize {
+        let id = self.nodes[primary].node_id();
+        self.nodes
+            .iter()
+            .position(|n| {
+                n.is_running()
+                    && n.cluster_nodes().lines().any(|line| {
+                        line.contains("myself") && line.contains("slave") && line.contains(&id)
+                    })
+            })
+            .expect("a replica")
+    }
+
+    /// A graceful failover: the replica `replica` takes over its primary's
+    /// slots once it has every write; returns once the cluster agrees.
+    pub fn failover(&self, replica: usize) {
+        self.nodes[replica]
+            .command(&["CLUSTER", "FAILOVER"])
+            .unwrap();
+        self.wait_for_role(replica, "master");
+        self.wait_healthy();
+    }
+
+    /// Waits until `replica` has every write `primary` made.
+    pub fn wait_replicated(&self, primary: usize, replica: usize) {
+        let offset = |node: usize, field: &str| self.nodes[node].info(field);
+        self.wait("the replica to catch up", |_| {
+            offset(replica, "slave_repl_offset") >= offset(primary, "master_repl_offset")
+        });
+    }
+
+    /// Fills the replication stream from `primary` to its paused replica
+    /// with 32 MiB, past what the sockets between them buffer: what the
+    /// primary writes next stays in its own buffer, and is lost with it.
+    pub fn clog_replication(&self, primary: usize) {
+        let key = (0..)
+            .map(|n| format!("clog-{n}"))
+            .find(|key| {
+                let slot = self.nodes[primary]
+                    .command(&["CLUSTER", "KEYSLOT", key])
+                    .ok()
+                    .and_then(|slot| redis::from_redis_value::<u16>(slot).ok())
+                    .unwrap();
+                self.primary_of(slot) == primary
+            })
+            .unwrap();
+        let value = "x".repeat(32 << 20);
+        self.nodes[primary].command(&["SET", &key, &value]).unwrap();
+    }
+
+    /// Waits until node `index` has `role` (`master`, `slave`).
+    pub fn wait_for_role(&self, index: usize, role: &str) {
+        self.wait(role, |_| {
+            self.nodes[index].info_text("role").as_deref() == Some(role)
+        });
+    }
+
+    /// Kills the primary `primary` (SIGKILL) and waits until its replica is
+    /// promoted; then starts it again, as the new primary's replica.
+    pub fn kill_and_wait_for_promotion(&mut self, primary: usize) {
+        let replica = self.replica_of(primary);
+        self.nodes[primary].stop();
+        self.wait_for_role(replica, "master");
+        self.nodes[primary].restart();
+        self.wait_healthy();
+    }
+}
+
+impl RedisServer {
+    fn cluster_nodes(&self) -> String {
+        self.command(&["CLUSTER", "NODES"])
+            .ok()
+            .and_then(|nodes| redis::from_redis_value(nodes).ok())
+            .unwrap_or_default()
+    }
+
+    /// This node's id in its cluster.
+    pub fn node_id(&self) -> String {
+        self.command(&["CLUSTER", "MYID"])
+            .ok()
+            .and_then(|id| redis::from_redis_value(id).ok())
+            .unwrap()
     }
 }
 

@@ -485,7 +485,7 @@ async fn under_maxmemory_with_allkeys_lru_no_read_confirms_a_replaced_tag() {
         replicas: vec![a.clone(), b.clone()],
         ids: 2_000,
         duration: Duration::from_secs(5),
-        chaos: None,
+        disturb: None,
     }
     .run()
     .await;
@@ -585,7 +585,9 @@ async fn chaos(strict: bool) -> Report {
         replicas: vec![a, b],
         ids: 20,
         duration: chaos_duration(),
-        chaos: Some(redis),
+        disturb: Some(Box::new(move |deadline, seed| {
+            disturb(redis, deadline, seed)
+        })),
     }
     .run()
     .await;
@@ -629,34 +631,38 @@ async fn chaos_with_default_writes_a_replaced_tag_is_confirmed_only_until_the_re
     }
 }
 
-/// Readers and writers on replicas for a while, with Redis disturbed at
-/// random when `chaos` holds it.
-struct Workload {
-    replicas: Vec<Replica>,
-    ids: usize,
-    duration: Duration,
-    chaos: Option<RedisServer>,
+/// Readers and writers on replicas for a while, with Redis disturbed by
+/// `disturb` if given.
+pub(crate) struct Workload {
+    pub(crate) replicas: Vec<Replica>,
+    pub(crate) ids: usize,
+    pub(crate) duration: Duration,
+    pub(crate) disturb: Option<Disturb>,
 }
+
+/// Disturbs Redis until the deadline, at random from the seed, in a
+/// thread of its own; returns when Redis was away (from, to).
+pub(crate) type Disturb = Box<dyn FnOnce(Instant, u64) -> Vec<(Instant, Instant)> + Send>;
 
 /// What a workload saw.
 #[derive(Debug, Default)]
-struct Report {
-    reads: usize,
-    hits: usize,
-    accepted: usize,
-    refused: usize,
+pub(crate) struct Report {
+    pub(crate) reads: usize,
+    pub(crate) hits: usize,
+    pub(crate) accepted: usize,
+    pub(crate) refused: usize,
     /// 304s for a tag that a write answered before the read started had
     /// replaced.
-    stale: Vec<Stale>,
+    pub(crate) stale: Vec<Stale>,
     /// Anything else: 5xx on reads, unexpected statuses, transport errors.
-    errors: Vec<String>,
-    slowest_read: Duration,
+    pub(crate) errors: Vec<String>,
+    pub(crate) slowest_read: Duration,
     /// When Redis was disturbed: (from, to).
-    outages: Vec<(Instant, Instant)>,
+    pub(crate) outages: Vec<(Instant, Instant)>,
 }
 
 #[derive(Debug)]
-struct Stale {
+pub(crate) struct Stale {
     id: usize,
     confirmed: u64,
     // Read in failure messages (`Debug`).
@@ -711,7 +717,7 @@ impl Dice {
 }
 
 impl Workload {
-    async fn run(self) -> Report {
+    pub(crate) async fn run(self) -> Report {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let report = Arc::new(Mutex::new(Report::default()));
         let deadline = Instant::now() + self.duration;
@@ -740,10 +746,10 @@ impl Workload {
                 }
             }));
         }
-        let outages = match self.chaos {
-            Some(redis) => {
+        let outages = match self.disturb {
+            Some(disturb) => {
                 let seed = seed.wrapping_mul(31);
-                tokio::task::spawn_blocking(move || disturb(redis, deadline, seed))
+                tokio::task::spawn_blocking(move || disturb(deadline, seed))
                     .await
                     .unwrap()
             }

@@ -1,0 +1,222 @@
+//! The shared cache on a Redis Cluster of six real `redis-server`s (three
+//! primaries, a replica each), formed by the tests: hits and invalidations
+//! across replicas for resources on every shard, a graceful failover and a
+//! killed primary under concurrent reads and writes, and a failover to a
+//! replica that missed writes on one shard.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::http::StatusCode;
+use tower_etag::cache::RedisStore;
+
+use crate::{
+    harness::{add, Suite, REDIS_SERVER},
+    redis::*,
+    redis_server::RedisCluster,
+    redis_writes::{Report, Workload},
+};
+
+/// The tests of this module, for the harness.
+pub(crate) fn add_to(suite: &mut Suite) {
+    add!(suite, Some(&REDIS_SERVER), async [
+        replicas_share_hits_and_invalidations_for_resources_on_every_shard,
+        a_graceful_failover_under_reads_and_writes_confirms_no_replaced_tag,
+        a_killed_primary_under_reads_and_writes_confirms_no_replaced_tag,
+        a_failover_to_a_replica_that_missed_writes_never_confirms_their_old_tags,
+    ]);
+}
+
+/// A replica of the app on the cluster, reached through every node as a
+/// seed.
+async fn cluster_replica(cluster: &RedisCluster, data: &Data) -> Replica {
+    let store = RedisStore::cluster(cluster.urls())
+        .prefix(PREFIX)
+        .secret("replicas' shared secret")
+        .timeout(PATIENT)
+        .build()
+        .unwrap();
+    replica_with(store, data, Duration::from_secs(60)).await
+}
+
+/// How many resources the tests spread over the three shards.
+const RESOURCES: usize = 30;
+
+/// Every primary holds entries: the resources did spread.
+fn assert_spread(cluster: &RedisCluster) {
+    for node in &cluster.nodes {
+        if node.is_running() && node.info_text("role").as_deref() == Some("master") {
+            let keys = node.keys(PREFIX);
+            assert!(
+                keys.iter().any(|key| key.ends_with(":g")),
+                "primary {} holds no resource: {keys:?}",
+                node.port
+            );
+        }
+    }
+}
+
+async fn replicas_share_hits_and_invalidations_for_resources_on_every_shard() {
+    let cluster = RedisCluster::start();
+    let data = Data::default();
+    let a = cluster_replica(&cluster, &data).await;
+    let b = cluster_replica(&cluster, &data).await;
+    let mut tags = Vec::new();
+    for id in 0..RESOURCES {
+        tags.push(until_shared(&a, &[&b], &format!("/notes/{id}")).await);
+    }
+    assert_spread(&cluster);
+
+    // Writes through B to every other resource: A answers those from its
+    // handler, the others from the cache.
+    for id in (0..RESOURCES).step_by(2) {
+        let got = put(&b, &format!("/notes/{id}")).await.unwrap();
+        assert_eq!(got.status, StatusCode::NO_CONTENT);
+    }
+    for (id, tag) in tags.iter().enumerate() {
+        let (reached, got) = a.revalidate(&format!("/notes/{id}"), tag).await;
+        assert_eq!(reached, id % 2 == 0, "/notes/{id}: {}", got.status);
+    }
+
+    // Surrogate tags, each in a slot of its own: one invalidated through B
+    // ends A's hits on it and no other.
+    let mut tagged = Vec::new();
+    for id in 0..6 {
+        tagged.push(until_shared(&a, &[&b], &format!("/tagged/{id}")).await);
+    }
+    b.cache.invalidate_tag("user:4").await;
+    for (id, tag) in tagged.iter().enumerate() {
+        let (reached, _) = a.revalidate(&format!("/tagged/{id}"), tag).await;
+        assert_eq!(reached, id == 4, "/tagged/{id}");
+    }
+
+    // A clear through A reaches every primary.
+    let tag = until_shared(&a, &[&b], "/notes/1").await;
+    assert!(a.cache.clear().await, "the clear landed");
+    for node in &cluster.nodes {
+        if node.info_text("role").as_deref() == Some("master") {
+            let left: Vec<String> = node
+                .keys(PREFIX)
+                .into_iter()
+                .filter(|key| key.contains(":e:"))
+                .collect();
+            assert!(left.is_empty(), "node {}: {left:?}", node.port);
+        }
+    }
+    let (reached, _) = b.revalidate("/notes/1", &tag).await;
+    assert!(reached, "an entry outlived the clear");
+}
+
+/// Reads and writes on two replicas while `disturb` runs on the cluster;
+/// then checks what every cluster run must hold: no stale 304, no error,
+/// hits during the run and on every resource after it.
+async fn under_load(disturb: fn(&mut RedisCluster) -> (Instant, Instant)) -> Report {
+    let cluster = Arc::new(Mutex::new(
+        tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .unwrap(),
+    ));
+    let data = Data::default();
+    let a = cluster_replica(&cluster.lock().unwrap(), &data).await;
+    let b = cluster_replica(&cluster.lock().unwrap(), &data).await;
+    for id in 0..RESOURCES {
+        until_shared(&a, &[&b], &format!("/v/{id}")).await;
+    }
+    let disturbed = Arc::clone(&cluster);
+    let report = Workload {
+        replicas: vec![a.clone(), b.clone()],
+        ids: RESOURCES,
+        duration: Duration::from_secs(10),
+        disturb: Some(Box::new(move |deadline, _| {
+            std::thread::sleep(Duration::from_secs(2));
+            let outage = disturb(&mut disturbed.lock().unwrap());
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            vec![outage]
+        })),
+    }
+    .run()
+    .await;
+    assert!(report.stale.is_empty(), "stale 304s: {:?}", report.stale);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.hits > 0, "no hit at all: {report}");
+    // Hits resume on every shard, the new primary's included.
+    for id in 0..RESOURCES {
+        until_shared(&a, &[&b], &format!("/v/{id}")).await;
+    }
+    assert_spread(&cluster.lock().unwrap());
+    report
+}
+
+async fn a_graceful_failover_under_reads_and_writes_confirms_no_replaced_tag() {
+    let report = under_load(|cluster| {
+        let replica = cluster.replica_of(cluster.primary_of(0));
+        let from = Instant::now();
+        cluster.failover(replica);
+        (from, Instant::now())
+    })
+    .await;
+    eprintln!("cluster, graceful failover: {report}");
+}
+
+async fn a_killed_primary_under_reads_and_writes_confirms_no_replaced_tag() {
+    let report = under_load(|cluster| {
+        let primary = cluster.primary_of(0);
+        let from = Instant::now();
+        cluster.kill_and_wait_for_promotion(primary);
+        (from, Instant::now())
+    })
+    .await;
+    eprintln!("cluster, killed primary: {report}");
+}
+
+async fn a_failover_to_a_replica_that_missed_writes_never_confirms_their_old_tags() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let data = Data::default();
+    let a = cluster_replica(&cluster, &data).await;
+    let b = cluster_replica(&cluster, &data).await;
+    let mut tags = Vec::new();
+    for id in 0..RESOURCES {
+        tags.push(until_shared(&a, &[&b], &format!("/notes/{id}")).await);
+    }
+    let primary = cluster.primary_of(0);
+    let replica = cluster.replica_of(primary);
+    assert!(
+        cluster.nodes[primary]
+            .keys(PREFIX)
+            .iter()
+            .any(|key| key.contains(":e:")),
+        "the shard holds no entry: the test would prove nothing"
+    );
+    // The replica has every entry; then it stops (SIGSTOP), 32 MiB clog the
+    // replication stream, and B's writes move every resource's generation
+    // on: on this shard they wait in the primary's buffer for the replica.
+    cluster.wait_replicated(primary, replica);
+    cluster.nodes[replica].pause();
+    cluster.clog_replication(primary);
+    for id in 0..RESOURCES {
+        let got = put(&b, &format!("/notes/{id}")).await.unwrap();
+        assert_eq!(got.status, StatusCode::NO_CONTENT);
+    }
+    // The primary dies; the replica comes back and is promoted with the
+    // old generations and the entries stored under them.
+    cluster.nodes[primary].stop();
+    cluster.nodes[replica].resume();
+    let promoted = tokio::task::spawn_blocking(move || {
+        cluster.wait_for_role(replica, "master");
+        cluster
+    })
+    .await
+    .unwrap();
+    for (id, tag) in tags.iter().enumerate() {
+        assert_none_confirms(&[("A", &a), ("B", &b)], &format!("/notes/{id}"), tag).await;
+    }
+    // And the shard caches again.
+    for id in 0..RESOURCES {
+        until_shared(&a, &[&b], &format!("/notes/{id}")).await;
+    }
+    drop(promoted);
+}
