@@ -13,6 +13,14 @@
 //! invalidation Redis does not confirm within the timeout answers 503 with
 //! `Retry-After` and writes nothing (see `RedisStoreBuilder::strict_writes`).
 //!
+//! Redis Cluster: `--cluster`, with `--redis URL` once per seed node (any
+//! of the cluster's nodes; the replica reads the slot map from them):
+//!
+//! ```text
+//! cargo run --example replica --features redis -- 127.0.0.1:3001 --cluster \
+//!     --redis redis://10.0.0.1:6379/ --redis redis://10.0.0.2:6379/ --db /tmp/notes.db
+//! ```
+//!
 //! TLS (feature `redis-tls`): a `rediss://` URL; `--redis-ca FILE` trusts
 //! the PEM certificates in FILE instead of the platform's roots, and
 //! `--redis-cert FILE --redis-key FILE` present a client certificate
@@ -218,14 +226,16 @@ fn app(notes: Notes, shared: ValidatorCache, local: ValidatorCache) -> Router {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr: SocketAddr = "127.0.0.1:3000".parse()?;
-    let mut redis = "redis://127.0.0.1:6379/".to_owned();
+    let mut redis = Vec::new();
+    let mut cluster = false;
     let mut db = "notes.db".to_owned();
     let mut strict = false;
     let mut tls = Tls::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--redis" => redis = args.next().ok_or("--redis needs a URL")?,
+            "--redis" => redis.push(args.next().ok_or("--redis needs a URL")?),
+            "--cluster" => cluster = true,
             "--db" => db = args.next().ok_or("--db needs a path")?,
             "--strict" => strict = true,
             "--redis-ca" => tls.ca = Some(args.next().ok_or("--redis-ca needs a file")?),
@@ -234,6 +244,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => addr = other.parse()?,
         }
     }
+    if redis.is_empty() {
+        redis.push("redis://127.0.0.1:6379/".to_owned());
+    }
+    if redis.len() > 1 && !cluster {
+        return Err("several --redis URLs are the seeds of a cluster: add --cluster".into());
+    }
     // One thread: the replica's CPU time per request is then one core's.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -241,7 +257,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let notes = Notes::open(&db, ETagLayer::new().max_body_size(4 * 1024 * 1024))?;
         let ttl = Duration::from_secs(300);
-        let store = RedisStore::builder(redis)
+        let store = if cluster {
+            RedisStore::cluster(redis)
+        } else {
+            RedisStore::builder(redis.remove(0))
+        };
+        let store = store
             .prefix("notes")
             .secret(std::env::var("CACHE_SECRET").unwrap_or_default())
             .strict_writes(strict);

@@ -7,6 +7,8 @@
 #   replica a:  replica ADDR --redis redis://redis:6379/ --db /data/notes.db
 #   replica b:  the same command line (same Redis, same key prefix, same
 #               CACHE_SECRET, same host name seen by clients)
+#   on a Redis Cluster: replica ADDR --cluster --redis redis://node1:6379/
+#               --redis redis://node2:6379/ … (any nodes, as seeds)
 #
 # It fills the cache through replica a, revalidates through replica b (a 304
 # with b's handler never run), writes through b, and revalidates through a
@@ -21,11 +23,16 @@
 #   bash examples/replicas.sh tls    # Redis with TLS only, client
 #                                    # certificates required (mutual TLS);
 #                                    # certificates made with openssl
+#   bash examples/replicas.sh cluster  # a Redis Cluster of six nodes (three
+#                                    # primaries, a replica each; needs
+#                                    # redis-cli, Debian: redis-tools), every
+#                                    # node given as a seed; at the end every
+#                                    # shard fails over, and hits resume
 set -euo pipefail
 mode=${1:-plain}
 case "$mode" in
-    plain | tls) ;;
-    *) echo "usage: bash examples/replicas.sh [plain|tls]" >&2; exit 2 ;;
+    plain | tls | cluster) ;;
+    *) echo "usage: bash examples/replicas.sh [plain|tls|cluster]" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 
@@ -66,17 +73,53 @@ if [ "$mode" = tls ]; then
         --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients yes)
     replica_tls=(--redis-ca "$work/ca.pem" --redis-cert "$work/client.pem" --redis-key "$work/client.key")
 fi
-"$redis_server" "${listen[@]}" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
+wait_for_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+        sleep 0.1
+    done
+}
+redis_flags=(--redis "$redis_url")
+redis_pids=()
+if [ "$mode" = cluster ]; then
+    redis_cli=$(command -v redis-cli || echo /usr/bin/redis-cli)
+    [ -x "$redis_cli" ] || { echo "redis-cli is needed for the cluster mode: apt-get install redis-tools" >&2; exit 1; }
+    ports=() redis_flags=(--cluster)
+    for _ in 1 2 3 4 5 6; do
+        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        # The cluster bus's port too (by default the port plus 10000: past
+        # 65535 for a free port above 55535).
+        bus=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        "$redis_server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+            --cluster-enabled yes --cluster-port "$bus" --cluster-config-file "nodes-$port.conf" --cluster-node-timeout 1000 \
+            --repl-diskless-sync-delay 0 >"$work/redis-$port.log" 2>&1 &
+        pids+=($!) redis_pids+=($!) ports+=("$port")
+        redis_flags+=(--redis "redis://127.0.0.1:$port/")
+    done
+    for port in "${ports[@]}"; do wait_for_port "$port"; done
+    "$redis_cli" --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 1 --cluster-yes >"$work/create.log" 2>&1 \
+        || { cat "$work/create.log"; exit 1; }
+    # cluster_healthy: every node sees the cluster ok, every replica is in
+    # sync with its primary.
+    cluster_healthy() {
+        for port in "${ports[@]}"; do
+            "$redis_cli" -p "$port" cluster info | grep -q 'cluster_state:ok' || return 1
+            info=$("$redis_cli" -p "$port" info replication | tr -d '\r')
+            echo "$info" | grep -q '^role:master' || echo "$info" | grep -q '^master_link_status:up' || return 1
+        done
+    }
+    for _ in $(seq 1 300); do cluster_healthy && break; sleep 0.1; done
+    cluster_healthy || { echo "the cluster never became healthy"; cat "$work/create.log"; exit 1; }
+else
+    "$redis_server" "${listen[@]}" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+    pids+=($!) redis_pids+=($!)
+    wait_for_port "$port"
+fi
 
 # start_replica NAME [FLAGS...]: starts a replica (in this shell, so that
 # the trap stops it) and waits until it listens.
 start_replica() {
-    "$target_dir/debug/examples/replica" 127.0.0.1:0 --redis "$redis_url" ${replica_tls[@]+"${replica_tls[@]}"} --db "$work/notes.db" "${@:2}" >"$work/$1.log" 2>&1 &
+    "$target_dir/debug/examples/replica" 127.0.0.1:0 "${redis_flags[@]}" ${replica_tls[@]+"${replica_tls[@]}"} --db "$work/notes.db" "${@:2}" >"$work/$1.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do
         grep -q 'listening on' "$work/$1.log" && break
@@ -87,7 +130,6 @@ start_replica() {
 url_of() {
     grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/$1.log" | head -n1 || true
 }
-redis_pid=${pids[0]}
 start_replica a
 start_replica b
 a=$(url_of a)
@@ -156,11 +198,11 @@ for _ in $(seq 1 100); do
     [ "$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -X PUT --data 'Buy soy milk' "$c/notes/1")" = 204 ] && break
     sleep 0.05
 done
-kill -STOP "$redis_pid"
+kill -STOP "${redis_pids[@]}"
 refused=$(curl -s "${host[@]}" -o /dev/null -D - -X PUT --data 'Refused' "$c/notes/1" | tr -d '\r' | awk -F': ' 'NR == 1 {split($0, line, " "); status = line[2]} tolower($1) == "retry-after" {after = $2} END {print status, after}')
 read_c=$(curl -s "${host[@]}" -w ' %{http_code}' "$c/notes/1")
 lenient=$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -X PUT --data 'Buy rice milk' "$a/notes/1")
-kill -CONT "$redis_pid"
+kill -CONT "${redis_pids[@]}"
 accepted=""
 for _ in $(seq 1 100); do
     accepted=$(curl -s "${host[@]}" -o /dev/null -w '%{http_code}' -X PUT --data 'Buy milk' "$c/notes/1")
@@ -173,3 +215,41 @@ written=$(curl -s "${host[@]}" "$b/notes/1")
 [ "$lenient" = 204 ] || { echo "expected 204 from the default replica while Redis is paused, got $lenient"; exit 1; }
 [ "$accepted" = 204 ] && [ "$written" = "Buy milk" ] || { echo "expected strict writes to resume, got $accepted, then: $written"; exit 1; }
 echo "replicas ($mode): Redis paused: strict PUT $refused (Retry-After), GET through c $read_c, default PUT through a $lenient; Redis back: strict PUT $accepted"
+
+[ "$mode" = cluster ] || exit 0
+
+# Every shard fails over (CLUSTER FAILOVER on each replica: the promoted
+# node has every write). Entries stored before are no longer trusted (a
+# promoted replica may lack writes; the store cannot tell), so the next
+# revalidation through b reaches its handler; then a fill through a is a
+# hit through b again.
+tag=$(curl -s "${host[@]}" -o /dev/null -D - "$a/notes/2" | tr -d '\r' | awk -F': ' 'tolower($1) == "etag" {print $2}')
+for port in "${ports[@]}"; do
+    "$redis_cli" -p "$port" info replication | tr -d '\r' | grep -q '^role:slave' && "$redis_cli" -p "$port" cluster failover >/dev/null
+done
+# (The old primaries turn into replicas of the new ones.)
+for _ in $(seq 1 300); do
+    masters=0
+    for port in "${ports[@]}"; do
+        "$redis_cli" -p "$port" info replication | tr -d '\r' | grep -q '^role:master' && masters=$((masters + 1))
+    done
+    [ "$masters" = 3 ] && cluster_healthy && break
+    sleep 0.1
+done
+hits() { curl -s "$1/stats" | grep -o '"redis":{"hits":[0-9]*' | grep -o '[0-9]*$'; }
+# (A 304 either way: b's ETag layer answers the unchanged note's tag with
+# one. What tells a hit is whether b's cache counted it.)
+before=$(hits "$b")
+curl -s "${host[@]}" -o /dev/null -H "If-None-Match: $tag" "$b/notes/2"
+missed=$(hits "$b")
+resumed=""
+for _ in $(seq 1 100); do
+    tag=$(curl -s "${host[@]}" -o /dev/null -D - "$a/notes/2" | tr -d '\r' | awk -F': ' 'tolower($1) == "etag" {print $2}')
+    sleep 0.05
+    curl -s "${host[@]}" -o /dev/null -H "If-None-Match: $tag" "$b/notes/2"
+    resumed=$(hits "$b")
+    [ "$resumed" -gt "$missed" ] && break
+done
+[ "$missed" = "$before" ] || { echo "expected no hit through b right after the failovers: hits $before, then $missed"; exit 1; }
+[ "$resumed" -gt "$missed" ] || { echo "expected hits to resume after the failovers: $(curl -s "$b/stats")"; exit 1; }
+echo "replicas ($mode): every shard failed over: the revalidation through b went to its handler (old entries not trusted); after a fill through a, a hit through b again (b's hits $before, $missed, $resumed)"

@@ -57,6 +57,10 @@ impl RedisServer {
             "0",
             "--repl-diskless-sync-delay",
             "0",
+            // The cluster bus's port, by default the port plus 10000: past
+            // 65535 for a free port above 55535.
+            "--cluster-port",
+            &free_port().to_string(),
         ]
         .map(str::to_owned)
         .to_vec();
