@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use tower_etag::cache::RedisStore;
 
 use crate::{
+    common::TIMEOUT,
     harness::{add, Suite, REDIS_SERVER},
     redis::*,
     redis_server::RedisCluster,
@@ -26,16 +27,26 @@ pub(crate) fn add_to(suite: &mut Suite) {
         a_graceful_failover_under_reads_and_writes_confirms_no_replaced_tag,
         a_killed_primary_under_reads_and_writes_confirms_no_replaced_tag,
         a_failover_to_a_replica_that_missed_writes_never_confirms_their_old_tags,
+        pending_invalidations_land_on_the_shards_that_answer_while_one_is_away,
     ]);
 }
 
 /// A replica of the app on the cluster, reached through every node as a
 /// seed.
 async fn cluster_replica(cluster: &RedisCluster, data: &Data) -> Replica {
+    cluster_replica_waiting(cluster, data, PATIENT).await
+}
+
+/// The same, waiting `timeout` for Redis.
+async fn cluster_replica_waiting(
+    cluster: &RedisCluster,
+    data: &Data,
+    timeout: Duration,
+) -> Replica {
     let store = RedisStore::cluster(cluster.urls())
         .prefix(PREFIX)
         .secret("replicas' shared secret")
-        .timeout(PATIENT)
+        .timeout(timeout)
         .build()
         .unwrap();
     replica_with(store, data, Duration::from_secs(60)).await
@@ -219,4 +230,68 @@ async fn a_failover_to_a_replica_that_missed_writes_never_confirms_their_old_tag
         until_shared(&a, &[&b], &format!("/notes/{id}")).await;
     }
     drop(promoted);
+}
+
+async fn pending_invalidations_land_on_the_shards_that_answer_while_one_is_away() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    // A shard without a primary leaves the others answering (the default,
+    // `yes`, stops the whole cluster).
+    for node in &cluster.nodes {
+        node.command(&["CONFIG", "SET", "cluster-require-full-coverage", "no"])
+            .unwrap();
+    }
+    let data = Data::default();
+    let a = cluster_replica_waiting(&cluster, &data, TIMEOUT_FAULTS).await;
+    let b = cluster_replica_waiting(&cluster, &data, TIMEOUT_FAULTS).await;
+    let mut tags = Vec::new();
+    for id in 0..RESOURCES {
+        tags.push(until_shared(&a, &[&b], &format!("/notes/{id}")).await);
+    }
+    let primaries: Vec<usize> = (0..cluster.nodes.len())
+        .filter(|&i| cluster.nodes[i].info_text("role").as_deref() == Some("master"))
+        .collect();
+    assert_eq!(primaries.len(), 3);
+    // The third shard stays away (its replica too: no failover), the other
+    // two only while B's invalidations are sent, which all wait for a retry.
+    let away = primaries[2];
+    let away_replica = cluster.replica_of(away);
+    cluster.nodes[away_replica].pause();
+    for &primary in &primaries {
+        cluster.nodes[primary].pause();
+    }
+    let invalidations = (0..RESOURCES).map(|id| {
+        let uri: axum::http::Uri = format!("/notes/{id}").parse().unwrap();
+        let b = b.clone();
+        async move { b.cache.invalidate(&uri).await }
+    });
+    let landed = futures_util::future::join_all(invalidations).await;
+    assert!(landed.iter().all(|landed| !landed), "{landed:?}");
+    assert_eq!(b.cache.stats().pending, RESOURCES as u64);
+    for &primary in &primaries[..2] {
+        cluster.nodes[primary].resume();
+    }
+    // The retries land where a primary answers; the third shard's wait.
+    let left = |b: &Replica| b.cache.stats().pending;
+    let deadline = Instant::now() + TIMEOUT;
+    while left(&b) == RESOURCES as u64 {
+        assert!(Instant::now() < deadline, "no retry landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = left(&b);
+    assert!(
+        0 < waiting && waiting < RESOURCES as u64,
+        "{waiting} pending: every resource on one shard, or none on the third"
+    );
+    // So A confirms no old tag: on the two shards the invalidations
+    // landed, and the third does not answer (A's handler does).
+    for (id, tag) in tags.iter().enumerate() {
+        let (reached, got) = a.revalidate(&format!("/notes/{id}"), tag).await;
+        assert!(reached, "/notes/{id}: {} (a stale 304)", got.status);
+    }
+    cluster.nodes[away].resume();
+    cluster.nodes[away_replica].resume();
+    eventually("the third shard's invalidations", || left(&b) == 0).await;
 }

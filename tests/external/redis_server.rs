@@ -44,8 +44,10 @@ impl RedisServer {
         Self::start_with(Vec::new(), None)
     }
 
-    /// Starts a server in cluster mode, in no cluster yet.
-    fn start_clustered() -> Self {
+    /// Starts a server in cluster mode, in no cluster yet; returns it and
+    /// its cluster bus port.
+    fn start_clustered() -> (Self, u16) {
+        let bus = free_port();
         let extra = [
             "--cluster-enabled",
             "yes",
@@ -60,11 +62,11 @@ impl RedisServer {
             // The cluster bus's port, by default the port plus 10000: past
             // 65535 for a free port above 55535.
             "--cluster-port",
-            &free_port().to_string(),
+            &bus.to_string(),
         ]
         .map(str::to_owned)
         .to_vec();
-        Self::start_with(extra, None)
+        (Self::start_with(extra, None), bus)
     }
 
     /// Whether it runs (not killed).
@@ -266,15 +268,17 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..6).map(|_| RedisServer::start_clustered()).collect();
+        let (nodes, buses): (Vec<RedisServer>, Vec<u16>) =
+            (0..6).map(|_| RedisServer::start_clustered()).unzip();
         let ranges = [("0", "5460"), ("5461", "10922"), ("10923", "16383")];
         for (node, (from, to)) in nodes.iter().zip(ranges) {
             node.command(&["CLUSTER", "ADDSLOTSRANGE", from, to])
                 .unwrap();
         }
-        for node in &nodes[1..] {
+        for (node, bus) in nodes.iter().zip(&buses).skip(1) {
+            let (port, bus) = (node.port.to_string(), bus.to_string());
             nodes[0]
-                .command(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()])
+                .command(&["CLUSTER", "MEET", "127.0.0.1", &port, &bus])
                 .unwrap();
         }
         let cluster = Self { nodes };

@@ -648,8 +648,12 @@ impl Inner {
     /// Deletes every key under the prefix. Scanning takes as long as the
     /// key space: each command gets the timeout, not the whole.
     async fn clear(self: &Arc<Self>) -> Result<(), ()> {
-        // Each primary of a cluster holds its own keys.
-        for primary in self.connection.nodes.primaries() {
+        // Each primary of a cluster holds its own keys; a shard without a
+        // known primary leaves the clear pending.
+        let Some(primaries) = self.connection.nodes.primaries() else {
+            return Err(());
+        };
+        for primary in primaries {
             self.clear_on(&primary).await?;
         }
         Ok(())
@@ -705,7 +709,10 @@ impl Inner {
         let connection = &self.connection;
         let result = match tokio::time::timeout(connection.timeout, operation).await {
             Ok(result) => result,
-            Err(_) => Err(Failure::Timeout),
+            Err(_) => {
+                connection.nodes.timed_out();
+                Err(Failure::Timeout)
+            }
         };
         let now = connection.elapsed_ms();
         match result {
@@ -774,10 +781,11 @@ impl Inner {
     }
 
     /// One attempt at what is pending: a clear first (it covers the rest),
-    /// then resources, tags and write ends in chunks of [`CHUNK`], each
-    /// under its own timeout and leaving the backlog as it lands. Stops at
-    /// the first chunk that fails (Redis is away; the next attempt is
-    /// [`RETRY_INTERVAL`] later).
+    /// then resources, tags and write ends in chunks of [`CHUNK`], each item
+    /// under its own timeout and leaving the backlog as it lands. Stops
+    /// after a chunk of which nothing landed (Redis is away; the next
+    /// attempt is [`RETRY_INTERVAL`] later); on a cluster, the items of a
+    /// shard that is away stay while the others land.
     async fn retry_once(self: &Arc<Self>) {
         let backlog = &self.connection.backlog;
         let snapshot = backlog.snapshot();
@@ -796,45 +804,40 @@ impl Inner {
             Item::End { .. } => 2,
         });
         for chunk in chunks_of_one_kind(&items) {
-            if self
-                .guarded("retry", self.retry_chunk(chunk))
-                .await
-                .is_none()
-            {
+            let landed = self.retry_chunk(chunk).await;
+            backlog.landed(&landed);
+            if landed.is_empty() {
                 return;
             }
-            backlog.landed(chunk);
         }
         #[cfg(feature = "tracing")]
         tracing::debug!(target: "tower_etag::cache", retried = items.len(), "tower-etag cache: pending invalidations reached Redis");
     }
 
-    /// Sends one chunk of pending items of one kind.
-    async fn retry_chunk(&self, chunk: &[(Item, u64)]) -> Result<(), Failure> {
-        let mut keys = Vec::with_capacity(chunk.len());
-        let mut ends = Vec::new();
-        let mut tags = false;
-        for (item, _) in chunk {
-            match *item {
-                Item::Resource(key) => keys.push(key),
-                Item::Tag(key) => {
-                    tags = true;
-                    keys.push(key);
-                }
+    /// Sends one chunk of pending items together (pipelined on each
+    /// server's connection), each under the timeout; returns those that
+    /// landed.
+    async fn retry_chunk(self: &Arc<Self>, chunk: &[(Item, u64)]) -> Vec<(Item, u64)> {
+        let sends = chunk.iter().map(|pending| async move {
+            let sent = match pending.0 {
+                Item::Resource(key) => self.guarded("retry", self.invalidate(&[key], false)).await,
+                Item::Tag(key) => self.guarded("retry", self.invalidate(&[key], true)).await,
                 Item::End {
                     resource,
                     id,
                     invalidate,
-                } => ends.push(self.end_write(resource, WriteId(id), &[], invalidate)),
-            }
-        }
-        if !keys.is_empty() {
-            self.invalidate(&keys, tags).await?;
-        }
-        for result in futures_util::future::join_all(ends).await {
-            result?;
-        }
-        Ok(())
+                } => {
+                    let end = self.end_write(resource, WriteId(id), &[], invalidate);
+                    self.guarded("retry", end).await
+                }
+            };
+            sent.map(|()| *pending)
+        });
+        futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 

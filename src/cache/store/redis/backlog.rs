@@ -39,7 +39,7 @@ pub(super) struct Backlog {
 pub(super) enum Item {
     /// A resource's generation to move on.
     Resource(Key),
-    /// A surrogate tag's generation to move on (and the tag epoch).
+    /// A surrogate tag's generation to move on.
     Tag(Key),
     /// A write to end (its id removed from the resource's writes under
     /// way), invalidating the resource first when `invalidate`.

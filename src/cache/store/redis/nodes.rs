@@ -98,12 +98,26 @@ impl Nodes {
         }
     }
 
-    /// Every primary (the one server, or each primary of the cluster as
-    /// last mapped).
-    pub(super) fn primaries(&self) -> Vec<Arc<Link>> {
+    /// Every primary: the one server, or each primary of the cluster as
+    /// last mapped; `None` while a slot has no known primary (the map is
+    /// not read yet, or the cluster lost a shard).
+    pub(super) fn primaries(&self) -> Option<Vec<Arc<Link>>> {
         match self {
-            Self::Single(link) => vec![Arc::clone(link)],
-            Self::Cluster(cluster) => cluster.map().primaries.clone(),
+            Self::Single(link) => Some(vec![Arc::clone(link)]),
+            Self::Cluster(cluster) => {
+                let map = cluster.map();
+                let complete = !map.slots.contains(&NONE);
+                complete.then(|| map.primaries.clone())
+            }
+        }
+    }
+
+    /// Reports an operation that ran past the timeout: on a cluster, its
+    /// primary may be gone (a failover under way), so the slot map is read
+    /// again.
+    pub(super) fn timed_out(&self) {
+        if let Self::Cluster(cluster) = self {
+            cluster.remap.notify_one();
         }
     }
 
