@@ -671,7 +671,7 @@ pub(crate) struct Stale {
     started: Instant,
     /// How long after the end of the latest outage (or after the replacing
     /// write's response, if later) the read started.
-    after_outage: Duration,
+    pub(crate) after_outage: Duration,
 }
 
 impl std::fmt::Display for Report {
