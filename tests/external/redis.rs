@@ -43,6 +43,7 @@ pub(crate) fn add_to(suite: &mut Suite) {
         a_get_during_a_write_on_the_other_replica_stores_nothing,
         a_tagged_get_that_read_old_data_stores_nothing_after_its_tag_is_invalidated,
         invalidations_from_app_code_reach_every_replica,
+        a_tag_that_a_fill_created_lets_the_next_fill_with_it_store,
         requests_go_to_the_handlers_while_redis_is_down_and_hits_resume_after_a_restart,
         a_paused_redis_costs_each_request_at_most_the_timeout,
         garbage_and_lost_records_in_redis_are_misses,
@@ -433,6 +434,24 @@ async fn a_tagged_get_that_read_old_data_stores_nothing_after_its_tag_is_invalid
     let (reached, got) = b.revalidate("/gated-tagged/9", &old_tag).await;
     assert!(reached, "the old tag is not confirmed");
     assert_eq!(got.body, "note 9 v2");
+}
+
+async fn a_tag_that_a_fill_created_lets_the_next_fill_with_it_store() {
+    let redis = RedisServer::start();
+    let (_, a, b) = two_replicas(&redis).await;
+    until_shared(&a, &[&b], "/notes/1").await;
+    // Two resources with the tag `user:5`, filled one right after the
+    // other: the first creates the tag, which refuses no fill (only an
+    // invalidation after a request arrived does).
+    let first = fill(&a, "/tagged/5").await;
+    let fills = a.cache.stats().fills;
+    let second = fetch(&a, "/tagged/5?page=2", &[]).await;
+    assert_eq!(second.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.cache.stats().fills, fills + 1, "the second fill was refused");
+    let second = second.etag().unwrap().to_owned();
+    assert!(!b.revalidate("/tagged/5", &first).await.0);
+    assert!(!b.revalidate("/tagged/5?page=2", &second).await.0);
 }
 
 async fn invalidations_from_app_code_reach_every_replica() {
