@@ -448,7 +448,11 @@ async fn a_tag_that_a_fill_created_lets_the_next_fill_with_it_store() {
     let second = fetch(&a, "/tagged/5?page=2", &[]).await;
     assert_eq!(second.status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(a.cache.stats().fills, fills + 1, "the second fill was refused");
+    assert_eq!(
+        a.cache.stats().fills,
+        fills + 1,
+        "the second fill was refused"
+    );
     let second = second.etag().unwrap().to_owned();
     assert!(!b.revalidate("/tagged/5", &first).await.0);
     assert!(!b.revalidate("/tagged/5?page=2", &second).await.0);

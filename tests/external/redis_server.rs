@@ -469,6 +469,8 @@ pub struct Link {
     delay: Arc<AtomicU64>,
     /// The names of the commands clients sent, in order (upper case).
     commands: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The same, in round trips: the commands sent before a reply came.
+    rounds: Arc<std::sync::Mutex<Rounds>>,
     target: Arc<std::sync::Mutex<SocketAddr>>,
     generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -483,11 +485,13 @@ impl Link {
         let target = Arc::new(std::sync::Mutex::new(target));
         let delay = Arc::new(AtomicU64::new(0));
         let commands = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rounds = Arc::new(std::sync::Mutex::new(Rounds::default()));
         let link = Self {
             addr,
             up: up.clone(),
             delay: delay.clone(),
             commands: commands.clone(),
+            rounds: rounds.clone(),
             target: target.clone(),
             generation: generation.clone(),
         };
@@ -504,6 +508,7 @@ impl Link {
                 let target = *target.lock().unwrap();
                 let delay = delay.clone();
                 let commands = commands.clone();
+                let rounds = rounds.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
@@ -519,6 +524,7 @@ impl Link {
                                 return to_server.shutdown().await;
                             }
                             let names = parser.feed(&buffer[..n]);
+                            rounds.lock().unwrap().sent(&names);
                             commands.lock().unwrap().extend(names);
                             let held = delay.load(Ordering::SeqCst);
                             if held > 0 {
@@ -527,7 +533,17 @@ impl Link {
                             to_server.write_all(&buffer[..n]).await?;
                         }
                     };
-                    let down = tokio::io::copy(&mut from_server, &mut to_client);
+                    let down = async {
+                        let mut buffer = vec![0; 64 * 1024];
+                        loop {
+                            let n = from_server.read(&mut buffer).await?;
+                            if n == 0 {
+                                return to_client.shutdown().await;
+                            }
+                            rounds.lock().unwrap().answered();
+                            to_client.write_all(&buffer[..n]).await?;
+                        }
+                    };
                     tokio::select! {
                         _ = async { tokio::join!(up, down) } => {}
                         _ = cut.changed() => {}
@@ -552,6 +568,12 @@ impl Link {
         std::mem::take(&mut *self.commands.lock().unwrap())
     }
 
+    /// The commands clients sent since the last call, by round trip: each
+    /// group went out before a reply came back.
+    pub fn take_rounds(&self) -> Vec<Vec<String>> {
+        std::mem::take(&mut self.rounds.lock().unwrap().rounds)
+    }
+
     /// Holds what clients send for `delay` before it goes on.
     pub fn slow_down(&self, delay: Duration) {
         self.delay.store(delay.as_micros() as u64, Ordering::SeqCst);
@@ -565,6 +587,32 @@ impl Link {
     pub fn switch_to(&self, target: SocketAddr) {
         *self.target.lock().unwrap() = target;
         self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// Commands grouped by round trip.
+#[derive(Default)]
+struct Rounds {
+    rounds: Vec<Vec<String>>,
+    /// Whether a reply came since the last command: the next one starts a
+    /// round.
+    answered: bool,
+}
+
+impl Rounds {
+    fn sent(&mut self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        if self.answered || self.rounds.is_empty() {
+            self.rounds.push(Vec::new());
+            self.answered = false;
+        }
+        self.rounds.last_mut().unwrap().extend_from_slice(names);
+    }
+
+    fn answered(&mut self) {
+        self.answered = true;
     }
 }
 

@@ -437,6 +437,26 @@ async fn commands_sent_per_hit_miss_fill_and_write() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(sent(&link), ["EVALSHA", "EVALSHA"]);
+    // A tagged hit: the entry and its tag's generation read together, in
+    // one round trip (the fill told this replica the resource's tags). A
+    // tag has a hash slot of its own: a second MGET, sent with the first.
+    let tagged = fill(&a, "/tagged/3").await;
+    let _ = link.take_rounds();
+    let (reached, _) = a.revalidate("/tagged/3", &tagged).await;
+    assert!(!reached);
+    assert_eq!(rounds(&link), [["MGET", "MGET"]]);
+}
+
+/// The commands replica `a` sent through `link` since the last call, by
+/// round trip, but the connection's own checks.
+fn rounds(link: &Link) -> Vec<Vec<String>> {
+    let mut rounds = link.take_rounds();
+    for round in &mut rounds {
+        round.retain(|name| name != "INFO" && name != "TIME");
+        round.sort();
+    }
+    rounds.retain(|round| !round.is_empty());
+    rounds
 }
 
 async fn a_uri_looked_up_and_never_stored_leaves_a_short_lived_key() {

@@ -4,12 +4,13 @@
 //! failed invalidations kept in the [`Backlog`] and retried.
 
 use std::{
+    collections::HashMap,
     fmt,
     future::Future,
     pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     task::{Context, Poll},
     time::Duration,
@@ -78,6 +79,42 @@ pub(super) struct Connection {
     pub(super) next_write: AtomicU64,
     /// Writes whose arrival Redis does not confirm are refused.
     pub(super) strict: bool,
+    pub(super) hints: TagHints,
+}
+
+/// The surrogate tags last seen on each resource's entry, so that a
+/// revalidation reads their generations together with the entry: a tagged
+/// hit in one round trip instead of two. Only a hint: an entry found with
+/// other tags has them read next. At most [`MAX_HINTS`] resources (all
+/// forgotten when full: hints come back with the next lookup of each).
+#[derive(Default)]
+pub(super) struct TagHints(Mutex<HashMap<Key, Arc<[Key]>>>);
+
+/// How many resources' tags [`TagHints`] keeps (some 3 MB).
+const MAX_HINTS: usize = 1 << 16;
+
+impl TagHints {
+    fn get(&self, resource: Key) -> Option<Arc<[Key]>> {
+        let hints = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        hints.get(&resource).cloned()
+    }
+
+    /// Records `tags` (sorted, without duplicates) as `resource`'s; none
+    /// forgets it.
+    fn set(&self, resource: Key, tags: &[Key]) {
+        let mut hints = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if tags.is_empty() {
+            hints.remove(&resource);
+            return;
+        }
+        if hints.get(&resource).is_some_and(|known| **known == *tags) {
+            return;
+        }
+        if hints.len() >= MAX_HINTS {
+            hints.clear();
+        }
+        hints.insert(resource, tags.into());
+    }
 }
 
 impl Drop for Connection {
@@ -213,7 +250,13 @@ impl Store for Attached {
             let lookup = async {
                 // The fill runs on this connection too.
                 let link = this.connection.nodes.get(query.resource).await;
-                this.lookup(&link, query.resource, query.entry).await
+                // Only a revalidation can hit, and only a hit needs the
+                // tags.
+                let hint = query
+                    .may_hit
+                    .then(|| this.connection.hints.get(query.resource));
+                this.lookup(&link, query.resource, query.entry, hint.flatten())
+                    .await
             };
             this.guarded("lookup", lookup).await
         };
@@ -359,7 +402,16 @@ impl Inner {
     /// the server's time for the entry's age comes from the connection's
     /// clock. Only when the generation is missing (or not one a script
     /// would accept) does the lookup script run, which creates it.
-    async fn lookup(&self, link: &Verified, resource: Key, key: Key) -> Result<Lookup, Failure> {
+    ///
+    /// With `hint` (the tags the resource's entry had last time), their
+    /// generations are read at the same time.
+    async fn lookup(
+        &self,
+        link: &Verified,
+        resource: Key,
+        key: Key,
+        hint: Option<Arc<[Key]>>,
+    ) -> Result<Lookup, Failure> {
         let connection = &self.connection;
         // When the request arrived, for the fill's surrogate tags.
         let arrival = link.clock.now();
@@ -367,10 +419,26 @@ impl Inner {
         let entry_key = connection.keys.entry(resource, key);
         let mut read = redis::cmd("MGET");
         read.arg(&generation_key).arg(&entry_key);
-        let values: Vec<Value> = self.query(link, &read).await?;
+        let read = self.query::<Vec<Value>>(link, &read);
+        let (values, tags) = match hint {
+            Some(tags) => {
+                let (values, current) =
+                    futures_util::future::join(read, self.tag_generations(link, &tags)).await;
+                (
+                    values?,
+                    Some(Tags {
+                        tags,
+                        current: current?,
+                    }),
+                )
+            }
+            None => (read.await?, None),
+        };
         let generation = values.first().and_then(generation);
         if let (Some(generation), Some(entry)) = (generation, values.get(1)) {
-            return self.looked_up(link, generation, arrival, entry).await;
+            return self
+                .looked_up(link, resource, generation, arrival, entry, tags)
+                .await;
         }
         let mut invocation = connection.scripts.lookup.prepare_invoke();
         invocation
@@ -384,7 +452,9 @@ impl Inner {
         let generation = items.first().and_then(number).ok_or(Failure::Reply)?;
         let clock = items.get(1).and_then(number).ok_or(Failure::Reply)?;
         let entry = items.get(2).unwrap_or(&Value::Nil);
-        let mut lookup = self.looked_up(link, generation, clock, entry).await?;
+        let mut lookup = self
+            .looked_up(link, resource, generation, clock, entry, tags)
+            .await?;
         lookup.tag_epoch = arrival;
         Ok(lookup)
     }
@@ -394,9 +464,11 @@ impl Inner {
     async fn looked_up(
         &self,
         link: &Verified,
+        resource: Key,
         generation: u64,
         clock: u64,
         entry: &Value,
+        tags: Option<Tags>,
     ) -> Result<Lookup, Failure> {
         let entry = match entry {
             // The header first: the variants are decoded only for an entry
@@ -414,7 +486,7 @@ impl Inner {
             _ => None,
         };
         let entry = match entry {
-            Some(entry) => self.current_tags(link, entry).await?,
+            Some(entry) => self.current_tags(link, resource, entry, tags).await?,
             None => None,
         };
         Ok(Lookup {
@@ -461,20 +533,31 @@ impl Inner {
     }
 
     /// The entry without the variants whose surrogate tags were invalidated
-    /// since their fill (one more round trip, for tagged entries only).
-    async fn current_tags(&self, link: &Verified, entry: Entry) -> Result<Option<Entry>, Failure> {
-        let mut tags: Vec<Key> = entry
-            .variants()
-            .iter()
-            .flat_map(|v| v.tags.iter().map(|(tag, _)| *tag))
-            .collect();
+    /// since their fill: their generations read with the entry (`read`,
+    /// from the hint), or else in one more round trip.
+    async fn current_tags(
+        &self,
+        link: &Verified,
+        resource: Key,
+        entry: Entry,
+        read: Option<Tags>,
+    ) -> Result<Option<Entry>, Failure> {
+        let tags = tags_of(&entry);
+        self.connection.hints.set(resource, &tags);
         if tags.is_empty() {
             return Ok(Some(entry));
         }
-        tags.sort_unstable();
-        tags.dedup();
-        let current = self.tag_generations(link, &tags).await?;
-        let current = |tag: &Key| current[tags.binary_search(tag).ok()?];
+        let read = match read {
+            Some(read) if tags.iter().all(|tag| read.tags.binary_search(tag).is_ok()) => read,
+            _ => {
+                let current = self.tag_generations(link, &tags).await?;
+                Tags {
+                    tags: tags.into(),
+                    current,
+                }
+            }
+        };
+        let current = |tag: &Key| read.current[read.tags.binary_search(tag).ok()?];
         let backlog = &self.connection.backlog;
         Ok(entry.retain(|_, variant| {
             !backlog.has_tag(&variant.tags)
@@ -544,6 +627,8 @@ impl Inner {
             return Ok(false);
         }
         let entry = Entry::with(fill.base.as_ref(), variant);
+        // The next revalidation reads these tags with the entry.
+        connection.hints.set(fill.resource, &tags_of(&entry));
         let mut invocation = connection.scripts.fill.prepare_invoke();
         invocation
             .key(connection.keys.generation(fill.resource))
@@ -839,6 +924,25 @@ impl Inner {
             .flatten()
             .collect()
     }
+}
+
+/// The surrogate tags of an entry's variants, sorted, without duplicates.
+fn tags_of(entry: &Entry) -> Vec<Key> {
+    let mut tags: Vec<Key> = entry
+        .variants()
+        .iter()
+        .flat_map(|v| v.tags.iter().map(|(tag, _)| *tag))
+        .collect();
+    tags.sort_unstable();
+    tags.dedup();
+    tags
+}
+
+/// Surrogate tags (sorted) and their current generations, as
+/// [`Inner::tag_generations`] reads them.
+struct Tags {
+    tags: Arc<[Key]>,
+    current: Vec<Option<u64>>,
 }
 
 /// An entry that cannot be read (another format, written by hand,

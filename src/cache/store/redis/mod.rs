@@ -403,6 +403,7 @@ impl RedisStoreBuilder {
                 unavailable: AtomicU64::new(0),
                 next_write: AtomicU64::new(random_u64()),
                 strict: self.strict_writes,
+                hints: Default::default(),
             }),
         })
     }
