@@ -36,7 +36,7 @@ pub(crate) fn add_to(suite: &mut Suite) {
 /// A replica of the app on the cluster, reached through every node as a
 /// seed.
 async fn cluster_replica(cluster: &RedisCluster, data: &Data) -> Replica {
-    cluster_replica_with(cluster, data, PATIENT, false).await
+    cluster_replica_with(cluster.urls(), data, PATIENT, false).await
 }
 
 /// The same, waiting `timeout` for Redis.
@@ -45,17 +45,18 @@ async fn cluster_replica_waiting(
     data: &Data,
     timeout: Duration,
 ) -> Replica {
-    cluster_replica_with(cluster, data, timeout, false).await
+    cluster_replica_with(cluster.urls(), data, timeout, false).await
 }
 
-/// The same, with strict writes if `strict`.
+/// A replica on the cluster whose nodes are at `urls`, waiting `timeout`
+/// for Redis, with strict writes if `strict`.
 async fn cluster_replica_with(
-    cluster: &RedisCluster,
+    urls: Vec<String>,
     data: &Data,
     timeout: Duration,
     strict: bool,
 ) -> Replica {
-    let store = RedisStore::cluster(cluster.urls())
+    let store = RedisStore::cluster(urls)
         .prefix(PREFIX)
         .secret("replicas' shared secret")
         .timeout(timeout)
@@ -144,8 +145,9 @@ async fn under_load(strict: bool, disturb: fn(&mut RedisCluster) -> (Instant, In
             .unwrap(),
     ));
     let data = Data::default();
-    let a = cluster_replica_with(&cluster.lock().unwrap(), &data, LOAD_TIMEOUT, strict).await;
-    let b = cluster_replica_with(&cluster.lock().unwrap(), &data, LOAD_TIMEOUT, strict).await;
+    let urls = cluster.lock().unwrap().urls();
+    let a = cluster_replica_with(urls.clone(), &data, LOAD_TIMEOUT, strict).await;
+    let b = cluster_replica_with(urls, &data, LOAD_TIMEOUT, strict).await;
     for id in 0..RESOURCES {
         until_shared(&a, &[&b], &format!("/v/{id}")).await;
     }
