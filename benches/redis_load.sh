@@ -14,14 +14,17 @@
 # - Redis commands per hit, from Redis's own counters;
 # - with TLS=1 (the default; needs openssl): the same Redis also listens
 #   with TLS, and a third replica reaches it through rediss://: a TLS hit
-#   against a plain-TCP hit, alternated in each repetition.
+#   against a plain-TCP hit, alternated in each repetition;
+# - with CLUSTER=1 (the default): a Redis Cluster of three primaries on the
+#   same core, and a fourth replica on it (--cluster): a cluster hit against
+#   a single-server hit, 1 MiB and 1 KiB, alternated in each repetition.
 #
 #   bash benches/redis_load.sh          # about 3 minutes
 #   REPS=3 DURATION=2 bash benches/redis_load.sh
 #
 # Settings (environment): REPS (5), DURATION seconds per run (3),
 # CONNECTIONS (32; 8 for the 2 ms handler), SERVER_CPU (0), CLIENT_CPU (1),
-# TLS (1).
+# TLS (1), CLUSTER (1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +34,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 TLS=${TLS:-1}
+CLUSTER=${CLUSTER:-1}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 redis_server=$(command -v redis-server || echo /usr/bin/redis-server)
@@ -90,6 +94,46 @@ if [ "$TLS" = 1 ]; then
     t_pid=$(cat "$work/t.pid")
 fi
 
+if [ "$CLUSTER" = 1 ]; then
+    # Three primaries (no replicas: their replication would share the
+    # core), slots split in three, formed by hand.
+    cluster_ports=()
+    for _ in 1 2 3; do
+        node=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        bus=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        taskset -c "$SERVER_CPU" "$redis_server" --port "$node" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+            --cluster-enabled yes --cluster-port "$bus" --cluster-config-file "nodes-$node.conf" >"$work/redis-$node.log" 2>&1 &
+        pids+=($!)
+        cluster_ports+=("$node") cluster_buses+=("$bus")
+    done
+    for node in "${cluster_ports[@]}"; do
+        for _ in $(seq 1 100); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$node") 2>/dev/null && break
+            sleep 0.1
+        done
+    done
+    redis-cli -p "${cluster_ports[0]}" CLUSTER ADDSLOTSRANGE 0 5460 >/dev/null
+    redis-cli -p "${cluster_ports[1]}" CLUSTER ADDSLOTSRANGE 5461 10922 >/dev/null
+    redis-cli -p "${cluster_ports[2]}" CLUSTER ADDSLOTSRANGE 10923 16383 >/dev/null
+    for i in 1 2; do
+        redis-cli -p "${cluster_ports[0]}" CLUSTER MEET 127.0.0.1 "${cluster_ports[$i]}" "${cluster_buses[$i]}" >/dev/null
+    done
+    for _ in $(seq 1 200); do
+        ok=0
+        for node in "${cluster_ports[@]}"; do
+            redis-cli -p "$node" CLUSTER INFO | grep -q 'cluster_state:ok' && ok=$((ok + 1))
+        done
+        [ "$ok" = 3 ] && break
+        sleep 0.1
+    done
+    [ "$ok" = 3 ] || { echo "the cluster never became ready" >&2; exit 1; }
+    seeds=()
+    for node in "${cluster_ports[@]}"; do seeds+=(--redis "redis://127.0.0.1:$node/"); done
+    start_replica c "redis://127.0.0.1:${cluster_ports[0]}/" "${seeds[@]:2}" --cluster
+    c=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/c.log")
+    c_pid=$(cat "$work/c.pid")
+fi
+
 # Fills through B (the same Host on both replicas, as behind a load
 # balancer), for the Redis and in-memory caches of each.
 host='notes.example'
@@ -107,6 +151,16 @@ tag_slow=$(etag_of "$b/slow/1k")
 etag_of "$a/memory/content/1m" >/dev/null
 etag_of "$a/memory/content/1k" >/dev/null
 etag_of "$a/memory/slow/1k" >/dev/null
+if [ "$CLUSTER" = 1 ]; then
+    # The cluster's entries, filled through the replica that reads them
+    # (the same tags: the same content), until they are hits.
+    for _ in $(seq 1 50); do
+        etag_of "$c/content/1m" >/dev/null
+        etag_of "$c/content/1k" >/dev/null
+        [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" -H "If-None-Match: $tag_1k" "$c/content/1k")" = 304 ] &&
+            curl -s "$c/stats" | grep -q '"redis":{"hits":[1-9]' && break
+    done
+fi
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
@@ -183,10 +237,24 @@ for rep in $(seq 1 "$REPS"); do
             measured=$t_pid run redis_hit_1m_tls "$CONNECTIONS" "$t/content/1m" -H "If-None-Match: $tag_1m"
         fi
     fi
+    if [ "$CLUSTER" = 1 ]; then
+        # Which goes first alternates with the repetition.
+        for size in 1m 1k; do
+            tag_var=tag_$size
+            if [ $((rep % 2)) = 1 ]; then
+                measured=$c_pid run "redis_hit_${size}_cluster" "$CONNECTIONS" "$c/content/$size" -H "If-None-Match: ${!tag_var}"
+                run "redis_hit_${size}_single" "$CONNECTIONS" "$a/content/$size" -H "If-None-Match: ${!tag_var}"
+            else
+                run "redis_hit_${size}_single" "$CONNECTIONS" "$a/content/$size" -H "If-None-Match: ${!tag_var}"
+                measured=$c_pid run "redis_hit_${size}_cluster" "$CONNECTIONS" "$c/content/$size" -H "If-None-Match: ${!tag_var}"
+            fi
+        done
+    fi
 done
 curl -s "$a/stats" >"$work/stats.json"
+if [ "$CLUSTER" = 1 ]; then curl -s "$c/stats" >"$work/stats_c.json"; else echo '{}' >"$work/stats_c.json"; fi
 
-python3 - "$work/runs.csv" "$work/commands.csv" "$work/stats.json" <<'PY'
+python3 - "$work/runs.csv" "$work/commands.csv" "$work/stats.json" "$work/stats_c.json" <<'PY'
 import json, statistics, sys
 
 sys.path.insert(0, "benches")
@@ -209,8 +277,14 @@ print(f"  both replicas / replica A alone        {ratio('redis_hit_1m_both', 're
 print(f"  2 ms handler: Redis hit / no cache     {ratio('slow_redis_hit', 'slow_no_cache')}")
 if "redis_hit_1m_tls" in runs.runs:
     print(f"  1 MiB Redis hit: TLS / plain TCP       {ratio('redis_hit_1m_tls', 'redis_hit_1m_plain')}")
+if "redis_hit_1m_cluster" in runs.runs:
+    print(f"  1 MiB Redis hit: cluster / single      {ratio('redis_hit_1m_cluster', 'redis_hit_1m_single')}")
+    print(f"  1 KiB Redis hit: cluster / single      {ratio('redis_hit_1k_cluster', 'redis_hit_1k_single')}")
 print(f"Redis commands sent per hit: {statistics.median(commands):.3f}")
 print(f"Redis's command time per hit (INFO commandstats usec): {statistics.median(redis_us):.2f} µs "
       f"({min(redis_us):.2f}–{max(redis_us):.2f}); socket I/O and parsing are not in it")
 print(f"replica A's Redis cache: {stats['redis']}")
+cluster_stats = json.load(open(sys.argv[4]))
+if cluster_stats:
+    print(f"replica C's Redis Cluster cache: {cluster_stats['redis']}")
 PY
