@@ -65,6 +65,7 @@ if [ "$TLS" = 1 ]; then
 fi
 taskset -c "$SERVER_CPU" "$redis_server" --port "$port" "${tls[@]}" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
 pids+=($!)
+redis_pid=$!
 for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
@@ -211,10 +212,12 @@ for rep in $(seq 1 "$REPS"); do
     run memory_hit_1m "$CONNECTIONS" "$a/memory/content/1m" -H "If-None-Match: $tag_1m"
     calls=$(redis_calls)
     usec=$(redis_usec)
+    redis_ticks=$(ticks "$redis_pid")
     run redis_hit_1m "$CONNECTIONS" "$a/content/1m" -H "If-None-Match: $tag_1m"
+    redis_ticks=$(($(ticks "$redis_pid") - redis_ticks))
     hits=$(tail -n1 "$work/runs.csv" | cut -d, -f7)
     # Less the two INFO calls of the readings before the run.
-    echo "redis_commands,$rep,$(($(redis_calls) - calls - 2)),$hits,$(($(redis_usec) - usec))" >>"$work/commands.csv"
+    echo "redis_commands,$rep,$(($(redis_calls) - calls - 2)),$hits,$(($(redis_usec) - usec)),$redis_ticks" >>"$work/commands.csv"
     # Both replicas at once, half the connections each.
     out_a=$work/both_a.txt out_b=$work/both_b.txt
     taskset -c "$CLIENT_CPU" wrk -t1 -c$((CONNECTIONS / 2)) -d"${DURATION}s" --latency -H "Host: $host" -H "If-None-Match: $tag_1m" "$a/content/1m" >"$out_a" &
@@ -254,7 +257,7 @@ done
 curl -s "$a/stats" >"$work/stats.json"
 if [ "$CLUSTER" = 1 ]; then curl -s "$c/stats" >"$work/stats_c.json"; else echo '{}' >"$work/stats_c.json"; fi
 
-python3 - "$work/runs.csv" "$work/commands.csv" "$work/stats.json" "$work/stats_c.json" <<'PY'
+python3 - "$work/runs.csv" "$work/commands.csv" "$work/stats.json" "$work/stats_c.json" "$hz" <<'PY'
 import json, statistics, sys
 
 sys.path.insert(0, "benches")
@@ -264,6 +267,8 @@ runs = WrkRows(sys.argv[1])
 rows = [line.strip().split(",") for line in open(sys.argv[2])]
 commands = [int(row[2]) / int(row[3]) for row in rows]
 redis_us = [int(row[4]) / int(row[3]) for row in rows]
+hz = int(sys.argv[5])
+redis_cpu_us = [int(row[5]) * 1e6 / hz / int(row[3]) for row in rows]
 stats = json.load(open(sys.argv[3]))
 # Two wrk at once: their total requests/s only.
 runs.print_table(totals_only={"redis_hit_1m_both"})
@@ -283,6 +288,9 @@ if "redis_hit_1m_cluster" in runs.runs:
 print(f"Redis commands sent per hit: {statistics.median(commands):.3f}")
 print(f"Redis's command time per hit (INFO commandstats usec): {statistics.median(redis_us):.2f} µs "
       f"({min(redis_us):.2f}–{max(redis_us):.2f}); socket I/O and parsing are not in it")
+print(f"redis-server's CPU time per hit (its process, socket I/O included): {statistics.median(redis_cpu_us):.2f} µs "
+      f"({min(redis_cpu_us):.2f}–{max(redis_cpu_us):.2f}): one Redis core serves at most "
+      f"{1e6 / statistics.median(redis_cpu_us):,.0f} hits/s")
 print(f"replica A's Redis cache: {stats['redis']}")
 cluster_stats = json.load(open(sys.argv[4]))
 if cluster_stats:

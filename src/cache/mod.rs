@@ -96,10 +96,10 @@
 //! a fill through one replica answers revalidations through all, and a
 //! write through any invalidates for all. Nothing else in the app changes.
 //!
-//! - A hit costs one command (one round trip); an entry with
-//!   [`CacheTags`] one more. A `GET` that may fill also reads the tag epoch
-//!   before the handler runs, unless it is a revalidation for which an entry
-//!   was found; fills are stored after the response, in the background. A
+//! - A hit costs one round trip: one command, and for an entry with
+//!   [`CacheTags`] one read of its tags' generations sent with it (once the
+//!   replica has seen the entry's tags). A miss costs one round trip before
+//!   the handler; fills are stored after the response, in the background. A
 //!   write waits for one round trip before its handler runs (the arrival
 //!   invalidation) and one before its response goes out (its end), so that
 //!   no request that follows the response finds what it replaced.
@@ -111,7 +111,12 @@
 //!   rolls back (a restart from a snapshot, a failover to a replica that
 //!   missed writes) is noticed when the store verifies its connection
 //!   (server identity from `INFO`), and entries stored before it are misses.
-//!   Entries expire in Redis at the time-to-live.
+//!   Entries expire in Redis at the time-to-live. For one second after a
+//!   surrogate tag is invalidated, responses carrying it are not stored
+//!   (the margin for two Redis servers' clocks).
+//! - On a Redis Cluster ([`RedisStore::cluster`]) every operation goes to
+//!   the primary of its key's hash slot, each primary verified as a single
+//!   server is; resources and tags spread over every shard.
 //! - Faults fail open: every operation is bounded by the store's timeout (5
 //!   ms by default); a request whose lookup fails or times out goes to the
 //!   inner service and stores nothing, and is counted in

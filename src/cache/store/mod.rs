@@ -52,8 +52,7 @@ pub(crate) struct Query {
     pub(crate) resource: Key,
     /// The entry key (resource, authority, requester).
     pub(crate) entry: Key,
-    /// The response may be stored (a `GET`): a store that reads the
-    /// surrogate-tag epoch separately needs it as of now.
+    /// The response may be stored (a `GET`).
     pub(crate) may_fill: bool,
     /// The request revalidates, so a found entry may answer it.
     pub(crate) may_hit: bool,
@@ -178,7 +177,7 @@ pub(crate) trait Store: fmt::Debug + Send + Sync + 'static {
     fn fill(&self, fill: Fill, done: FillDone);
 
     /// Moves the generations of `keys` (resources, or surrogate tags with
-    /// `tags`, which also bumps the tag epoch) to fresh values, so that
+    /// `tags`) to fresh values, so that
     /// nothing stored under them is used again. `true` when that landed;
     /// `false` when it is kept for a retry (this process then neither
     /// answers nor stores what it concerns until it lands).

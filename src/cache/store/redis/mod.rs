@@ -5,17 +5,20 @@
 //! # Client
 //!
 //! redis-rs (`redis` 1.x): the most used Rust client, kept by the Redis
-//! organisation. The store holds one multiplexed connection (commands from
-//! every request share it, pipelined), made, verified and replaced by
-//! [`link`] rather than by the client's `ConnectionManager` (see there
-//! why). Its types stay inside this module, so a major release of the
-//! client is not one of this crate.
+//! organisation. The store holds one multiplexed connection per server
+//! (commands from every request share it, pipelined), made, verified and
+//! replaced by [`link`] rather than by the client's `ConnectionManager` (see
+//! there why). On a Redis Cluster it keeps one such connection per primary
+//! and routes by hash slot itself ([`nodes`], which says why not with the
+//! client's cluster connection). Its types stay inside this module, so a
+//! major release of the client is not one of this crate.
 //!
 //! # Modules
 //!
-//! [`names`] names the Redis keys (one hash slot per resource), [`scripts`]
-//! holds the Lua scripts (`scripts/*.lua`), [`codec`] the entry format,
-//! [`link`] the connection and when the dataset may be trusted,
+//! [`names`] names the Redis keys (one hash slot per resource, one per
+//! surrogate tag), [`scripts`] holds the Lua scripts (`scripts/*.lua`),
+//! [`codec`] the entry format, [`link`] a server's connection and when its
+//! dataset may be trusted, [`nodes`] which server holds a key,
 //! [`attached`] the operations of a store attached to one cache, and
 //! [`backlog`] the invalidations waiting for a retry. This module is the
 //! public face: [`RedisStore`] and its builder.
@@ -26,6 +29,14 @@
 //! slot: read together), and compares them here, on the server's clock as
 //! the connection last read it ([`link::ServerClock`]); only when the
 //! generation is missing does it run the lookup script, which creates it.
+//! A surrogate tag's generation lives in a slot of its own; an entry's
+//! variants record their tags' generations, read again (with the entry,
+//! when the replica knows the resource's tags) to tell whether a tag was
+//! invalidated since. A fill with tags is refused when a tag was
+//! invalidated after the request arrived: tag generations are the server's
+//! time of the change, odd for an invalidation and even for a creation,
+//! and the arrival is the lookup's server time, compared with a margin of
+//! [`link::MARGIN`] for the clocks of two servers.
 //! Every other operation is one Lua script (`EVALSHA`, loaded again on
 //! `NOSCRIPT` by the client): a fill stores only if the generation is the one read at
 //! arrival and no write is under way; an invalidation moves the generation
