@@ -30,6 +30,7 @@ pub(crate) fn add_to(suite: &mut Suite) {
         a_killed_primary_under_reads_and_default_writes_fails_no_request,
         a_failover_to_a_replica_that_missed_writes_never_confirms_their_old_tags,
         pending_invalidations_land_on_the_shards_that_answer_while_one_is_away,
+        a_slot_migrated_to_another_primary_is_served_there_and_writes_reach_it,
     ]);
 }
 
@@ -336,4 +337,56 @@ async fn pending_invalidations_land_on_the_shards_that_answer_while_one_is_away(
     cluster.nodes[away].resume();
     cluster.nodes[away_replica].resume();
     eventually("the third shard's invalidations", || left(&b) == 0).await;
+}
+
+async fn a_slot_migrated_to_another_primary_is_served_there_and_writes_reach_it() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let data = Data::default();
+    let a = cluster_replica(&cluster, &data).await;
+    let b = cluster_replica(&cluster, &data).await;
+    let mut tags = Vec::new();
+    for id in 0..RESOURCES {
+        tags.push(until_shared(&a, &[&b], &format!("/notes/{id}")).await);
+    }
+    // A slot that holds a resource moves to another primary.
+    let from = cluster.primary_of(0);
+    let key = cluster.nodes[from]
+        .keys(PREFIX)
+        .into_iter()
+        .find(|key| key.ends_with(":g"))
+        .expect("a resource on the first shard");
+    let slot: u16 = cluster.nodes[from]
+        .command(&["CLUSTER", "KEYSLOT", &key])
+        .ok()
+        .and_then(|slot| redis::from_redis_value(slot).ok())
+        .unwrap();
+    let to = cluster.primary_of(16_383);
+    assert_ne!(from, to);
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.migrate_slot(slot, from, to);
+        cluster
+    })
+    .await
+    .unwrap();
+    assert!(
+        cluster.nodes[to].keys(PREFIX).contains(&key),
+        "{key} did not move"
+    );
+    // Writes to every resource, the moved one's included (its first try
+    // may meet the redirect, and is retried): no old tag is confirmed...
+    for id in 0..RESOURCES {
+        let got = put(&b, &format!("/notes/{id}")).await.unwrap();
+        assert_eq!(got.status, StatusCode::NO_CONTENT);
+    }
+    eventually("B's pending invalidations", || b.cache.stats().pending == 0).await;
+    for (id, tag) in tags.iter().enumerate() {
+        assert_none_confirms(&[("A", &a), ("B", &b)], &format!("/notes/{id}"), tag).await;
+    }
+    // ...and every resource is a hit again, the moved one on its new
+    // primary.
+    for id in 0..RESOURCES {
+        until_shared(&a, &[&b], &format!("/notes/{id}")).await;
+    }
 }

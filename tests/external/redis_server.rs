@@ -414,6 +414,44 @@ impl RedisCluster {
         self.nodes[primary].command(&["SET", &key, &value]).unwrap();
     }
 
+    /// Moves hash slot `slot`, its keys included, from primary `from` to
+    /// primary `to`, as `redis-cli --cluster reshard` does: `IMPORTING` and
+    /// `MIGRATING`, `MIGRATE` of its keys, then `SETSLOT … NODE` on every
+    /// primary.
+    pub fn migrate_slot(&self, slot: u16, from: usize, to: usize) {
+        let (slot, from_id, to_id) = (
+            slot.to_string(),
+            self.nodes[from].node_id(),
+            self.nodes[to].node_id(),
+        );
+        self.nodes[to]
+            .command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id])
+            .unwrap();
+        self.nodes[from]
+            .command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id])
+            .unwrap();
+        loop {
+            let keys: Vec<String> = self.nodes[from]
+                .command(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+                .ok()
+                .and_then(|keys| redis::from_redis_value(keys).ok())
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let port = self.nodes[to].port.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            self.nodes[from].command(&args).unwrap();
+        }
+        for node in &self.nodes {
+            if node.is_running() && node.info_text("role").as_deref() == Some("master") {
+                node.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])
+                    .unwrap();
+            }
+        }
+    }
+
     /// Waits until node `index` has `role` (`master`, `slave`).
     pub fn wait_for_role(&self, index: usize, role: &str) {
         self.wait(role, |_| {

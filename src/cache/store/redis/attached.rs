@@ -413,8 +413,11 @@ impl Inner {
         hint: Option<Arc<[Key]>>,
     ) -> Result<Lookup, Failure> {
         let connection = &self.connection;
-        // When the request arrived, for the fill's surrogate tags.
-        let arrival = link.clock.now();
+        // The server's time for the entry's age (from above), and the
+        // request's arrival for the fill's surrogate tags (from below: an
+        // invalidation after it must not look earlier).
+        let clock = link.clock.now();
+        let arrival = link.clock.now_lower();
         let generation_key = connection.keys.generation(resource);
         let entry_key = connection.keys.entry(resource, key);
         let mut read = redis::cmd("MGET");
@@ -436,9 +439,11 @@ impl Inner {
         };
         let generation = values.first().and_then(generation);
         if let (Some(generation), Some(entry)) = (generation, values.get(1)) {
-            return self
-                .looked_up(link, resource, generation, arrival, entry, tags)
-                .await;
+            let mut lookup = self
+                .looked_up(link, resource, generation, clock, entry, tags)
+                .await?;
+            lookup.tag_epoch = arrival;
+            return Ok(lookup);
         }
         let mut invocation = connection.scripts.lookup.prepare_invoke();
         invocation
@@ -656,6 +661,13 @@ impl Inner {
         if link.serial != session && link.barrier.saturating_add(margin) > arrival {
             return Ok(None);
         }
+        // A request that took longer than the time-to-live: its tags may
+        // have been invalidated and then expired (after twice that) since
+        // it arrived, which a missing tag would not tell.
+        let took = link.clock.now().saturating_sub(arrival);
+        if took >= self.ttl_ms().saturating_mul(1000) {
+            return Ok(None);
+        }
         let mut invocation = connection.scripts.tag_fill.prepare_invoke();
         invocation
             .key(connection.keys.tag(tag))
@@ -664,7 +676,8 @@ impl Inner {
             .arg(self.life_ms());
         let reply = self.run_on(&link, &invocation).await?;
         match reply {
-            Value::Nil => Ok(None),
+            // Lua's false: nil in RESP2, false in RESP3.
+            Value::Nil | Value::Boolean(false) => Ok(None),
             reply => number(&reply).map(Some).ok_or(Failure::Reply),
         }
     }

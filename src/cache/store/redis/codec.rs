@@ -28,8 +28,11 @@ use crate::cache::entry::{
     remember, remembered_name, Entry, Variant, MAX_LINES, MAX_TAGS, MAX_VARIANTS,
 };
 
-/// The version of the format; an entry in another is a miss.
-const FORMAT: u8 = 2;
+/// The version of the format; an entry in another is a miss. 3: surrogate
+/// tags' generations are in slots of their own (those version 2 recorded,
+/// from one `{tags}` slot, are not comparable), so replicas of two versions
+/// sharing a prefix never answer from each other's entries.
+const FORMAT: u8 = 3;
 
 /// Encodes `entry`, filled at `generation` (the fill script prefixes the
 /// server's clock).

@@ -102,7 +102,14 @@ pub(super) struct Verified {
 #[derive(Debug)]
 pub(super) struct ServerClock {
     origin: Instant,
+    /// Server time less local time, from when `TIME` was sent: the server
+    /// read its clock later, so this runs ahead (an upper bound).
     offset: AtomicI64,
+    /// The same from when the answer came: a lower bound.
+    lower: AtomicI64,
+    /// When the reading in use was answered (local µs), `i64::MIN` before
+    /// the first.
+    set_at: AtomicI64,
 }
 
 impl ServerClock {
@@ -110,6 +117,8 @@ impl ServerClock {
         let clock = Self {
             origin: reading.asked,
             offset: AtomicI64::new(0),
+            lower: AtomicI64::new(0),
+            set_at: AtomicI64::new(i64::MIN),
         };
         clock.set(reading);
         clock
@@ -121,26 +130,45 @@ impl ServerClock {
     }
 
     /// Takes a reading, unless its round trip was too long to say when the
-    /// server read its clock. The reading is tied to when `TIME` was sent,
-    /// so the estimate runs ahead of the server by at most the round trip:
-    /// entries then look older, never younger, than they are.
+    /// server read its clock and the reading in use is recent (a server
+    /// always slower to answer than that still has its clock read every
+    /// [`MAX_CLOCK_AGE`]). Each bound comes from one reading.
     fn set(&self, reading: Reading) {
-        if reading.answered.duration_since(reading.asked) > MAX_CLOCK_ROUND_TRIP
-            && self.offset.load(Ordering::Relaxed) != 0
-        {
+        let answered = self.local_us(reading.answered);
+        let set_at = self.set_at.load(Ordering::Relaxed);
+        let recent = set_at != i64::MIN
+            && answered.saturating_sub(set_at) < MAX_CLOCK_AGE.as_micros() as i64;
+        if reading.answered.duration_since(reading.asked) > MAX_CLOCK_ROUND_TRIP && recent {
             return;
         }
         let server = i64::try_from(reading.server_us).unwrap_or(i64::MAX);
-        let local = self.local_us(reading.asked);
+        let asked = self.local_us(reading.asked);
         self.offset
-            .store(server.saturating_sub(local), Ordering::Relaxed);
+            .store(server.saturating_sub(asked), Ordering::Relaxed);
+        self.lower
+            .store(server.saturating_sub(answered), Ordering::Relaxed);
+        self.set_at.store(answered, Ordering::Relaxed);
     }
 
-    /// The server's time now (µs since the Unix epoch), estimated.
+    /// The server's time now (µs since the Unix epoch), estimated from
+    /// above: ahead of the server by at most the reading's round trip, so
+    /// entries look older, never younger, than they are.
     pub(super) fn now(&self) -> u64 {
+        self.at(&self.offset)
+    }
+
+    /// The server's time now, estimated from below: behind the server by
+    /// at most the reading's round trip. A request's arrival, against which
+    /// a tag's invalidation is compared, must not be placed later than it
+    /// was.
+    pub(super) fn now_lower(&self) -> u64 {
+        self.at(&self.lower)
+    }
+
+    fn at(&self, offset: &AtomicI64) -> u64 {
         let now = self
             .local_us(Instant::now())
-            .saturating_add(self.offset.load(Ordering::Relaxed));
+            .saturating_add(offset.load(Ordering::Relaxed));
         u64::try_from(now).unwrap_or(0)
     }
 }
@@ -153,8 +181,12 @@ struct Reading {
     server_us: u64,
 }
 
-/// The longest round trip of a `TIME` reading that replaces the last one.
+/// The longest round trip of a `TIME` reading that replaces a recent one.
 const MAX_CLOCK_ROUND_TRIP: Duration = Duration::from_millis(50);
+
+/// How long a reading is kept when later ones are all slower than
+/// [`MAX_CLOCK_ROUND_TRIP`].
+const MAX_CLOCK_AGE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 enum State {
@@ -177,6 +209,10 @@ pub(super) struct Link {
     started: AtomicBool,
     /// Serials of connections, unique across every link of the store.
     serials: Arc<AtomicU64>,
+    /// Requests to move the barrier at the next verification whatever the
+    /// record says, and how many a verification has honoured.
+    force: AtomicU64,
+    forced: AtomicU64,
 }
 
 impl Link {
@@ -195,7 +231,22 @@ impl Link {
             state: watch::Sender::new(State::Down),
             started: AtomicBool::new(false),
             serials,
+            force: AtomicU64::new(0),
+            forced: AtomicU64::new(0),
         })
+    }
+
+    /// Has the barrier moved before this server is used again, whatever
+    /// its record says: a cluster primary that took over slots, whose keys
+    /// came from another server (which may have rolled back) and were
+    /// stamped by its clock. Drops the connection now.
+    pub(super) fn move_barrier(&self) {
+        self.force.fetch_add(1, Ordering::AcqRel);
+        self.state.send_if_modified(|state| {
+            let up = matches!(state, State::Up(_));
+            *state = State::Down;
+            up
+        });
     }
 
     /// Moves the dataset's keys (a cluster primary whose first slot
@@ -286,13 +337,17 @@ impl Link {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let force = self.force.load(Ordering::Acquire);
+        let forced = force > self.forced.load(Ordering::Acquire);
         let mut invocation = self.scripts.verify.prepare_invoke();
         invocation
             .key(incarnation)
             .key(barrier)
             .arg(&identity)
-            .arg(margin);
+            .arg(margin)
+            .arg(if forced { "1" } else { "0" });
         let barrier: u64 = invocation.invoke_async(&mut connection).await?;
+        self.forced.fetch_max(force, Ordering::AcqRel);
         let clock = Arc::new(ServerClock::new(server_time(&mut connection).await?));
         let serial = self.serials.fetch_add(1, Ordering::Relaxed) + 1;
         let verified = Verified {
@@ -459,5 +514,16 @@ mod tests {
         // A prompt one does (a server clock stepped forward).
         clock.set(reading(Instant::now(), 1, 9_000_000_000));
         assert!(clock.now() >= 9_000_000_000);
+        // The lower estimate is behind the upper one by the round trip.
+        let (lower, upper) = (clock.now_lower(), clock.now());
+        assert!(
+            lower + 900 <= upper && upper <= lower + 1_000 + 100_000,
+            "{lower} {upper}"
+        );
+        // A slow reading replaces one older than the longest age.
+        let later = Instant::now() + MAX_CLOCK_AGE + Duration::from_secs(1);
+        clock.set(reading(later, 200, 20_000_000_000));
+        assert!(clock.now() > 19_000_000_000);
+        assert!(clock.now_lower() + 200_000 <= clock.now());
     }
 }

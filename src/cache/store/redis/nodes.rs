@@ -55,7 +55,10 @@ const MAP_INTERVAL: Duration = Duration::from_secs(1);
 const MAP_MIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Bounds one reading of the slot map (connecting included).
-const MAP_TIMEOUT: Duration = Duration::from_secs(1);
+const MAP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Bounds connecting to one node and its answer, while reading the map.
+const ASK_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Marks a slot no primary is known for.
 const NONE: u16 = u16::MAX;
@@ -308,11 +311,23 @@ impl Cluster {
         if map.slots == old.slots && map.addresses == old.addresses {
             return;
         }
-        for (address, first) in map.addresses.iter().zip(&map.first_slots) {
+        for (index, (address, first)) in map.addresses.iter().zip(&map.first_slots).enumerate() {
             let kept = old.addresses.iter().position(|a| a == address);
             let link = match kept {
                 Some(i) => {
                     let link = Arc::clone(&old.primaries[i]);
+                    // Slots it did not serve before (migrated to it, or
+                    // served by none): their keys come with another
+                    // server's history, so its barrier moves before it is
+                    // used again.
+                    let gained = map
+                        .slots
+                        .iter()
+                        .zip(old.slots.iter())
+                        .any(|(new, was)| usize::from(*new) == index && usize::from(*was) != i);
+                    if gained {
+                        link.move_barrier();
+                    }
                     // Each primary's dataset keys sit in the first slot it
                     // serves (a failover keeps the slots, so the promoted
                     // replica finds the record its primary kept, and moves
@@ -368,13 +383,15 @@ impl Drop for Restart {
 async fn keep_mapped(cluster: Weak<Cluster>) {
     // The connection the map is read on, and the node it goes to.
     let mut asking: Option<((String, u16), MultiplexedConnection)> = None;
+    let mut turn = 0usize;
     #[cfg(feature = "tracing")]
     let mut failing = false;
     loop {
         let Some(this) = cluster.upgrade() else {
             return;
         };
-        let read = tokio::time::timeout(MAP_TIMEOUT, read_map(&this, &mut asking)).await;
+        turn = turn.wrapping_add(1);
+        let read = tokio::time::timeout(MAP_TIMEOUT, read_map(&this, &mut asking, turn)).await;
         match read {
             Ok(Ok(ranges)) => {
                 #[cfg(feature = "tracing")]
@@ -401,24 +418,41 @@ async fn keep_mapped(cluster: Weak<Cluster>) {
 }
 
 /// `CLUSTER SLOTS` from the node asked last, else from the primaries and
-/// the seeds in turn.
+/// the seeds, starting from a different one each time (`turn`), each
+/// given [`ASK_TIMEOUT`] (a node that does not answer at all costs no more).
+/// A map that leaves slots unserved (a node just reset, or on the wrong
+/// side of a partition) is taken only if no node gives a whole one.
 async fn read_map(
     cluster: &Cluster,
     asking: &mut Option<((String, u16), MultiplexedConnection)>,
+    turn: usize,
 ) -> Result<Vec<Range>, RedisError> {
+    let mut best: Option<(usize, Vec<Range>)> = None;
     if let Some((address, connection)) = asking {
         match cluster_slots(connection, &address.0).await {
-            Ok(ranges) => return Ok(ranges),
+            Ok(ranges) if covered(&ranges) == SLOTS => return Ok(ranges),
+            Ok(ranges) => {
+                best = Some((covered(&ranges), ranges));
+                *asking = None;
+            }
             Err(_) => *asking = None,
         }
     }
     let mut candidates = cluster.map().addresses.clone();
-    candidates.extend(cluster.seeds.iter().cloned());
+    for seed in &cluster.seeds {
+        if !candidates.contains(seed) {
+            candidates.push(seed.clone());
+        }
+    }
+    if !candidates.is_empty() {
+        let start = turn % candidates.len();
+        candidates.rotate_left(start);
+    }
     let mut last = RedisError::from((ErrorKind::Io, "no Redis Cluster node to ask"));
     for address in candidates {
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(MAP_TIMEOUT))
-            .set_response_timeout(Some(MAP_TIMEOUT));
+            .set_connection_timeout(Some(ASK_TIMEOUT))
+            .set_response_timeout(Some(ASK_TIMEOUT));
         let connected = match cluster.client(&address) {
             Ok(client) => {
                 client
@@ -435,14 +469,32 @@ async fn read_map(
             }
         };
         match cluster_slots(&mut connection, &address.0).await {
-            Ok(ranges) => {
+            Ok(ranges) if covered(&ranges) == SLOTS => {
                 *asking = Some((address, connection));
                 return Ok(ranges);
+            }
+            Ok(ranges) => {
+                let slots = covered(&ranges);
+                if best.as_ref().is_none_or(|(most, _)| slots > *most) {
+                    best = Some((slots, ranges));
+                }
             }
             Err(error) => last = error,
         }
     }
-    Err(last)
+    match best {
+        Some((slots, ranges)) if slots > 0 => Ok(ranges),
+        _ => Err(last),
+    }
+}
+
+/// How many slots `ranges` serve.
+fn covered(ranges: &[Range]) -> usize {
+    let mut slots = vec![false; SLOTS];
+    for range in ranges {
+        slots[usize::from(range.start)..=usize::from(range.end)].fill(true);
+    }
+    slots.iter().filter(|served| **served).count()
 }
 
 /// The slot ranges and their primaries, from `CLUSTER SLOTS` (each item:
@@ -481,18 +533,24 @@ fn parse_slots(reply: Value, asked_host: &str) -> Option<Vec<Range>> {
         let host = match primary.first()? {
             Value::BulkString(host) => String::from_utf8(host.clone()).ok()?,
             Value::SimpleString(host) => host.clone(),
+            // NULL (or an empty string, before Redis 7): the node asked.
+            Value::Nil => String::new(),
             _ => return None,
         };
         let port = int(primary.get(1)?)?;
-        // An empty host (or `?`) is the node that answered.
-        let host = if host.is_empty() || host == "?" {
+        if start > end || usize::from(end) >= SLOTS {
+            return None;
+        }
+        // `?`: an endpoint the node does not know; its slots stay unserved
+        // (their operations fail open) until a map names it.
+        if host == "?" {
+            continue;
+        }
+        let host = if host.is_empty() {
             asked_host.to_owned()
         } else {
             host
         };
-        if start > end || usize::from(end) >= SLOTS {
-            return None;
-        }
         ranges.push(Range {
             start,
             end,
@@ -518,13 +576,22 @@ mod tests {
                 node("10.0.0.1", 7000),
                 node("10.0.0.4", 7003),
             ]),
-            Value::Array(vec![Value::Int(5461), Value::Int(16383), node("", 7001)]),
+            Value::Array(vec![Value::Int(5461), Value::Int(9000), node("", 7001)]),
+            Value::Array(vec![
+                Value::Int(9001),
+                Value::Int(10000),
+                Value::Array(vec![Value::Nil, Value::Int(7002), bulk("id")]),
+            ]),
+            Value::Array(vec![Value::Int(10001), Value::Int(16383), node("?", 7003)]),
         ]);
         let ranges = parse_slots(reply, "127.0.0.1").unwrap();
-        assert_eq!(ranges.len(), 2);
+        assert_eq!(ranges.len(), 3);
         assert_eq!((ranges[0].start, ranges[0].end), (0, 5460));
         assert_eq!(ranges[0].primary, ("10.0.0.1".to_owned(), 7000));
         assert_eq!(ranges[1].primary, ("127.0.0.1".to_owned(), 7001));
+        assert_eq!(ranges[2].primary, ("127.0.0.1".to_owned(), 7002));
+        // The `?` range is left out: its slots are not served.
+        assert_eq!(covered(&ranges), 10001);
         // Out of range, reversed or of another shape: refused.
         for bad in [
             Value::Array(vec![Value::Array(vec![

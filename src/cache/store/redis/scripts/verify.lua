@@ -1,6 +1,8 @@
 -- KEYS: the dataset's incarnation, its barrier. ARGV: the identity of the
 -- server this connection reached (its run id and replication id), the
--- margin (µs) added to the server's clock when the barrier moves.
+-- margin (µs) added to the server's clock when the barrier moves, `1` to
+-- move it whatever the record says (a cluster primary that took over slots
+-- from another: their keys came with that server's history).
 -- Returns the barrier: entries stored before it are not to be trusted.
 --
 -- The incarnation names the server process and replication history that
@@ -15,9 +17,10 @@
 -- has only entries stored by this server's clock, if any.
 local b = valid(get(KEYS[2]))
 local seen = get(KEYS[1])
-if seen ~= ARGV[1] or not b then
+local forced = ARGV[3] == '1'
+if seen ~= ARGV[1] or not b or forced then
   local margin = 0
-  if seen then margin = tonumber(ARGV[2]) end
+  if seen or forced then margin = tonumber(ARGV[2]) end
   b = math.max(b or 0, now() + margin)
   redis.call('SET', KEYS[2], num(b))
   redis.call('SET', KEYS[1], ARGV[1])
