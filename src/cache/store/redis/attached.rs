@@ -1,7 +1,9 @@
-//! The store's operations on Redis: each one script run on the shared
-//! connection within the timeout, in a task on the store's runtime when the
-//! request waits for it; failures counted, logged at their transitions, and
-//! failed invalidations kept in the [`Backlog`] and retried.
+//! The store's operations on Redis: each a command or a script on the
+//! verified connection of the server that holds its keys ([`Nodes`]),
+//! within the timeout; lookups in the request's own task, the others in a
+//! task on the store's runtime; failures counted, logged at their
+//! transitions, and failed invalidations kept in the [`Backlog`] and
+//! retried.
 
 use std::{
     collections::HashMap,
@@ -47,9 +49,9 @@ const PROBATION_MS: u64 = 60_000;
 /// How often invalidations that could not reach Redis are tried again.
 const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How many pending items one retry sends at once, under one timeout: the
-/// scripts are pipelined on the connection, and what lands leaves the
-/// backlog chunk by chunk, so a long backlog converges however short the
+/// How many pending items one retry sends at once, each under the timeout:
+/// the scripts are pipelined on the connections, and what lands leaves the
+/// backlog item by item, so a long backlog converges however short the
 /// timeout.
 const CHUNK: usize = 64;
 
@@ -235,8 +237,9 @@ impl Store for Attached {
     }
 
     /// One command (`MGET`), unless the resource's generation is missing
-    /// (the lookup script then creates it) or the entry has surrogate tags
-    /// (their generations are read next).
+    /// (the lookup script then creates it); for an entry with surrogate
+    /// tags, their generations are read with it when this replica knows
+    /// them ([`TagHints`]), else next.
     fn lookup(&self, query: Query) -> Answer<Option<Lookup>> {
         // An invalidation of this resource has not reached Redis yet: answer
         // from the handler, store nothing.

@@ -32,7 +32,8 @@
 //! `ConnectionManager`: that one reconnects in the background and sends
 //! the next command on the new connection before anything could verify it.
 //! Redis must allow the store's user `INFO`, `SCRIPT LOAD`, `EVALSHA`,
-//! `MGET`, `GET` and `TIME` (and `SCAN` and `UNLINK` for a clear).
+//! `MGET`, `GET` and `TIME` (and `SCAN` and `UNLINK` for a clear, and
+//! `CLUSTER SLOTS` on a cluster).
 //!
 //! The same step loads every script, so the first operation after Redis
 //! started does not pay a `NOSCRIPT` round trip (and a slow `SCRIPT LOAD`

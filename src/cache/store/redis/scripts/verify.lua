@@ -13,8 +13,11 @@
 -- lost: the barrier then moves past every entry stored so far.
 --
 -- The margin covers the clocks of two servers, so it is added only when
--- another server vouched before: a dataset with no record (new, flushed)
--- has only entries stored by this server's clock, if any.
+-- another server vouched before, or keys came from another server: a
+-- dataset with no record (new, flushed; a cluster primary whose first slot
+-- changed, which keeps its record there) has only entries stored by this
+-- server's clock, if any (keys migrated from another primary come with a
+-- forced move).
 local b = valid(get(KEYS[2]))
 local seen = get(KEYS[1])
 local forced = ARGV[3] == '1'
