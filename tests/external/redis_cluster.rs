@@ -34,19 +34,33 @@ pub(crate) fn add_to(suite: &mut Suite) {
     ]);
 }
 
-/// A replica of the app on the cluster, reached through every node as a
-/// seed.
-async fn cluster_replica(cluster: &RedisCluster, data: &Data) -> Replica {
-    cluster_replica_with(cluster.urls(), data, PATIENT, false).await
+/// A cluster, two replicas of the app on it (every node a seed) that wait
+/// `timeout` for Redis, and the tags of [`RESOURCES`] notes stored through
+/// A that are hits through B.
+struct Notes {
+    cluster: RedisCluster,
+    a: Replica,
+    b: Replica,
+    tags: Vec<String>,
 }
 
-/// The same, waiting `timeout` for Redis.
-async fn cluster_replica_waiting(
-    cluster: &RedisCluster,
-    data: &Data,
-    timeout: Duration,
-) -> Replica {
-    cluster_replica_with(cluster.urls(), data, timeout, false).await
+async fn notes_on_a_cluster(timeout: Duration) -> Notes {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let data = Data::default();
+    let a = cluster_replica_with(cluster.urls(), &data, timeout, false).await;
+    let b = cluster_replica_with(cluster.urls(), &data, timeout, false).await;
+    let mut tags = Vec::new();
+    for id in 0..RESOURCES {
+        tags.push(until_shared(&a, &[&b], &format!("/notes/{id}")).await);
+    }
+    Notes {
+        cluster,
+        a,
+        b,
+        tags,
+    }
 }
 
 /// A replica on the cluster whose nodes are at `urls`, waiting `timeout`
@@ -85,14 +99,12 @@ fn assert_spread(cluster: &RedisCluster) {
 }
 
 async fn replicas_share_hits_and_invalidations_for_resources_on_every_shard() {
-    let cluster = RedisCluster::start();
-    let data = Data::default();
-    let a = cluster_replica(&cluster, &data).await;
-    let b = cluster_replica(&cluster, &data).await;
-    let mut tags = Vec::new();
-    for id in 0..RESOURCES {
-        tags.push(until_shared(&a, &[&b], &format!("/notes/{id}")).await);
-    }
+    let Notes {
+        cluster,
+        a,
+        b,
+        tags,
+    } = notes_on_a_cluster(PATIENT).await;
     assert_spread(&cluster);
 
     // Writes through B to every other resource: A answers those from its
@@ -226,16 +238,12 @@ async fn a_killed_primary_under_reads_and_default_writes_fails_no_request() {
 }
 
 async fn a_failover_to_a_replica_that_missed_writes_never_confirms_their_old_tags() {
-    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
-    let data = Data::default();
-    let a = cluster_replica(&cluster, &data).await;
-    let b = cluster_replica(&cluster, &data).await;
-    let mut tags = Vec::new();
-    for id in 0..RESOURCES {
-        tags.push(until_shared(&a, &[&b], &format!("/notes/{id}")).await);
-    }
+    let Notes {
+        mut cluster,
+        a,
+        b,
+        tags,
+    } = notes_on_a_cluster(PATIENT).await;
     let primary = cluster.primary_of(0);
     let replica = cluster.replica_of(primary);
     assert!(
@@ -276,21 +284,17 @@ async fn a_failover_to_a_replica_that_missed_writes_never_confirms_their_old_tag
 }
 
 async fn pending_invalidations_land_on_the_shards_that_answer_while_one_is_away() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
+    let Notes {
+        cluster,
+        a,
+        b,
+        tags,
+    } = notes_on_a_cluster(TIMEOUT_FAULTS).await;
     // A shard without a primary leaves the others answering (the default,
     // `yes`, stops the whole cluster).
     for node in &cluster.nodes {
         node.command(&["CONFIG", "SET", "cluster-require-full-coverage", "no"])
             .unwrap();
-    }
-    let data = Data::default();
-    let a = cluster_replica_waiting(&cluster, &data, TIMEOUT_FAULTS).await;
-    let b = cluster_replica_waiting(&cluster, &data, TIMEOUT_FAULTS).await;
-    let mut tags = Vec::new();
-    for id in 0..RESOURCES {
-        tags.push(until_shared(&a, &[&b], &format!("/notes/{id}")).await);
     }
     let primaries: Vec<usize> = (0..cluster.nodes.len())
         .filter(|&i| cluster.nodes[i].info_text("role").as_deref() == Some("master"))
@@ -340,16 +344,12 @@ async fn pending_invalidations_land_on_the_shards_that_answer_while_one_is_away(
 }
 
 async fn a_slot_migrated_to_another_primary_is_served_there_and_writes_reach_it() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .unwrap();
-    let data = Data::default();
-    let a = cluster_replica(&cluster, &data).await;
-    let b = cluster_replica(&cluster, &data).await;
-    let mut tags = Vec::new();
-    for id in 0..RESOURCES {
-        tags.push(until_shared(&a, &[&b], &format!("/notes/{id}")).await);
-    }
+    let Notes {
+        cluster,
+        a,
+        b,
+        tags,
+    } = notes_on_a_cluster(PATIENT).await;
     // A slot that holds a resource moves to another primary.
     let from = cluster.primary_of(0);
     let key = cluster.nodes[from]
