@@ -32,6 +32,7 @@ pub(crate) fn add_to(suite: &mut Suite) {
         a_writes_response_waits_until_its_end_has_landed,
         a_write_slower_than_the_time_to_live_leaves_no_stale_tag,
         a_strict_write_that_redis_does_not_confirm_is_refused_and_writes_nothing,
+        a_patient_write_waits_out_a_short_outage_in_both_modes,
         a_write_end_that_did_not_land_is_retried_and_fills_resume,
         a_write_end_slowed_by_a_script_load_is_retried_and_fills_resume,
         thousands_of_pending_invalidations_land_once_redis_answers,
@@ -183,6 +184,47 @@ async fn response_waits_for_the_end(lost: Lost) {
     assert!(reached);
     link.slow_down(Duration::ZERO);
     assert_none_confirms(&[("A", &a), ("B", &b)], "/held/1", &old).await;
+}
+
+async fn a_patient_write_waits_out_a_short_outage_in_both_modes() {
+    let redis = Arc::new(RedisServer::start());
+    let data = Data::default();
+    let patient = |strict: bool| {
+        RedisStore::builder(redis.url())
+            .prefix(PREFIX)
+            .secret("replicas' shared secret")
+            .timeout(TIMEOUT_FAULTS)
+            .strict_writes(strict)
+            .write_patience(Duration::from_secs(3))
+            .build()
+            .unwrap()
+    };
+    let reader = replica(&redis.url(), &data, PATIENT).await;
+    for (strict, path) in [(true, "/v/1"), (false, "/v/2")] {
+        let writer = replica_with(patient(strict), &data, LIVE).await;
+        let tag = until_shared(&writer, &[&reader], path).await;
+        // Redis stops answering for 400 ms while the write arrives.
+        redis.pause();
+        let resumed = tokio::task::spawn_blocking({
+            let redis = Arc::clone(&redis);
+            move || {
+                std::thread::sleep(Duration::from_millis(400));
+                redis.resume();
+            }
+        });
+        let started = Instant::now();
+        let got = put(&writer, path).await.unwrap();
+        let waited = started.elapsed();
+        resumed.await.unwrap();
+        // Neither refused nor gone on without Redis: it waited, and its
+        // arrival landed before its handler ran.
+        assert_eq!(got.status, StatusCode::NO_CONTENT, "strict: {strict}");
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert_eq!(writer.cache.stats().pending, 0, "nothing left to retry");
+        eprintln!("strict: {strict}: the write waited {waited:?} for Redis");
+        // So no replica confirms the replaced tag, from the response on.
+        assert_none_confirms(&[("writer", &writer), ("reader", &reader)], path, &tag).await;
+    }
 }
 
 async fn a_strict_write_that_redis_does_not_confirm_is_refused_and_writes_nothing() {

@@ -46,6 +46,9 @@ const MAX_PX: u64 = 1 << 50;
 /// than any request takes from its lookup to its fill.
 const PROBATION_MS: u64 = 60_000;
 
+/// How often a write waiting for Redis (within its patience) tries again.
+const PATIENCE_INTERVAL: Duration = Duration::from_millis(50);
+
 /// How often invalidations that could not reach Redis are tried again.
 const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -81,6 +84,8 @@ pub(super) struct Connection {
     pub(super) next_write: AtomicU64,
     /// Writes whose arrival Redis does not confirm are refused.
     pub(super) strict: bool,
+    /// How long a write's arrival and end wait for Redis.
+    pub(super) patience: Duration,
     pub(super) hints: TagHints,
 }
 
@@ -298,8 +303,8 @@ impl Store for Attached {
         let strict = self.0.connection.strict;
         let this = Arc::clone(&self.0);
         let task = self.0.connection.runtime.spawn(async move {
-            let begun = this.guarded("begin write", this.begin_write(resource, id));
-            if begun.await.is_some() {
+            let begin = || this.begin_write(resource, id);
+            if this.patiently("begin write", begin).await.is_some() {
                 return Begin::Proceed;
             }
             if strict {
@@ -328,11 +333,8 @@ impl Store for Attached {
     ) -> Answer<()> {
         let this = Arc::clone(&self.0);
         let task = self.0.connection.runtime.spawn(async move {
-            let ended = this.guarded(
-                "end write",
-                this.end_write(resource, id, &others, invalidate),
-            );
-            if ended.await.is_some() {
+            let end = || this.end_write(resource, id, &others, invalidate);
+            if this.patiently("end write", end).await.is_some() {
                 return;
             }
             // The end is kept like an invalidation: the write's id must
@@ -848,6 +850,28 @@ impl Inner {
                 let _ = what;
                 None
             }
+        }
+    }
+
+    /// Runs the operation `attempt` makes, each attempt within the timeout,
+    /// until one succeeds or the store's write patience has passed.
+    async fn patiently<T, F>(
+        self: &Arc<Self>,
+        what: &'static str,
+        attempt: impl Fn() -> F,
+    ) -> Option<T>
+    where
+        F: Future<Output = Result<T, Failure>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.connection.patience;
+        loop {
+            if let Some(done) = self.guarded(what, attempt()).await {
+                return Some(done);
+            }
+            if tokio::time::Instant::now() + PATIENCE_INTERVAL > deadline {
+                return None;
+            }
+            tokio::time::sleep(PATIENCE_INTERVAL).await;
         }
     }
 

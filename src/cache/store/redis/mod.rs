@@ -139,6 +139,7 @@ impl fmt::Debug for RedisStore {
             .field("nodes", &self.connection.nodes)
             .field("timeout", &self.connection.timeout)
             .field("strict_writes", &self.connection.strict)
+            .field("write_patience", &self.connection.patience)
             .field(
                 "unavailable",
                 &self.connection.unavailable.load(Ordering::Relaxed),
@@ -158,6 +159,7 @@ impl RedisStore {
             secret: Vec::new(),
             timeout: Duration::from_millis(5),
             strict_writes: false,
+            write_patience: Duration::ZERO,
             tls_roots: None,
             tls_identity: None,
         }
@@ -215,6 +217,7 @@ pub struct RedisStoreBuilder {
     secret: Vec<u8>,
     timeout: Duration,
     strict_writes: bool,
+    write_patience: Duration,
     /// PEM root certificates that replace the platform's (`redis-tls`).
     tls_roots: Option<Vec<u8>>,
     /// A PEM certificate chain and private key for mutual TLS (`redis-tls`).
@@ -229,6 +232,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("strict_writes", &self.strict_writes)
+            .field("write_patience", &self.write_patience)
             .field("tls_roots", &self.tls_roots.is_some())
             .field("tls_identity", &self.tls_identity.is_some())
             .finish_non_exhaustive()
@@ -278,6 +282,22 @@ impl RedisStoreBuilder {
     /// failure modes" for what each mode guarantees and when to pick it.
     pub fn strict_writes(mut self, strict: bool) -> Self {
         self.strict_writes = strict;
+        self
+    }
+
+    /// How long a write waits for Redis to confirm its arrival (and, after
+    /// the handler, its end) before it goes on without (default writes) or
+    /// is refused (strict writes): each attempt gets the timeout, and they
+    /// are repeated every 50 ms until `patience` has passed. Default: zero,
+    /// one attempt.
+    ///
+    /// A write that waits out a short outage (a Redis restart, a cluster
+    /// failover: 2–3 s with `cluster-node-timeout 1000`) neither leaves a
+    /// window in which other replicas confirm the tag it replaced (default
+    /// writes) nor gets a 503 (strict writes); it is slower instead. Reads
+    /// never wait past the timeout.
+    pub fn write_patience(mut self, patience: Duration) -> Self {
+        self.write_patience = patience;
         self
     }
 
@@ -414,6 +434,7 @@ impl RedisStoreBuilder {
                 unavailable: AtomicU64::new(0),
                 next_write: AtomicU64::new(random_u64()),
                 strict: self.strict_writes,
+                patience: self.write_patience,
                 hints: Default::default(),
             }),
         })
