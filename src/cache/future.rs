@@ -7,6 +7,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -22,6 +23,7 @@ use super::{
     hashing::Key,
     miss::Miss,
     read::{varying, Read},
+    status::{self, Fwd, Kept},
     store::{Answer, Begin, Later, Lookup},
     write::Write,
 };
@@ -54,8 +56,9 @@ pin_project! {
         // `next`. (Boxed: the request and service would otherwise make every
         // future of a store that answers at once larger.)
         Waiting { next: Option<Box<Next<S, ReqBody>>> },
-        // Waiting for the inner service; then what to do with its response.
-        Inner { #[pin] future: S::Future, after: Option<After> },
+        // Waiting for the inner service; then what to do with its response,
+        // and the `Cache-Status` member to add to it, if asked for.
+        Inner { #[pin] future: S::Future, after: Option<After>, status: Option<Box<Forwarded>> },
         // A write's response, held until the store has its end (wrapped:
         // only ever reached through `&mut`, so the future's `Sync` does not
         // depend on the response's).
@@ -71,6 +74,25 @@ enum After {
     /// A gRPC call: its target is invalidated only if the answer is not
     /// gRPC after all.
     Grpc(ValidatorCache, Key),
+}
+
+/// What a forwarded response's `Cache-Status` member says: why it was
+/// forwarded, and what became of it unless a fill tells more.
+struct Forwarded {
+    name: Arc<str>,
+    fwd: Fwd,
+    kept: Kept,
+}
+
+/// The `Cache-Status` member of a forwarded response, when the app asked
+/// for the field.
+fn forwarded(shared: &Shared, fwd: Fwd, kept: Kept) -> Option<Box<Forwarded>> {
+    let name = shared.policy.cache_status.as_ref()?;
+    Some(Box::new(Forwarded {
+        name: Arc::clone(name),
+        fwd,
+        kept,
+    }))
 }
 
 /// The request, and the service that takes it once the store has answered.
@@ -99,19 +121,27 @@ where
         }
     }
 
-    fn inner(future: S::Future, after: After) -> Self {
+    fn inner(future: S::Future, after: After, status: Option<Box<Forwarded>>) -> Self {
         Self {
             kind: Kind::Inner {
                 future,
                 after: Some(after),
+                status,
             },
         }
     }
 
     /// A request the cache leaves alone: the inner service's response,
-    /// nothing stored or invalidated.
-    pub(crate) fn passthrough(service: &mut S, request: Request<ReqBody>) -> Self {
-        Self::inner(service.call(request), After::Nothing)
+    /// nothing stored or invalidated; `fwd` and `kept` for `Cache-Status`.
+    pub(crate) fn passthrough(
+        service: &mut S,
+        request: Request<ReqBody>,
+        cache: &ValidatorCache,
+        fwd: Fwd,
+        kept: Kept,
+    ) -> Self {
+        let status = forwarded(&cache.shared, fwd, kept);
+        Self::inner(service.call(request), After::Nothing, status)
     }
 
     /// A gRPC call (a `POST` whose `Content-Type` is gRPC): no store work
@@ -119,7 +149,12 @@ where
     pub(crate) fn grpc(service: &mut S, request: Request<ReqBody>, cache: &ValidatorCache) -> Self {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let resource = cache.shared.hashing.resource(path);
-        Self::inner(service.call(request), After::Grpc(cache.clone(), resource))
+        let status = forwarded(&cache.shared, Fwd::Method, Kept::Nothing);
+        Self::inner(
+            service.call(request),
+            After::Grpc(cache.clone(), resource),
+            status,
+        )
     }
 
     /// A `GET` or `HEAD` once the store has been looked up: a 304 from the
@@ -136,11 +171,17 @@ where
         let shared = &*cache.shared;
         let Some(lookup) = lookup else {
             Counters::add(&shared.counters.misses, 1);
-            return Self::passthrough(service, request);
+            return Self::passthrough(service, request, cache, Fwd::Bypass, Kept::StoreUnavailable);
         };
-        if read.may_hit {
-            let hit = (lookup.entry.as_ref()).and_then(|entry| answer(entry, &request, shared));
-            if let Some(variant) = hit {
+        // Why a request that cannot hit missed is worked out only for
+        // `Cache-Status`.
+        let found = match &lookup.entry {
+            _ if !read.may_hit && shared.policy.cache_status.is_none() => Err(Fwd::Miss),
+            Some(entry) => answer(entry, &request, shared, read.may_hit),
+            None => Err(Fwd::UriMiss),
+        };
+        match found {
+            Ok(variant) => {
                 Counters::add(&shared.counters.hits, 1);
                 let mut response = variant.not_modified(());
                 record(
@@ -149,20 +190,32 @@ where
                     Outcome::NotModifiedFromCache,
                     shared.policy.record_outcome,
                 );
-                return Self::ready(response);
+                if let Some(name) = &shared.policy.cache_status {
+                    status::add_hit(response.headers_mut(), name);
+                }
+                Self::ready(response)
+            }
+            Err(fwd) => {
+                Counters::add(&shared.counters.misses, 1);
+                let fwd = if read.forbidden { Fwd::Request } else { fwd };
+                // A HEAD response carries the GET's validators, but is not
+                // stored: only a GET's response is the representation a 304
+                // stands for.
+                if read.head {
+                    return Self::passthrough(service, request, cache, fwd, Kept::Head);
+                }
+                let varying = varying(request.headers(), &shared.policy.vary)
+                    .map(|(index, value)| (index, value.clone()))
+                    .collect();
+                let miss = Miss::new(read, lookup, varying);
+                let status = forwarded(shared, fwd, Kept::Nothing);
+                Self::inner(
+                    service.call(request),
+                    After::Fill(miss, cache.clone()),
+                    status,
+                )
             }
         }
-        Counters::add(&shared.counters.misses, 1);
-        // A HEAD response carries the GET's validators, but is not stored:
-        // only a GET's response is the representation a 304 stands for.
-        if read.head {
-            return Self::passthrough(service, request);
-        }
-        let varying = varying(request.headers(), &shared.policy.vary)
-            .map(|(index, value)| (index, value.clone()))
-            .collect();
-        let miss = Miss::new(read, lookup, varying);
-        Self::inner(service.call(request), After::Fill(miss, cache.clone()))
     }
 
     /// A write whose arrival has been announced to the store: the inner
@@ -173,12 +226,20 @@ where
         begin: Begin,
         request: Request<ReqBody>,
         service: &mut S,
+        cache: &ValidatorCache,
     ) -> Self {
         match begin {
-            Begin::Proceed => Self::inner(service.call(request), After::Write(write)),
+            Begin::Proceed => {
+                let status = forwarded(&cache.shared, Fwd::Method, Kept::Nothing);
+                Self::inner(service.call(request), After::Write(write), status)
+            }
             Begin::Refuse => {
                 write.refused();
-                Self::ready(refusal())
+                let mut response = refusal();
+                if let Some(name) = &cache.shared.policy.cache_status {
+                    status::add_refused(response.headers_mut(), name);
+                }
+                Self::ready(response)
             }
         }
     }
@@ -216,7 +277,7 @@ where
         S: Clone,
     {
         match answer {
-            Answer::Now(begin) => Self::written(write, begin, request, service),
+            Answer::Now(begin) => Self::written(write, begin, request, service, cache),
             Answer::Later(later) => {
                 Self::waiting(service, request, cache, Then::Write(write, later))
             }
@@ -306,45 +367,62 @@ where
                             Self::looked_up(&cache, read, lookup, request, &mut service)
                         }
                         (Then::Write(write, _), Answered::Begin(begin)) => {
-                            Self::written(write, begin, request, &mut service)
+                            Self::written(write, begin, request, &mut service, &cache)
                         }
                         _ => unreachable!("each wait is answered in its own kind"),
                     };
                     self.set(next);
                 }
-                KindProj::Inner { future, after } => {
-                    let result = match future.poll(cx) {
+                KindProj::Inner {
+                    future,
+                    after,
+                    status,
+                } => {
+                    let mut result = match future.poll(cx) {
                         Poll::Ready(result) => result,
                         Poll::Pending => return Poll::Pending,
                     };
+                    // What became of a GET's response, and what a write's
+                    // response waits for.
+                    let mut kept = None;
+                    let mut ending: Option<Box<dyn Later<()>>> = None;
                     match (after.take(), &result) {
                         (Some(After::Fill(miss, cache)), Ok(response)) => {
-                            miss.complete(response, &cache)
+                            kept = Some(miss.complete(response, &cache));
                         }
                         (Some(After::Write(write)), Ok(response)) => {
                             if let Answer::Later(later) = write.complete(response) {
-                                let response = SyncWrapper::new(result.ok());
-                                self.set(Self {
-                                    kind: Kind::Ending { response, later },
-                                });
-                                continue;
+                                ending = Some(later);
                             }
                         }
                         (Some(After::Grpc(cache, resource)), Ok(response)) => {
                             if let Some(Answer::Later(later)) =
                                 not_grpc_after_all(response, &cache, resource)
                             {
-                                let response = SyncWrapper::new(result.ok());
-                                let later = Box::new(Landed(later));
-                                self.set(Self {
-                                    kind: Kind::Ending { response, later },
-                                });
-                                continue;
+                                ending = Some(Box::new(Landed(later)));
                             }
                         }
                         // An error: nothing to store, and a write's outcome is
                         // unknown; its guard, dropped here, ends it.
                         _ => {}
+                    }
+                    if let (Some(forwarded), Ok(response)) = (status.take(), &mut result) {
+                        let status = response.status();
+                        let kept = kept.unwrap_or(forwarded.kept);
+                        status::add_forwarded(
+                            response.headers_mut(),
+                            &forwarded.name,
+                            forwarded.fwd,
+                            status,
+                            kept,
+                        );
+                    }
+                    if let Some(later) = ending {
+                        let response = SyncWrapper::new(result.ok());
+                        self.set(Self {
+                            kind: Kind::Ending { response, later },
+                        });
+                        continue;
                     }
                     return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
                 }
@@ -408,8 +486,16 @@ fn refusal() -> Response<()> {
     response
 }
 
-/// The stored variant that answers this request with a 304, if any.
-fn answer<'a, B>(entry: &'a Entry, req: &Request<B>, shared: &Shared) -> Option<&'a Variant> {
+/// The stored variant that answers this request with a 304, or why none
+/// does (for `Cache-Status`): no variant for the request's `Vary` fields,
+/// or one that cannot answer it (`may_hit`: the request may be answered
+/// from the cache at all).
+fn answer<'a, B>(
+    entry: &'a Entry,
+    req: &Request<B>,
+    shared: &Shared,
+    may_hit: bool,
+) -> Result<&'a Variant, Fwd> {
     // RFC 9111 §4.1: only the variant stored for this request's values of
     // the fields it varies on.
     let fields = &shared.policy.vary;
@@ -418,7 +504,17 @@ fn answer<'a, B>(entry: &'a Entry, req: &Request<B>, shared: &Shared) -> Option<
             req.headers().get_all(&fields[usize::from(index)]).iter()
         });
         v.fields == digest
-    })?;
+    });
+    let variant = match variant {
+        Some(variant) if may_hit => variant,
+        Some(_) => return Err(Fwd::Miss),
+        None => return Err(Fwd::VaryMiss),
+    };
+    matching(variant, req).ok_or(Fwd::Miss)
+}
+
+/// `variant` if the request's `If-None-Match` matches its tag.
+fn matching<'a, B>(variant: &'a Variant, req: &Request<B>) -> Option<&'a Variant> {
     let lines = req.headers().get_all(header::IF_NONE_MATCH);
     // The common case first: the client echoes the tag it was given.
     let mut iter = lines.iter();

@@ -152,6 +152,7 @@ impl fmt::Debug for ValidatorCache {
             .field("vary", &shared.policy.vary)
             .field("partition", &shared.policy.partition.is_some())
             .field("record_outcome", &shared.policy.record_outcome)
+            .field("cache_status", &shared.policy.cache_status)
             .field("store", &shared.store)
             .field("hits", &count(&c.hits))
             .field("misses", &count(&c.misses))
@@ -198,6 +199,7 @@ pub struct ValidatorCacheBuilder {
     partition: Option<Partition>,
     record_outcome: bool,
     grpc_invalidates: bool,
+    cache_status: Option<String>,
     store: Box<dyn Attach>,
 }
 
@@ -210,6 +212,7 @@ impl Default for ValidatorCacheBuilder {
             partition: None,
             record_outcome: false,
             grpc_invalidates: false,
+            cache_status: None,
             store: Box::new(InMemory),
         }
     }
@@ -224,6 +227,7 @@ impl fmt::Debug for ValidatorCacheBuilder {
             .field("partition", &self.partition.is_some())
             .field("record_outcome", &self.record_outcome)
             .field("grpc_invalidates", &self.grpc_invalidates)
+            .field("cache_status", &self.cache_status)
             .field("store", &self.store);
         f.finish()
     }
@@ -324,6 +328,36 @@ impl ValidatorCacheBuilder {
         self
     }
 
+    /// Adds a `Cache-Status` member (RFC 9211) naming this cache `name` to
+    /// every response that passes through it (default: none). The member
+    /// says what the cache did:
+    ///
+    /// - `name; hit`: a 304 answered from the cache;
+    /// - `name; fwd=…; fwd-status=…`: the request went to the inner service,
+    ///   which answered with that status, because of `fwd`: `uri-miss`
+    ///   (nothing stored for the URI), `vary-miss` (nothing for this
+    ///   request's `Vary` fields), `miss` (a stored variant, but the request
+    ///   is not conditional or names other tags), `request` (`no-cache`, or
+    ///   `If-Match` / `If-Unmodified-Since`), `method` (not `GET`/`HEAD`),
+    ///   `bypass` (the partition function kept it away, or the store could
+    ///   not answer: `detail=partition` / `detail=store-unavailable`);
+    ///   then `stored` when a `GET`'s response was stored, or `detail=` why
+    ///   not: `storing` (handed to a shared store, which stores it after the
+    ///   response), `unchanged` (it confirms what is stored), `refused` (a
+    ///   write or invalidation since the request arrived), `head`, `status`,
+    ///   `cache-control`, `set-cookie`, `no-etag`, `vary`, `too-large`;
+    /// - `name; detail=store-unavailable`: a write refused with 503 (strict
+    ///   writes).
+    ///
+    /// The member is added after any the inner service set (the list's
+    /// order is from the origin outwards). `name` is sent as a token when it
+    /// is one (`ExampleCache`, `app/notes`), otherwise as a quoted string,
+    /// with characters outside printable ASCII replaced by `?`.
+    pub fn cache_status(mut self, name: impl Into<String>) -> Self {
+        self.cache_status = Some(name.into());
+        self
+    }
+
     /// Keeps the cache in Redis, shared by every replica configured with the
     /// same Redis and prefix, instead of in this process (`max_entries` then
     /// does not apply: Redis's own memory policy does). See
@@ -362,6 +396,10 @@ impl ValidatorCacheBuilder {
                     partition: self.partition,
                     record_outcome: self.record_outcome,
                     grpc_invalidates: self.grpc_invalidates,
+                    cache_status: self
+                        .cache_status
+                        .as_deref()
+                        .map(super::status::serialize_name),
                 },
                 hashing,
                 counters: Counters::default(),

@@ -1,6 +1,11 @@
 //! What a `GET` that missed keeps until its response, and the fill it then
 //! asks the store for.
 
+use std::sync::{
+    atomic::{AtomicU8, Ordering},
+    Arc,
+};
+
 use http::{HeaderValue, Response};
 
 use super::{
@@ -8,6 +13,7 @@ use super::{
     handle::{Counters, ValidatorCache},
     hashing::Key,
     read::Read,
+    status::Kept,
     store::{Fill, Lookup},
 };
 
@@ -38,8 +44,8 @@ impl Miss {
     }
 
     /// Stores what a 304 needs of `response`, if it may be stored and
-    /// changes what is stored.
-    pub(crate) fn complete<B>(self, response: &Response<B>, cache: &ValidatorCache) {
+    /// changes what is stored; says what became of it.
+    pub(crate) fn complete<B>(self, response: &Response<B>, cache: &ValidatorCache) -> Kept {
         let shared = &*cache.shared;
         let remembered = match remember(
             response.status(),
@@ -48,10 +54,10 @@ impl Miss {
             &shared.policy.vary,
         ) {
             Ok(remembered) => remembered,
-            Err(_reason) => {
+            Err(reason) => {
                 #[cfg(feature = "tracing")]
-                tracing::trace!(target: "tower_etag::cache", not_stored = ?_reason, "tower-etag cache");
-                return;
+                tracing::trace!(target: "tower_etag::cache", not_stored = ?reason, "tower-etag cache");
+                return Kept::NotStored(reason);
             }
         };
         let fields = remembered.fields(&self.varying, &shared.hashing);
@@ -68,7 +74,7 @@ impl Miss {
             })
         });
         if unchanged {
-            return;
+            return Kept::Unchanged;
         }
         let fill = Fill {
             resource: self.resource,
@@ -81,9 +87,29 @@ impl Miss {
             tags,
         };
         let cache = cache.clone();
-        shared
-            .store
-            .fill(fill, Box::new(move |stored| filled(&cache, stored)));
+        if shared.policy.cache_status.is_none() {
+            shared
+                .store
+                .fill(fill, Box::new(move |stored| filled(&cache, stored)));
+            return Kept::Nothing;
+        }
+        // Whether the store answered before `fill` returned (in memory it
+        // does), for `Cache-Status`.
+        const PENDING: u8 = 0;
+        const STORED: u8 = 1;
+        const REFUSED: u8 = 2;
+        let answer = Arc::new(AtomicU8::new(PENDING));
+        let answered = Arc::clone(&answer);
+        let done = move |stored: bool| {
+            answered.store(if stored { STORED } else { REFUSED }, Ordering::Release);
+            filled(&cache, stored);
+        };
+        shared.store.fill(fill, Box::new(done));
+        match answer.load(Ordering::Acquire) {
+            STORED => Kept::Stored,
+            REFUSED => Kept::Refused,
+            _ => Kept::Storing,
+        }
     }
 }
 

@@ -166,6 +166,7 @@ mod miss;
 mod policy;
 mod read;
 mod service;
+mod status;
 mod store;
 mod write;
 

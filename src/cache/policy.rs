@@ -22,6 +22,9 @@ pub(crate) struct Policy {
     pub(crate) record_outcome: bool,
     /// gRPC calls invalidate their target as other writes do.
     pub(crate) grpc_invalidates: bool,
+    /// The cache's name in `Cache-Status` (serialized), when the app asked
+    /// for the field.
+    pub(crate) cache_status: Option<Arc<str>>,
 }
 
 /// The default fields responses may vary on: the proactive-negotiation

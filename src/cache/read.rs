@@ -20,6 +20,9 @@ pub(crate) struct Read {
     /// cache (RFC 9110 §13.2.2: If-Match and If-Unmodified-Since are
     /// evaluated first; RFC 9111 §5.2.1.4: request `no-cache`).
     pub(crate) may_hit: bool,
+    /// The request forbids an answer from the cache (`no-cache`, or a
+    /// precondition evaluated before `If-None-Match`).
+    pub(crate) forbidden: bool,
     pub(crate) resource: Key,
     pub(crate) entry: Key,
 }
@@ -75,6 +78,7 @@ impl Read {
         Some(Self {
             head: parts.method == http::Method::HEAD,
             may_hit: if_none_match && !bypass,
+            forbidden: bypass,
             resource,
             entry: entry.finish(),
         })

@@ -10,7 +10,12 @@ use http::{Method, Request, Response};
 use tower_service::Service;
 
 use super::{
-    body::ResponseBody, future::ResponseFuture, handle::ValidatorCache, read::Read, store::Query,
+    body::ResponseBody,
+    future::ResponseFuture,
+    handle::ValidatorCache,
+    read::Read,
+    status::{Fwd, Kept},
+    store::Query,
     write::Write,
 };
 use crate::predicate::is_grpc;
@@ -77,7 +82,13 @@ where
             Method::GET | Method::HEAD => {}
             // RFC 9110 §9.2.1: safe methods invalidate nothing.
             Method::OPTIONS | Method::TRACE => {
-                return ResponseFuture::passthrough(&mut self.inner, req)
+                return ResponseFuture::passthrough(
+                    &mut self.inner,
+                    req,
+                    &self.cache,
+                    Fwd::Method,
+                    Kept::Nothing,
+                )
             }
             // A gRPC call: a POST to a method's path, which no GET
             // revalidates; not invalidated at its arrival unless the app
@@ -103,7 +114,13 @@ where
         let req = Request::from_parts(parts, body);
         let Some(read) = read else {
             // The app's partition function keeps this request away.
-            return ResponseFuture::passthrough(&mut self.inner, req);
+            return ResponseFuture::passthrough(
+                &mut self.inner,
+                req,
+                &self.cache,
+                Fwd::Bypass,
+                Kept::Partition,
+            );
         };
         let answer = shared.store.lookup(Query {
             resource: read.resource,

@@ -12,3 +12,4 @@ mod cache_world;
 
 mod cache;
 mod cache_robustness;
+mod cache_status;

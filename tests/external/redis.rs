@@ -220,6 +220,11 @@ pub(crate) async fn replica_with(
         .time_to_live(time_to_live)
         .redis(store)
         .build();
+    replica_on(cache, data).await
+}
+
+/// A replica with `cache`.
+pub(crate) async fn replica_on(cache: ValidatorCache, data: &Data) -> Replica {
     let calls = Arc::new(AtomicUsize::new(0));
     let router = Router::new()
         .route("/notes/{id}", routing::get(show).put(update))

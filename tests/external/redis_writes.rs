@@ -33,6 +33,7 @@ pub(crate) fn add_to(suite: &mut Suite) {
         a_write_slower_than_the_time_to_live_leaves_no_stale_tag,
         a_strict_write_that_redis_does_not_confirm_is_refused_and_writes_nothing,
         a_patient_write_waits_out_a_short_outage_in_both_modes,
+        cache_status_tells_a_fill_handed_to_redis_and_a_redis_that_does_not_answer,
         a_write_end_that_did_not_land_is_retried_and_fills_resume,
         a_write_end_slowed_by_a_script_load_is_retried_and_fills_resume,
         thousands_of_pending_invalidations_land_once_redis_answers,
@@ -225,6 +226,42 @@ async fn a_patient_write_waits_out_a_short_outage_in_both_modes() {
         // So no replica confirms the replaced tag, from the response on.
         assert_none_confirms(&[("writer", &writer), ("reader", &reader)], path, &tag).await;
     }
+}
+
+async fn cache_status_tells_a_fill_handed_to_redis_and_a_redis_that_does_not_answer() {
+    let redis = RedisServer::start();
+    let data = Data::default();
+    let cache = tower_etag::cache::ValidatorCache::builder()
+        .cache_status("notes-cache")
+        .redis(strict_store(&redis.url(), TIMEOUT_FAULTS))
+        .build();
+    let replica = replica_on(cache, &data).await;
+    let status = |got: &Received| got.header("cache-status").unwrap_or_default().to_owned();
+    // Redis stores a fill after the response: the member says so.
+    let deadline = Instant::now() + TIMEOUT;
+    let tag = loop {
+        let got = fetch(&replica, "/notes/1", &[]).await;
+        if status(&got) == "notes-cache; fwd=uri-miss; fwd-status=200; detail=storing" {
+            break got.etag().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "{:?}", status(&got));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eventually("the fill", || replica.cache.stats().fills > 0).await;
+    let hit = fetch(&replica, "/notes/1", &[("if-none-match", &tag)]).await;
+    assert_eq!(status(&hit), "notes-cache; hit");
+    // Redis does not answer: a bypass; a strict write is refused by the
+    // cache itself, forwarded nowhere.
+    redis.pause();
+    let got = fetch(&replica, "/notes/1", &[("if-none-match", &tag)]).await;
+    assert_eq!(
+        status(&got),
+        "notes-cache; fwd=bypass; fwd-status=304; detail=store-unavailable"
+    );
+    let refused = put(&replica, "/notes/1").await.unwrap();
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status(&refused), "notes-cache; detail=store-unavailable");
+    redis.resume();
 }
 
 async fn a_strict_write_that_redis_does_not_confirm_is_refused_and_writes_nothing() {
