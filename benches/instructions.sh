@@ -4,6 +4,7 @@
 #
 #   bash benches/instructions.sh
 #   PARTS=cache bash benches/instructions.sh   # one table: tag, untouched, cache
+#   PARTS=cache FEATURES=metrics bash benches/instructions.sh   # with metrics recorded
 #
 # Unlike wall-clock figures, these counts repeat to within a fraction of a
 # percent on a busy machine, so they resolve sub-microsecond differences that
@@ -15,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
-cargo build --release --example load_server --quiet
+# FEATURES=metrics: the caches count their metrics into a recorder.
+cargo build --release --example load_server --quiet ${FEATURES:+--features "$FEATURES"}
 target_dir=$(cargo metadata --no-deps --format-version 1 | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
 
 work=$(mktemp -d)

@@ -312,6 +312,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_deref()
         .unwrap_or("127.0.0.1:3000")
         .parse()?;
+    // Built with `--features metrics`: every cache's metrics go to a
+    // recorder (metrics-util's, which keeps them in atomics), installed
+    // before the caches are built, to measure what counting costs.
+    #[cfg(feature = "metrics")]
+    metrics::set_global_recorder(metrics_util::debugging::DebuggingRecorder::new())
+        .map_err(|_| "a recorder was installed already")?;
     // One thread: the server's CPU time per request is then one core's.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -21,6 +21,7 @@ use super::{
     entry::{Entry, Variant},
     handle::{Counters, Shared, ValidatorCache},
     hashing::Key,
+    metrics::{Cause, MissReason},
     miss::Miss,
     read::{varying, Read},
     status::{self, Fwd, Kept},
@@ -171,6 +172,7 @@ where
         let shared = &*cache.shared;
         let Some(lookup) = lookup else {
             Counters::add(&shared.counters.misses, 1);
+            shared.metrics.miss(MissReason::StoreUnavailable);
             return Self::passthrough(service, request, cache, Fwd::Bypass, Kept::StoreUnavailable);
         };
         // Why a request that cannot hit missed is worked out only for
@@ -183,6 +185,7 @@ where
         match found {
             Ok(variant) => {
                 Counters::add(&shared.counters.hits, 1);
+                shared.metrics.hit();
                 let mut response = variant.not_modified(());
                 record(
                     response.status(),
@@ -197,11 +200,19 @@ where
             }
             Err(fwd) => {
                 Counters::add(&shared.counters.misses, 1);
+                shared.metrics.miss(match fwd {
+                    _ if read.forbidden => MissReason::Request,
+                    _ if !read.may_hit => MissReason::NoCondition,
+                    Fwd::UriMiss => MissReason::NotStored,
+                    Fwd::VaryMiss => MissReason::VaryMismatch,
+                    _ => MissReason::TagMismatch,
+                });
                 let fwd = if read.forbidden { Fwd::Request } else { fwd };
                 // A HEAD response carries the GET's validators, but is not
                 // stored: only a GET's response is the representation a 304
                 // stands for.
                 if read.head {
+                    shared.metrics.kept(Kept::Head);
                     return Self::passthrough(service, request, cache, fwd, Kept::Head);
                 }
                 let varying = varying(request.headers(), &shared.policy.vary)
@@ -456,6 +467,7 @@ fn not_grpc_after_all<B>(
     }
     let shared = &cache.shared;
     Counters::add(&shared.counters.invalidations, 1);
+    shared.metrics.invalidated(Cause::Write, 1);
     Some(shared.store.invalidate(vec![resource], false))
 }
 

@@ -13,6 +13,7 @@ use http::{request::Parts, HeaderName, Uri};
 
 use super::{
     hashing::Hashing,
+    metrics::{CacheMetrics, Cause},
     policy::{default_vary, Partition, Policy, MAX_VARY_FIELDS},
     store::{memory::InMemory, Attach, Setup, Store},
 };
@@ -36,6 +37,7 @@ pub(crate) struct Shared {
     pub(crate) policy: Policy,
     pub(crate) hashing: Hashing,
     pub(crate) counters: Counters,
+    pub(crate) metrics: CacheMetrics,
     max_entries: u64,
 }
 
@@ -86,6 +88,10 @@ impl ValidatorCache {
         let key = self.shared.hashing.resource(path);
         let landed = self.shared.store.invalidate(vec![key], false).get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
+        self.shared.metrics.invalidated(Cause::AppUri, 1);
+        self.shared
+            .metrics
+            .entries(|| self.shared.store.entries_now());
         trace_invalidation(path);
         landed
     }
@@ -97,6 +103,7 @@ impl ValidatorCache {
         let key = self.shared.hashing.tag(tag);
         let landed = self.shared.store.invalidate(vec![key], true).get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
+        self.shared.metrics.invalidated(Cause::AppTag, 1);
         trace_invalidation(tag);
         landed
     }
@@ -107,6 +114,10 @@ impl ValidatorCache {
     pub async fn clear(&self) -> bool {
         let landed = self.shared.store.clear().get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
+        self.shared.metrics.invalidated(Cause::Clear, 1);
+        self.shared
+            .metrics
+            .entries(|| self.shared.store.entries_now());
         trace_invalidation("*");
         landed
     }
@@ -200,6 +211,10 @@ pub struct ValidatorCacheBuilder {
     record_outcome: bool,
     grpc_invalidates: bool,
     cache_status: Option<String>,
+    #[cfg(feature = "metrics")]
+    metrics_prefix: String,
+    #[cfg(feature = "metrics")]
+    metrics_labels: Vec<(String, String)>,
     store: Box<dyn Attach>,
 }
 
@@ -213,6 +228,10 @@ impl Default for ValidatorCacheBuilder {
             record_outcome: false,
             grpc_invalidates: false,
             cache_status: None,
+            #[cfg(feature = "metrics")]
+            metrics_prefix: "tower_etag".to_owned(),
+            #[cfg(feature = "metrics")]
+            metrics_labels: Vec::new(),
             store: Box::new(InMemory),
         }
     }
@@ -358,6 +377,24 @@ impl ValidatorCacheBuilder {
         self
     }
 
+    /// The prefix of the cache's metric names (feature `metrics`; default
+    /// `tower_etag`: `tower_etag_cache_hits_total`, …).
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = prefix.into();
+        self
+    }
+
+    /// A label added to every metric of this cache (feature `metrics`),
+    /// to tell several caches apart: `.metrics_label("cache", "notes")`.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metrics_labels.push((key.into(), value.into()));
+        self
+    }
+
     /// Keeps the cache in Redis, shared by every replica configured with the
     /// same Redis and prefix, instead of in this process (`max_entries` then
     /// does not apply: Redis's own memory policy does). See
@@ -403,6 +440,10 @@ impl ValidatorCacheBuilder {
                 },
                 hashing,
                 counters: Counters::default(),
+                #[cfg(feature = "metrics")]
+                metrics: CacheMetrics::new(&self.metrics_prefix, &self.metrics_labels),
+                #[cfg(not(feature = "metrics"))]
+                metrics: CacheMetrics,
                 max_entries: self.max_entries,
             }),
         }

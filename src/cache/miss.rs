@@ -57,6 +57,7 @@ impl Miss {
             Err(reason) => {
                 #[cfg(feature = "tracing")]
                 tracing::trace!(target: "tower_etag::cache", not_stored = ?reason, "tower-etag cache");
+                shared.metrics.kept(Kept::NotStored(reason));
                 return Kept::NotStored(reason);
             }
         };
@@ -74,6 +75,7 @@ impl Miss {
             })
         });
         if unchanged {
+            shared.metrics.kept(Kept::Unchanged);
             return Kept::Unchanged;
         }
         let fill = Fill {
@@ -115,9 +117,12 @@ impl Miss {
 
 /// Counts and traces a fill.
 fn filled(cache: &ValidatorCache, stored: bool) {
+    let shared = &cache.shared;
     if stored {
-        Counters::add(&cache.shared.counters.fills, 1);
+        Counters::add(&shared.counters.fills, 1);
     }
+    shared.metrics.filled(stored);
+    shared.metrics.entries(|| shared.store.entries_now());
     #[cfg(feature = "tracing")]
     tracing::debug!(target: "tower_etag::cache", stored, "tower-etag cache fill");
 }

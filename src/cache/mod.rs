@@ -162,6 +162,7 @@ mod handle;
 mod hashing;
 mod invalidation;
 mod layer;
+mod metrics;
 mod miss;
 mod policy;
 mod read;

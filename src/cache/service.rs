@@ -13,6 +13,7 @@ use super::{
     body::ResponseBody,
     future::ResponseFuture,
     handle::ValidatorCache,
+    metrics::MissReason,
     read::Read,
     status::{Fwd, Kept},
     store::Query,
@@ -82,13 +83,14 @@ where
             Method::GET | Method::HEAD => {}
             // RFC 9110 §9.2.1: safe methods invalidate nothing.
             Method::OPTIONS | Method::TRACE => {
+                shared.metrics.miss(MissReason::Method);
                 return ResponseFuture::passthrough(
                     &mut self.inner,
                     req,
                     &self.cache,
                     Fwd::Method,
                     Kept::Nothing,
-                )
+                );
             }
             // A gRPC call: a POST to a method's path, which no GET
             // revalidates; not invalidated at its arrival unless the app
@@ -96,7 +98,8 @@ where
             // that ignored the request's content type) invalidates as any
             // write's answer does.
             Method::POST if !shared.policy.grpc_invalidates && is_grpc(req.headers()) => {
-                return ResponseFuture::grpc(&mut self.inner, req, &self.cache)
+                shared.metrics.miss(MissReason::Method);
+                return ResponseFuture::grpc(&mut self.inner, req, &self.cache);
             }
             // RFC 9111 §4.4: any other method (unsafe, or of unknown safety)
             // invalidates the target: now, before the write runs, so that
@@ -104,6 +107,7 @@ where
             // after a non-error response. Nothing is stored for the target
             // in between (`Write`).
             _ => {
+                shared.metrics.miss(MissReason::Method);
                 let (write, answer) = Write::begin(&req, self.cache.clone());
                 return ResponseFuture::write(answer, write, &self.cache, req, &mut self.inner);
             }
@@ -114,6 +118,7 @@ where
         let req = Request::from_parts(parts, body);
         let Some(read) = read else {
             // The app's partition function keeps this request away.
+            shared.metrics.miss(MissReason::Partition);
             return ResponseFuture::passthrough(
                 &mut self.inner,
                 req,

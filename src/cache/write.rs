@@ -10,6 +10,7 @@ use super::{
     handle::{trace_invalidation, Counters, ValidatorCache},
     hashing::Key,
     invalidation::same_authority_path,
+    metrics::Cause,
     read::authority,
     store::{Answer, Begin, WriteId},
 };
@@ -42,6 +43,7 @@ impl Write {
         let resource = shared.hashing.resource(path.as_str());
         let (id, answer) = shared.store.begin_write(resource);
         Counters::add(&shared.counters.invalidations, 1);
+        shared.metrics.invalidated(Cause::Write, 1);
         let write = Self {
             cache,
             resource,
@@ -81,6 +83,10 @@ impl Write {
         let others = self.others(response);
         let shared = &self.cache.shared;
         Counters::add(&shared.counters.invalidations, 1 + others.len() as u64);
+        shared.metrics.invalidated(Cause::Write, 1);
+        shared
+            .metrics
+            .invalidated(Cause::Location, others.len() as u64);
         let answer = self.end(others, true);
         trace_invalidation(self.path.as_str());
         answer

@@ -13,3 +13,5 @@ mod cache_world;
 mod cache;
 mod cache_robustness;
 mod cache_status;
+#[cfg(feature = "metrics")]
+mod metrics;

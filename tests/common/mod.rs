@@ -365,3 +365,35 @@ where
 pub fn has_field(head: &[String], name: &str) -> bool {
     head.iter().any(|line| line.split(':').next() == Some(name))
 }
+
+/// Every counter and gauge a `metrics-util` debugging recorder holds, by
+/// name and labels (`name{k=v,…}`, labels sorted), as numbers; histograms
+/// by name with `_count`, their number of samples.
+#[allow(dead_code)] // Used by the binaries that test metrics.
+pub fn metric_values(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+) -> std::collections::BTreeMap<String, f64> {
+    use metrics_util::debugging::DebugValue;
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            labels.sort();
+            let labels = labels.join(",");
+            match value {
+                DebugValue::Counter(n) => (format!("{}{{{labels}}}", key.name()), n as f64),
+                DebugValue::Gauge(g) => (format!("{}{{{labels}}}", key.name()), g.into_inner()),
+                DebugValue::Histogram(samples) => (
+                    format!("{}_count{{{labels}}}", key.name()),
+                    samples.len() as f64,
+                ),
+            }
+        })
+        .collect()
+}

@@ -46,6 +46,10 @@ pub(crate) fn add_to(suite: &mut Suite) {
         chaos_with_strict_writes_no_read_confirms_a_replaced_tag,
         chaos_with_default_writes_a_replaced_tag_is_confirmed_only_until_the_retry,
     ]);
+    #[cfg(feature = "metrics")]
+    add!(suite, Some(&REDIS_SERVER), async [
+        redis_that_stops_answering_shows_in_the_availability_gauge_and_the_counters,
+    ]);
 }
 
 /// A store like `redis::store`'s, with strict writes.
@@ -262,6 +266,104 @@ async fn cache_status_tells_a_fill_handed_to_redis_and_a_redis_that_does_not_ans
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(status(&refused), "notes-cache; detail=store-unavailable");
     redis.resume();
+}
+
+#[cfg(feature = "metrics")]
+async fn redis_that_stops_answering_shows_in_the_availability_gauge_and_the_counters() {
+    let redis = RedisServer::start();
+    let data = Data::default();
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let store = metrics::with_local_recorder(&recorder, || {
+        RedisStore::builder(redis.url())
+            .prefix(PREFIX)
+            .secret("replicas' shared secret")
+            .timeout(TIMEOUT_FAULTS)
+            .metrics_label("store", "notes")
+            .build()
+            .unwrap()
+    });
+    let replica = replica_with(store, &data, LIVE).await;
+    let value = |values: &std::collections::BTreeMap<String, f64>, name: &str| {
+        values
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("no {name} in {values:#?}"))
+    };
+    let tag = fill(&replica, "/notes/1").await;
+    let values = metric_values(&snapshotter);
+    assert_eq!(
+        value(&values, "tower_etag_redis_available{store=notes}"),
+        1.0
+    );
+    assert!(
+        value(
+            &values,
+            "tower_etag_redis_operation_duration_seconds_count{operation=lookup,store=notes}"
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &values,
+            "tower_etag_redis_operation_duration_seconds_count{operation=fill,store=notes}"
+        ) >= 1.0
+    );
+
+    // Redis stops answering: a lookup times out, a write's invalidation
+    // waits for a retry.
+    redis.pause();
+    let got = fetch(&replica, "/notes/1", &[("if-none-match", &tag)]).await;
+    assert_eq!(got.status, StatusCode::NOT_MODIFIED, "from the handler");
+    assert_eq!(
+        put(&replica, "/notes/1").await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    let values = metric_values(&snapshotter);
+    assert_eq!(
+        value(&values, "tower_etag_redis_available{store=notes}"),
+        0.0
+    );
+    assert!(
+        value(
+            &values,
+            "tower_etag_redis_timeouts_total{operation=lookup,store=notes}"
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &values,
+            "tower_etag_redis_timeouts_total{operation=begin_write,store=notes}"
+        ) >= 1.0
+    );
+    assert!(value(&values, "tower_etag_redis_pending{store=notes}") >= 1.0);
+    assert_eq!(
+        value(
+            &values,
+            "tower_etag_redis_errors_total{operation=lookup,store=notes}"
+        ),
+        0.0
+    );
+
+    // Back: the retries land, and after a second without a failure Redis
+    // counts as answering again.
+    redis.resume();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let values = metric_values(&snapshotter);
+        let pending = value(&values, "tower_etag_redis_pending{store=notes}");
+        let available = value(&values, "tower_etag_redis_available{store=notes}");
+        if pending == 0.0 && available == 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pending {pending}, available {available}"
+        );
+        // Operations succeed (the availability changes on one after a
+        // quiet second).
+        fetch(&replica, "/notes/2", &[]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn a_strict_write_that_redis_does_not_confirm_is_refused_and_writes_nothing() {

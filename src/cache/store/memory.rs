@@ -321,6 +321,10 @@ impl Store for MemoryStore {
     fn entries(&self) -> u64 {
         self.weight()
     }
+
+    fn entries_now(&self) -> u64 {
+        self.entries.weighted_size()
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use super::{
     backlog::{Backlog, Item},
     codec,
     link::{Verified, MARGIN},
+    metrics::{Ended, RedisMetrics},
     names::KeyNames,
     nodes::Nodes,
     scripts::Scripts,
@@ -87,6 +88,7 @@ pub(super) struct Connection {
     /// How long a write's arrival and end wait for Redis.
     pub(super) patience: Duration,
     pub(super) hints: TagHints,
+    pub(super) metrics: RedisMetrics,
 }
 
 /// The surrogate tags last seen on each resource's entry, so that a
@@ -810,6 +812,7 @@ impl Inner {
         operation: impl Future<Output = Result<T, Failure>>,
     ) -> Option<T> {
         let connection = &self.connection;
+        let started = std::time::Instant::now();
         let result = match tokio::time::timeout(connection.timeout, operation).await {
             Ok(result) => result,
             Err(_) => {
@@ -817,6 +820,12 @@ impl Inner {
                 Err(Failure::Timeout)
             }
         };
+        let ended = match &result {
+            Ok(_) => Ended::Ok,
+            Err(Failure::Timeout) => Ended::Timeout,
+            Err(_) => Ended::Error,
+        };
+        connection.metrics.operation(what, started.elapsed(), ended);
         let now = connection.elapsed_ms();
         match result {
             Ok(value) => {
@@ -827,6 +836,7 @@ impl Inner {
                     && quiet >= RECOVERY.as_millis() as u64
                     && !connection.healthy.swap(true, Ordering::Relaxed)
                 {
+                    connection.metrics.available(true);
                     #[cfg(feature = "tracing")]
                     tracing::info!(target: "tower_etag::cache", "tower-etag cache: Redis answers again");
                 }
@@ -841,6 +851,7 @@ impl Inner {
                 // A warning when Redis stops answering, then one event per
                 // failure at debug level: an outage must not flood the logs.
                 if connection.healthy.swap(false, Ordering::Relaxed) {
+                    connection.metrics.available(false);
                     #[cfg(feature = "tracing")]
                     tracing::warn!(target: "tower_etag::cache", operation = what, error = %_failure, "tower-etag cache: Redis unavailable, requests go to the handlers");
                 } else {
@@ -877,7 +888,11 @@ impl Inner {
 
     /// Keeps invalidations (or a clear) for a retry, and starts retrying.
     fn keep_pending(self: &Arc<Self>, items: impl IntoIterator<Item = Item>, clear: bool) {
-        if self.connection.backlog.add(items, clear) {
+        let collapsed = self.connection.backlog.add(items, clear);
+        self.connection
+            .metrics
+            .pending(self.connection.backlog.len());
+        if collapsed {
             #[cfg(feature = "tracing")]
             tracing::warn!(target: "tower_etag::cache", bound = super::backlog::MAX_PENDING, "tower-etag cache: too many invalidations wait for Redis; this replica bypasses the cache until a clear of the whole prefix lands");
         }
@@ -917,6 +932,7 @@ impl Inner {
         if snapshot.clear.is_some() {
             if self.clear().await.is_ok() {
                 backlog.cleared(&snapshot);
+                self.connection.metrics.pending(backlog.len());
             }
             return;
         }
@@ -931,6 +947,7 @@ impl Inner {
         for chunk in chunks_of_one_kind(&items) {
             let landed = self.retry_chunk(chunk).await;
             backlog.landed(&landed);
+            self.connection.metrics.pending(backlog.len());
             if landed.is_empty() {
                 return;
             }

@@ -73,6 +73,7 @@ mod attached;
 mod backlog;
 mod codec;
 mod link;
+mod metrics;
 mod names;
 mod nodes;
 mod scripts;
@@ -160,6 +161,10 @@ impl RedisStore {
             timeout: Duration::from_millis(5),
             strict_writes: false,
             write_patience: Duration::ZERO,
+            #[cfg(feature = "metrics")]
+            metrics_prefix: "tower_etag".to_owned(),
+            #[cfg(feature = "metrics")]
+            metrics_labels: Vec::new(),
             tls_roots: None,
             tls_identity: None,
         }
@@ -218,6 +223,10 @@ pub struct RedisStoreBuilder {
     timeout: Duration,
     strict_writes: bool,
     write_patience: Duration,
+    #[cfg(feature = "metrics")]
+    metrics_prefix: String,
+    #[cfg(feature = "metrics")]
+    metrics_labels: Vec<(String, String)>,
     /// PEM root certificates that replace the platform's (`redis-tls`).
     tls_roots: Option<Vec<u8>>,
     /// A PEM certificate chain and private key for mutual TLS (`redis-tls`).
@@ -298,6 +307,23 @@ impl RedisStoreBuilder {
     /// never wait past the timeout.
     pub fn write_patience(mut self, patience: Duration) -> Self {
         self.write_patience = patience;
+        self
+    }
+
+    /// The prefix of the store's metric names (feature `metrics`; default
+    /// `tower_etag`: `tower_etag_redis_operation_duration_seconds`, …).
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = prefix.into();
+        self
+    }
+
+    /// A label added to every metric of this store (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metrics_labels.push((key.into(), value.into()));
         self
     }
 
@@ -436,6 +462,10 @@ impl RedisStoreBuilder {
                 strict: self.strict_writes,
                 patience: self.write_patience,
                 hints: Default::default(),
+                #[cfg(feature = "metrics")]
+                metrics: metrics::RedisMetrics::new(&self.metrics_prefix, &self.metrics_labels),
+                #[cfg(not(feature = "metrics"))]
+                metrics: metrics::RedisMetrics,
             }),
         })
     }

@@ -1,0 +1,142 @@
+//! The Redis store's metrics (feature `metrics`): each operation's latency,
+//! timeouts and errors, the invalidations waiting for a retry, and whether
+//! Redis answers. Handles are registered when the store is built, as the
+//! cache's are (see `cache::metrics`).
+
+#[cfg(feature = "metrics")]
+pub(super) use enabled::RedisMetrics;
+
+#[cfg(not(feature = "metrics"))]
+pub(super) use disabled::RedisMetrics;
+
+/// The operations, as `guarded` names them, and their label values.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+const OPERATIONS: [(&str, &str); 7] = [
+    ("lookup", "lookup"),
+    ("fill", "fill"),
+    ("invalidate", "invalidate"),
+    ("begin write", "begin_write"),
+    ("end write", "end_write"),
+    ("clear", "clear"),
+    ("retry", "retry"),
+];
+
+/// How an operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(super) enum Ended {
+    Ok,
+    Timeout,
+    Error,
+}
+
+#[cfg(feature = "metrics")]
+mod enabled {
+    use std::time::Duration;
+
+    use metrics::{Counter, Gauge, Histogram, Label};
+
+    use super::{Ended, OPERATIONS};
+
+    struct Operation {
+        duration: Histogram,
+        timeouts: Counter,
+        errors: Counter,
+    }
+
+    /// The handles of one store's metrics.
+    pub(in crate::cache::store::redis) struct RedisMetrics {
+        operations: [Operation; OPERATIONS.len()],
+        pending: Gauge,
+        available: Gauge,
+    }
+
+    impl RedisMetrics {
+        /// Registers the handles with the current recorder: names under
+        /// `prefix`, with `labels` on each.
+        pub(in crate::cache::store::redis) fn new(
+            prefix: &str,
+            labels: &[(String, String)],
+        ) -> Self {
+            let with = |operation: Option<&'static str>| {
+                let mut all: Vec<Label> = labels
+                    .iter()
+                    .map(|(k, v)| Label::new(k.clone(), v.clone()))
+                    .collect();
+                if let Some(operation) = operation {
+                    all.push(Label::new("operation", operation));
+                }
+                all
+            };
+            let operations = OPERATIONS.map(|(_, label)| Operation {
+                duration: metrics::histogram!(
+                    format!("{prefix}_redis_operation_duration_seconds"),
+                    with(Some(label))
+                ),
+                timeouts: metrics::counter!(
+                    format!("{prefix}_redis_timeouts_total"),
+                    with(Some(label))
+                ),
+                errors: metrics::counter!(
+                    format!("{prefix}_redis_errors_total"),
+                    with(Some(label))
+                ),
+            });
+            let available = metrics::gauge!(format!("{prefix}_redis_available"), with(None));
+            available.set(1.0);
+            Self {
+                operations,
+                pending: metrics::gauge!(format!("{prefix}_redis_pending"), with(None)),
+                available,
+            }
+        }
+
+        /// Records one operation named `what` (as `guarded` names it).
+        pub(in crate::cache::store::redis) fn operation(
+            &self,
+            what: &str,
+            took: Duration,
+            ended: Ended,
+        ) {
+            let Some(index) = OPERATIONS.iter().position(|(name, _)| *name == what) else {
+                return;
+            };
+            let operation = &self.operations[index];
+            operation.duration.record(took.as_secs_f64());
+            match ended {
+                Ended::Ok => {}
+                Ended::Timeout => operation.timeouts.increment(1),
+                Ended::Error => operation.errors.increment(1),
+            }
+        }
+
+        pub(in crate::cache::store::redis) fn pending(&self, pending: usize) {
+            self.pending.set(pending as f64);
+        }
+
+        pub(in crate::cache::store::redis) fn available(&self, available: bool) {
+            self.available.set(if available { 1.0 } else { 0.0 });
+        }
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod disabled {
+    use std::time::Duration;
+
+    use super::Ended;
+
+    /// Without the feature: nothing.
+    pub(in crate::cache::store::redis) struct RedisMetrics;
+
+    impl RedisMetrics {
+        #[inline]
+        pub(in crate::cache::store::redis) fn operation(&self, _: &str, _: Duration, _: Ended) {}
+
+        #[inline]
+        pub(in crate::cache::store::redis) fn pending(&self, _: usize) {}
+
+        #[inline]
+        pub(in crate::cache::store::redis) fn available(&self, _: bool) {}
+    }
+}
