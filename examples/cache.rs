@@ -4,7 +4,13 @@
 //! ```text
 //! cargo run --example cache                   # listens on 127.0.0.1:3000
 //! cargo run --example cache -- 127.0.0.1:0    # any free port
+//! cargo run --example cache --features metrics   # and GET /metrics
 //! ```
+//!
+//! Every response carries a `Cache-Status` member (RFC 9211) naming the
+//! cache `notes-cache`. Built with the `metrics` feature, the app installs
+//! `metrics-exporter-prometheus`'s recorder before it builds the cache, and
+//! serves the cache's metrics in Prometheus's text format at `GET /metrics`.
 //!
 //! Routes:
 //! - `GET /notes/{id}`: the note, after 2 ms of "database" latency, with
@@ -14,7 +20,8 @@
 //!   the new note's `ETag` in the answer;
 //! - `POST /notes/reset`: restores every note and invalidates them all from
 //!   app code, by their surrogate tag;
-//! - `GET /stats`: the cache's counters.
+//! - `GET /stats`: the cache's counters;
+//! - `GET /metrics` (feature `metrics`): the metrics.
 
 use std::{
     collections::HashMap,
@@ -150,10 +157,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    // The recorder first: the cache registers its metrics when it is built.
+    #[cfg(feature = "metrics")]
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let cache = ValidatorCache::builder()
         .time_to_live(Duration::from_secs(300))
         .max_entries(10_000)
+        .cache_status("notes-cache")
         .build();
+    let app = app(cache);
+    #[cfg(feature = "metrics")]
+    let app = app.route(
+        "/metrics",
+        get(move || std::future::ready(metrics.render())),
+    );
 
     println!("tower-etag validator cache demo listening on http://{addr}");
     println!();
@@ -165,7 +182,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -i -X PUT --data 'Buy oat milk' http://{addr}/notes/1");
     println!("Counters:");
     println!("  curl http://{addr}/stats");
+    #[cfg(feature = "metrics")]
+    println!("  curl http://{addr}/metrics");
 
-    axum::serve(listener, app(cache)).await?;
+    axum::serve(listener, app).await?;
     Ok(())
 }
