@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::mint::TagKey;
+use super::{metrics::ETagMetrics, mint::TagKey};
 use crate::predicate::DefaultPredicate;
 
 /// The default buffering cap: 2 MiB, the bound axum puts on request bodies.
@@ -25,6 +25,11 @@ pub(crate) struct Settings {
     pub(crate) weak: bool,
     pub(crate) record_outcome: bool,
     pub(crate) key: Option<TagKey>,
+    pub(crate) metrics: ETagMetrics,
+    /// The metrics' name prefix and labels, kept to register them again
+    /// when either changes.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_names: (String, Vec<(String, String)>),
 }
 
 impl Default for Config<DefaultPredicate> {
@@ -35,6 +40,12 @@ impl Default for Config<DefaultPredicate> {
                 weak: false,
                 record_outcome: false,
                 key: None,
+                #[cfg(feature = "metrics")]
+                metrics: ETagMetrics::new("tower_etag", &[]),
+                #[cfg(not(feature = "metrics"))]
+                metrics: ETagMetrics,
+                #[cfg(feature = "metrics")]
+                metrics_names: ("tower_etag".to_owned(), Vec::new()),
             },
             predicate: DefaultPredicate::new(),
         }

@@ -18,7 +18,8 @@ use pin_project_lite::pin_project;
 use super::{
     body::ResponseBody,
     buffer::{Buffer, Filled, Purpose},
-    config::Config,
+    config::{Config, Settings},
+    metrics::ETagMetrics,
 };
 use crate::{
     outcome::{record, Outcome, SkipReason},
@@ -71,7 +72,7 @@ impl<P> RequestInfo<P> {
     fn answer_by_date<B: Body>(&self, parts: &mut Parts) -> Option<ResponseBody<B>> {
         let last_modified = parts.headers.get(header::LAST_MODIFIED)?;
         let verdict = self.evaluate(None, parse_date(last_modified));
-        short_circuit(verdict, parts, self.config.settings.record_outcome)
+        short_circuit(verdict, parts, &self.config.settings)
     }
 }
 
@@ -84,6 +85,8 @@ pin_project! {
         request: Option<RequestInfo<P>>,
         // Whether to insert the `Outcome` into the response's extensions.
         record_outcome: bool,
+        // Where a passed-through response is counted.
+        metrics: ETagMetrics,
     }
 }
 
@@ -103,11 +106,12 @@ pin_project! {
 }
 
 impl<F, B: Body, P> ResponseFuture<F, B, P> {
-    pub(crate) fn passthrough(future: F, record_outcome: bool) -> Self {
+    pub(crate) fn passthrough(future: F, settings: &Settings) -> Self {
         Self {
             state: State::Inner { future },
             request: None,
-            record_outcome,
+            record_outcome: settings.record_outcome,
+            metrics: settings.metrics.clone(),
         }
     }
 
@@ -115,6 +119,7 @@ impl<F, B: Body, P> ResponseFuture<F, B, P> {
         Self {
             state: State::Inner { future },
             record_outcome: request.config.settings.record_outcome,
+            metrics: request.config.settings.metrics.clone(),
             request: Some(request),
         }
     }
@@ -154,10 +159,12 @@ where
                         }
                         (Ok(mut response), None) => {
                             this.state.set(State::Done);
+                            let outcome = Outcome::Skipped(SkipReason::Method);
+                            this.metrics.outcome(outcome);
                             record(
                                 response.status(),
                                 response.extensions_mut(),
-                                Outcome::Skipped(SkipReason::Method),
+                                outcome,
                                 *this.record_outcome,
                             );
                             return Poll::Ready(Ok(response.map(ResponseBody::passthrough)));
@@ -279,7 +286,7 @@ fn own_validators<B, P>(
 where
     B: Body<Data = Bytes>,
 {
-    match short_circuit(verdict, &mut parts, request.config.settings.record_outcome) {
+    match short_circuit(verdict, &mut parts, &request.config.settings) {
         // The inner body is dropped unread: a 304 or 412 has no content.
         Some(empty) => Response::from_parts(parts, empty),
         None => skipped(parts, body, SkipReason::OwnValidator, request),
@@ -296,7 +303,7 @@ fn on_filled<B, P>(
 where
     B: Body<Data = Bytes>,
 {
-    let record_outcome = request.config.settings.record_outcome;
+    let settings = &request.config.settings;
     let skip = match filled {
         Filled::Complete => None,
         Filled::Overflowed => Some(SkipReason::TooLarge),
@@ -308,7 +315,8 @@ where
         }
         // Over the cap, or failed: send everything read and then the rest
         // (or the error), untagged and with the inner service's headers.
-        record_parts(&mut parts, Outcome::Skipped(reason), record_outcome);
+        settings.metrics.held(buffer.len());
+        record_parts(&mut parts, Outcome::Skipped(reason), settings);
         let body = if request.head {
             ResponseBody::bodiless()
         } else {
@@ -322,7 +330,8 @@ where
         .headers
         .get(header::LAST_MODIFIED)
         .and_then(parse_date);
-    let tag = buffer.tag(request.config.settings.weak);
+    let tag = buffer.tag(settings.weak);
+    settings.metrics.hashed(buffer.len());
     let verdict = request.evaluate(Some(tag.tag_ref()), last_modified);
     parts.headers.insert(header::ETAG, tag.to_header_value());
     if !buffer.has_trailers() {
@@ -332,12 +341,12 @@ where
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(buffer.len()));
     }
-    let body = match short_circuit(verdict, &mut parts, record_outcome) {
+    let body = match short_circuit(verdict, &mut parts, settings) {
         Some(empty) => return Response::from_parts(parts, empty),
         None if request.head => ResponseBody::bodiless(),
         None => ResponseBody::buffered(buffer),
     };
-    record_parts(&mut parts, Outcome::Tagged, record_outcome);
+    record_parts(&mut parts, Outcome::Tagged, settings);
     Response::from_parts(parts, body)
 }
 
@@ -346,7 +355,7 @@ where
 fn short_circuit<B: Body>(
     verdict: Verdict,
     parts: &mut Parts,
-    record_outcome: bool,
+    settings: &Settings,
 ) -> Option<ResponseBody<B>> {
     let (outcome, body) = match verdict {
         Verdict::Proceed => return None,
@@ -365,7 +374,7 @@ fn short_circuit<B: Body>(
             (Outcome::PreconditionFailed, ResponseBody::empty())
         }
     };
-    record_parts(parts, outcome, record_outcome);
+    record_parts(parts, outcome, settings);
     Some(body)
 }
 
@@ -379,13 +388,20 @@ fn skipped<B: Body, P>(
     record_parts(
         &mut parts,
         Outcome::Skipped(reason),
-        request.config.settings.record_outcome,
+        &request.config.settings,
     );
     passthrough(parts, body, request.head)
 }
 
-fn record_parts(parts: &mut Parts, outcome: Outcome, insert: bool) {
-    record(parts.status, &mut parts.extensions, outcome, insert);
+/// Counts the outcome, logs it, and records it when asked.
+fn record_parts(parts: &mut Parts, outcome: Outcome, settings: &Settings) {
+    settings.metrics.outcome(outcome);
+    record(
+        parts.status,
+        &mut parts.extensions,
+        outcome,
+        settings.record_outcome,
+    );
 }
 
 /// Sends a response on unchanged; for `HEAD`, without its content but with

@@ -77,6 +77,37 @@ impl<P> ETagLayer<P> {
         self
     }
 
+    /// The prefix of the layer's metric names (feature `metrics`; default
+    /// `tower_etag`: `tower_etag_responses_total`, …). The layer registers
+    /// its metrics when it is made and again here, with the recorder
+    /// installed then.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.settings.metrics_names.0 = prefix.into();
+        self.reregister()
+    }
+
+    /// A label added to every metric of this layer (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config
+            .settings
+            .metrics_names
+            .1
+            .push((key.into(), value.into()));
+        self.reregister()
+    }
+
+    #[cfg(feature = "metrics")]
+    fn reregister(mut self) -> Self {
+        let settings = &mut self.config.settings;
+        let (prefix, labels) = &settings.metrics_names;
+        settings.metrics = super::metrics::ETagMetrics::new(prefix, labels);
+        self
+    }
+
     /// Derives tags with keyed BLAKE3 (`blake3::keyed_hash`) under a secret
     /// 32-byte `key` (default: unkeyed).
     ///

@@ -9,6 +9,7 @@ mod buffer;
 mod config;
 mod future;
 mod layer;
+mod metrics;
 mod mint;
 mod service;
 

@@ -108,7 +108,7 @@ where
             // evaluate: this layer does not know the outcome of the write.
             _ => {
                 let future = self.inner.call(req);
-                return ResponseFuture::passthrough(future, self.config.settings.record_outcome);
+                return ResponseFuture::passthrough(future, &self.config.settings);
             }
         };
         // Read what the response will be evaluated against before the request

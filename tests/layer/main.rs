@@ -19,6 +19,8 @@ mod conditional;
 mod documents;
 mod hyper;
 mod keyed;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod model;
 mod outcome;
 mod robustness;
