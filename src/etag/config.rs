@@ -26,10 +26,6 @@ pub(crate) struct Settings {
     pub(crate) record_outcome: bool,
     pub(crate) key: Option<TagKey>,
     pub(crate) metrics: ETagMetrics,
-    /// The metrics' name prefix and labels, kept to register them again
-    /// when either changes.
-    #[cfg(feature = "metrics")]
-    pub(crate) metrics_names: (String, Vec<(String, String)>),
 }
 
 impl Default for Config<DefaultPredicate> {
@@ -44,8 +40,6 @@ impl Default for Config<DefaultPredicate> {
                 metrics: ETagMetrics::new("tower_etag", &[]),
                 #[cfg(not(feature = "metrics"))]
                 metrics: ETagMetrics,
-                #[cfg(feature = "metrics")]
-                metrics_names: ("tower_etag".to_owned(), Vec::new()),
             },
             predicate: DefaultPredicate::new(),
         }

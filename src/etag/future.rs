@@ -85,8 +85,9 @@ pin_project! {
         request: Option<RequestInfo<P>>,
         // Whether to insert the `Outcome` into the response's extensions.
         record_outcome: bool,
-        // Where a passed-through response is counted.
-        metrics: ETagMetrics,
+        // Where a passed-through response is counted (the others are
+        // counted through `request`).
+        metrics: Option<ETagMetrics>,
     }
 }
 
@@ -111,7 +112,7 @@ impl<F, B: Body, P> ResponseFuture<F, B, P> {
             state: State::Inner { future },
             request: None,
             record_outcome: settings.record_outcome,
-            metrics: settings.metrics.clone(),
+            metrics: Some(settings.metrics.clone()),
         }
     }
 
@@ -119,7 +120,7 @@ impl<F, B: Body, P> ResponseFuture<F, B, P> {
         Self {
             state: State::Inner { future },
             record_outcome: request.config.settings.record_outcome,
-            metrics: request.config.settings.metrics.clone(),
+            metrics: None,
             request: Some(request),
         }
     }
@@ -160,7 +161,9 @@ where
                         (Ok(mut response), None) => {
                             this.state.set(State::Done);
                             let outcome = Outcome::Skipped(SkipReason::Method);
-                            this.metrics.outcome(outcome);
+                            if let Some(metrics) = this.metrics {
+                                metrics.outcome(outcome);
+                            }
                             record(
                                 response.status(),
                                 response.extensions_mut(),

@@ -84,27 +84,17 @@ impl<P> ETagLayer<P> {
     #[cfg(feature = "metrics")]
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.settings.metrics_names.0 = prefix.into();
-        self.reregister()
+        let metrics = &mut self.config.settings.metrics;
+        *metrics = metrics.with_prefix(prefix.into());
+        self
     }
 
     /// A label added to every metric of this layer (feature `metrics`).
     #[cfg(feature = "metrics")]
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.config
-            .settings
-            .metrics_names
-            .1
-            .push((key.into(), value.into()));
-        self.reregister()
-    }
-
-    #[cfg(feature = "metrics")]
-    fn reregister(mut self) -> Self {
-        let settings = &mut self.config.settings;
-        let (prefix, labels) = &settings.metrics_names;
-        settings.metrics = super::metrics::ETagMetrics::new(prefix, labels);
+        let metrics = &mut self.config.settings.metrics;
+        *metrics = metrics.with_label(key.into(), value.into());
         self
     }
 

@@ -50,6 +50,10 @@ mod enabled {
     use super::{skip, Outcome, SKIPS};
 
     struct Handles {
+        /// The names the handles were registered under, to register them
+        /// again with another prefix or label.
+        prefix: String,
+        labels: Vec<(String, String)>,
         tagged: Counter,
         not_modified: Counter,
         precondition_failed: Counter,
@@ -80,6 +84,8 @@ mod enabled {
                 metrics::counter!(format!("{prefix}_responses_total"), with(extra))
             };
             Self(Arc::new(Handles {
+                prefix: prefix.to_owned(),
+                labels: labels.to_vec(),
                 tagged: responses(&[("outcome", "tagged")]),
                 not_modified: responses(&[("outcome", "not_modified")]),
                 precondition_failed: responses(&[("outcome", "precondition_failed")]),
@@ -90,6 +96,18 @@ mod enabled {
                 buffered_max: metrics::gauge!(format!("{prefix}_buffered_bytes_max"), with(&[])),
                 largest: AtomicU64::new(0),
             }))
+        }
+
+        /// The same metrics under another prefix.
+        pub(crate) fn with_prefix(&self, prefix: String) -> Self {
+            Self::new(&prefix, &self.0.labels)
+        }
+
+        /// The same metrics with one more label.
+        pub(crate) fn with_label(&self, key: String, value: String) -> Self {
+            let mut labels = self.0.labels.clone();
+            labels.push((key, value));
+            Self::new(&self.0.prefix, &labels)
         }
 
         #[inline]

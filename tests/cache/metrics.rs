@@ -12,6 +12,7 @@ use axum::{
 use metrics_util::debugging::{DebuggingRecorder, Snapshotter};
 use tower_etag::{
     cache::{ValidatorCache, ValidatorCacheBuilder, ValidatorCacheLayer},
+    predicate::SkipETag,
     ETagLayer,
 };
 
@@ -36,6 +37,18 @@ fn app(cache: ValidatorCache) -> Router {
         .route(
             "/secret",
             routing::get(|| async { ([(header::CACHE_CONTROL, "no-store")], "secret") }),
+        )
+        .route(
+            "/cookie",
+            routing::get(|| async { ([(header::SET_COOKIE, "a=1")], "cookie") }),
+        )
+        .route(
+            "/any",
+            routing::get(|| async { ([(header::VARY, "*")], "varies on anything") }),
+        )
+        .route(
+            "/untagged",
+            routing::get(|| async { (axum::Extension(SkipETag), "untagged") }),
         )
         .route(
             "/notes",
@@ -86,8 +99,10 @@ async fn a_scripted_sequence_moves_each_counter_by_exactly_its_count() {
     .await;
     // 6. A HEAD: not stored.
     head(addr, "/notes/2", &[]).await;
-    // 7. Not storable.
-    get(addr, "/secret", &[]).await;
+    // 7. Not storable: no-store, Set-Cookie, Vary: *, no ETag.
+    for path in ["/secret", "/cookie", "/any", "/untagged"] {
+        assert_eq!(get(addr, path, &[]).await.status, StatusCode::OK);
+    }
     // 8. A write: its target at arrival and at its end.
     send(addr, request("PUT", "/notes/1", &[])).await.unwrap();
     // 9. A write whose answer names another resource.
@@ -103,7 +118,7 @@ async fn a_scripted_sequence_moves_each_counter_by_exactly_its_count() {
         ("tower_etag_cache_hits_total{cache=notes}", 1.0),
         (
             "tower_etag_cache_misses_total{cache=notes,reason=no_condition}",
-            3.0,
+            6.0,
         ),
         (
             "tower_etag_cache_misses_total{cache=notes,reason=tag_mismatch}",
@@ -147,6 +162,18 @@ async fn a_scripted_sequence_moves_each_counter_by_exactly_its_count() {
         ),
         (
             "tower_etag_cache_fills_total{cache=notes,reason=cache_control,result=not_stored}",
+            1.0,
+        ),
+        (
+            "tower_etag_cache_fills_total{cache=notes,reason=set_cookie,result=not_stored}",
+            1.0,
+        ),
+        (
+            "tower_etag_cache_fills_total{cache=notes,reason=vary,result=not_stored}",
+            1.0,
+        ),
+        (
+            "tower_etag_cache_fills_total{cache=notes,reason=no_etag,result=not_stored}",
             1.0,
         ),
         (

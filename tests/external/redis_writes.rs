@@ -274,16 +274,20 @@ async fn redis_that_stops_answering_shows_in_the_availability_gauge_and_the_coun
     let data = Data::default();
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let store = metrics::with_local_recorder(&recorder, || {
-        RedisStore::builder(redis.url())
+    let cache = metrics::with_local_recorder(&recorder, || {
+        let store = RedisStore::builder(redis.url())
             .prefix(PREFIX)
             .secret("replicas' shared secret")
             .timeout(TIMEOUT_FAULTS)
             .metrics_label("store", "notes")
             .build()
-            .unwrap()
+            .unwrap();
+        tower_etag::cache::ValidatorCache::builder()
+            .time_to_live(LIVE)
+            .redis(store)
+            .build()
     });
-    let replica = replica_with(store, &data, LIVE).await;
+    let replica = replica_on(cache, &data).await;
     let value = |values: &std::collections::BTreeMap<String, f64>, name: &str| {
         values
             .get(name)
@@ -343,6 +347,13 @@ async fn redis_that_stops_answering_shows_in_the_availability_gauge_and_the_coun
         ),
         0.0
     );
+    // The cache sees the same: the lookup's store did not answer.
+    assert!(
+        value(
+            &values,
+            "tower_etag_cache_misses_total{reason=store_unavailable}"
+        ) >= 1.0
+    );
 
     // Back: the retries land, and after a second without a failure Redis
     // counts as answering again.
@@ -364,6 +375,37 @@ async fn redis_that_stops_answering_shows_in_the_availability_gauge_and_the_coun
         fetch(&replica, "/notes/2", &[]).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Killed: the request on the open connection fails (an error), and the
+    // next ones wait for a connection until the timeout. (The debugging
+    // recorder's snapshots hand out counters' increments since the last
+    // one.)
+    let mut redis = redis;
+    redis.stop();
+    let _ = metric_values(&snapshotter);
+    for _ in 0..2 {
+        let got = fetch(&replica, "/notes/1", &[]).await;
+        assert_eq!(got.status, StatusCode::OK, "from the handler");
+    }
+    let values = metric_values(&snapshotter);
+    assert_eq!(
+        value(&values, "tower_etag_redis_available{store=notes}"),
+        0.0
+    );
+    let failed = value(
+        &values,
+        "tower_etag_redis_timeouts_total{operation=lookup,store=notes}",
+    ) + value(
+        &values,
+        "tower_etag_redis_errors_total{operation=lookup,store=notes}",
+    );
+    assert_eq!(failed, 2.0, "{values:#?}");
+    assert!(
+        value(
+            &values,
+            "tower_etag_redis_timeouts_total{operation=lookup,store=notes}"
+        ) >= 1.0
+    );
 }
 
 async fn a_strict_write_that_redis_does_not_confirm_is_refused_and_writes_nothing() {
