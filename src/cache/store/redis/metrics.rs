@@ -45,7 +45,7 @@ mod enabled {
     }
 
     /// The handles of one store's metrics.
-    pub(in crate::cache::store::redis) struct RedisMetrics {
+    pub(crate) struct RedisMetrics {
         operations: [Operation; OPERATIONS.len()],
         pending: Gauge,
         available: Gauge,
@@ -54,10 +54,7 @@ mod enabled {
     impl RedisMetrics {
         /// Registers the handles with the current recorder: names under
         /// `prefix`, with `labels` on each.
-        pub(in crate::cache::store::redis) fn new(
-            prefix: &str,
-            labels: &[(String, String)],
-        ) -> Self {
+        pub(crate) fn new(prefix: &str, labels: &[(String, String)]) -> Self {
             let with = |operation: Option<&'static str>| {
                 let mut all: Vec<Label> = labels
                     .iter()
@@ -92,12 +89,7 @@ mod enabled {
         }
 
         /// Records one operation named `what` (as `guarded` names it).
-        pub(in crate::cache::store::redis) fn operation(
-            &self,
-            what: &str,
-            took: Duration,
-            ended: Ended,
-        ) {
+        pub(crate) fn operation(&self, what: &str, took: Duration, ended: Ended) {
             let Some(index) = OPERATIONS.iter().position(|(name, _)| *name == what) else {
                 return;
             };
@@ -110,11 +102,11 @@ mod enabled {
             }
         }
 
-        pub(in crate::cache::store::redis) fn pending(&self, pending: usize) {
+        pub(crate) fn pending(&self, pending: usize) {
             self.pending.set(pending as f64);
         }
 
-        pub(in crate::cache::store::redis) fn available(&self, available: bool) {
+        pub(crate) fn available(&self, available: bool) {
             self.available.set(if available { 1.0 } else { 0.0 });
         }
     }
@@ -127,16 +119,16 @@ mod disabled {
     use super::Ended;
 
     /// Without the feature: nothing.
-    pub(in crate::cache::store::redis) struct RedisMetrics;
+    pub(crate) struct RedisMetrics;
 
     impl RedisMetrics {
         #[inline]
-        pub(in crate::cache::store::redis) fn operation(&self, _: &str, _: Duration, _: Ended) {}
+        pub(crate) fn operation(&self, _: &str, _: Duration, _: Ended) {}
 
         #[inline]
-        pub(in crate::cache::store::redis) fn pending(&self, _: usize) {}
+        pub(crate) fn pending(&self, _: usize) {}
 
         #[inline]
-        pub(in crate::cache::store::redis) fn available(&self, _: bool) {}
+        pub(crate) fn available(&self, _: bool) {}
     }
 }
