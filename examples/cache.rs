@@ -158,8 +158,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     // The recorder first: the cache registers its metrics when it is built.
+    // Buckets around the store's timeout (5 ms by default), for Redis
+    // operations' durations.
     #[cfg(feature = "metrics")]
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_duration_seconds".to_owned()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+            ],
+        )?
+        .install_recorder()?;
     let cache = ValidatorCache::builder()
         .time_to_live(Duration::from_secs(300))
         .max_entries(10_000)

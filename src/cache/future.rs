@@ -207,7 +207,13 @@ where
                     Fwd::VaryMiss => MissReason::VaryMismatch,
                     _ => MissReason::TagMismatch,
                 });
-                let fwd = if read.forbidden { Fwd::Request } else { fwd };
+                // RFC 9211 §2.2: `request` when a stored response could
+                // have answered but the request did not allow it.
+                let fwd = if read.forbidden && fwd == Fwd::Miss {
+                    Fwd::Request
+                } else {
+                    fwd
+                };
                 // A HEAD response carries the GET's validators, but is not
                 // stored: only a GET's response is the representation a 304
                 // stands for.

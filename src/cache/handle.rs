@@ -104,6 +104,9 @@ impl ValidatorCache {
         let landed = self.shared.store.invalidate(vec![key], true).get().await;
         Counters::add(&self.shared.counters.invalidations, 1);
         self.shared.metrics.invalidated(Cause::AppTag, 1);
+        self.shared
+            .metrics
+            .entries(|| self.shared.store.entries_now());
         trace_invalidation(tag);
         landed
     }
@@ -388,6 +391,8 @@ impl ValidatorCacheBuilder {
 
     /// A label added to every metric of this cache (feature `metrics`),
     /// to tell several caches apart: `.metrics_label("cache", "notes")`.
+    /// Its key must not be one the metrics use (`reason`, `result`,
+    /// `cause`), nor repeat one.
     #[cfg(feature = "metrics")]
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {

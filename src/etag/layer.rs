@@ -90,6 +90,8 @@ impl<P> ETagLayer<P> {
     }
 
     /// A label added to every metric of this layer (feature `metrics`).
+    /// Its key must not be one the metrics use (`outcome`, `reason`), nor
+    /// repeat one.
     #[cfg(feature = "metrics")]
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {

@@ -136,7 +136,10 @@ mod enabled {
         pub(crate) fn held(&self, len: u64) {
             let handles = &self.0;
             if handles.largest.fetch_max(len, Ordering::Relaxed) < len {
-                handles.buffered_max.set(len as f64);
+                // The largest at this point (a concurrent larger one may
+                // have set it since).
+                let largest = handles.largest.load(Ordering::Relaxed);
+                handles.buffered_max.set(largest as f64);
             }
         }
     }

@@ -87,6 +87,10 @@ pub(super) struct Connection {
     pub(super) strict: bool,
     /// How long a write's arrival and end wait for Redis.
     pub(super) patience: Duration,
+    /// The writes whose arrival is being retried (with a patience), and
+    /// whether each has ended meanwhile (its client went away): a retry
+    /// must not record a write under way after its end.
+    pub(super) beginning: Mutex<HashMap<u64, bool>>,
     pub(super) hints: TagHints,
     pub(super) metrics: RedisMetrics,
 }
@@ -304,9 +308,18 @@ impl Store for Attached {
         let id = WriteId(self.0.connection.next_write.fetch_add(1, Ordering::Relaxed));
         let strict = self.0.connection.strict;
         let this = Arc::clone(&self.0);
+        let patient = !self.0.connection.patience.is_zero();
+        if patient {
+            self.0.connection.lock_beginning().insert(id.0, false);
+        }
         let task = self.0.connection.runtime.spawn(async move {
+            let ended = || this.connection.lock_beginning().get(&id.0) == Some(&true);
             let begin = || this.begin_write(resource, id);
-            if this.patiently("begin write", begin).await.is_some() {
+            let begun = this.patiently("begin write", begin, ended).await;
+            if patient {
+                this.connection.lock_beginning().remove(&id.0);
+            }
+            if begun.is_some() {
                 return Begin::Proceed;
             }
             if strict {
@@ -333,10 +346,13 @@ impl Store for Attached {
         others: Vec<Key>,
         invalidate: bool,
     ) -> Answer<()> {
+        if let Some(ended) = self.0.connection.lock_beginning().get_mut(&id.0) {
+            *ended = true;
+        }
         let this = Arc::clone(&self.0);
         let task = self.0.connection.runtime.spawn(async move {
             let end = || this.end_write(resource, id, &others, invalidate);
-            if this.patiently("end write", end).await.is_some() {
+            if this.patiently("end write", end, || false).await.is_some() {
                 return;
             }
             // The end is kept like an invalidation: the write's id must
@@ -378,6 +394,12 @@ impl Store for Attached {
 }
 
 impl Connection {
+    fn lock_beginning(&self) -> std::sync::MutexGuard<'_, HashMap<u64, bool>> {
+        self.beginning
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn elapsed_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -812,7 +834,7 @@ impl Inner {
         operation: impl Future<Output = Result<T, Failure>>,
     ) -> Option<T> {
         let connection = &self.connection;
-        let started = std::time::Instant::now();
+        let started = connection.metrics.start();
         let result = match tokio::time::timeout(connection.timeout, operation).await {
             Ok(result) => result,
             Err(_) => {
@@ -825,7 +847,7 @@ impl Inner {
             Err(Failure::Timeout) => Ended::Timeout,
             Err(_) => Ended::Error,
         };
-        connection.metrics.operation(what, started.elapsed(), ended);
+        connection.metrics.operation(what, started, ended);
         let now = connection.elapsed_ms();
         match result {
             Ok(value) => {
@@ -865,11 +887,13 @@ impl Inner {
     }
 
     /// Runs the operation `attempt` makes, each attempt within the timeout,
-    /// until one succeeds or the store's write patience has passed.
+    /// until one succeeds, the store's write patience has passed, or
+    /// `stop` holds before a retry.
     async fn patiently<T, F>(
         self: &Arc<Self>,
         what: &'static str,
         attempt: impl Fn() -> F,
+        stop: impl Fn() -> bool,
     ) -> Option<T>
     where
         F: Future<Output = Result<T, Failure>>,
@@ -883,6 +907,9 @@ impl Inner {
                 return None;
             }
             tokio::time::sleep(PATIENCE_INTERVAL).await;
+            if stop() {
+                return None;
+            }
         }
     }
 

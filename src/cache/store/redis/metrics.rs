@@ -32,7 +32,7 @@ pub(super) enum Ended {
 
 #[cfg(feature = "metrics")]
 mod enabled {
-    use std::time::Duration;
+    use std::time::Instant;
 
     use metrics::{Counter, Gauge, Histogram, Label};
 
@@ -88,13 +88,19 @@ mod enabled {
             }
         }
 
+        /// When an operation starts.
+        #[inline]
+        pub(crate) fn start(&self) -> Instant {
+            Instant::now()
+        }
+
         /// Records one operation named `what` (as `guarded` names it).
-        pub(crate) fn operation(&self, what: &str, took: Duration, ended: Ended) {
+        pub(crate) fn operation(&self, what: &str, started: Instant, ended: Ended) {
             let Some(index) = OPERATIONS.iter().position(|(name, _)| *name == what) else {
                 return;
             };
             let operation = &self.operations[index];
-            operation.duration.record(took.as_secs_f64());
+            operation.duration.record(started.elapsed().as_secs_f64());
             match ended {
                 Ended::Ok => {}
                 Ended::Timeout => operation.timeouts.increment(1),
@@ -114,16 +120,23 @@ mod enabled {
 
 #[cfg(not(feature = "metrics"))]
 mod disabled {
-    use std::time::Duration;
-
     use super::Ended;
 
     /// Without the feature: nothing.
     pub(crate) struct RedisMetrics;
 
+    /// Without the feature, no clock is read.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Started;
+
     impl RedisMetrics {
         #[inline]
-        pub(crate) fn operation(&self, _: &str, _: Duration, _: Ended) {}
+        pub(crate) fn start(&self) -> Started {
+            Started
+        }
+
+        #[inline]
+        pub(crate) fn operation(&self, _: &str, _: Started, _: Ended) {}
 
         #[inline]
         pub(crate) fn pending(&self, _: usize) {}

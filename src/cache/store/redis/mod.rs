@@ -305,6 +305,12 @@ impl RedisStoreBuilder {
     /// window in which other replicas confirm the tag it replaced (default
     /// writes) nor gets a 503 (strict writes); it is slower instead. Reads
     /// never wait past the timeout.
+    ///
+    /// The waits add up: a write may wait up to `patience` plus one timeout
+    /// before its handler runs, and as long again after it, for its end.
+    /// Every failed attempt counts in [`unavailable`](RedisStore::unavailable)
+    /// (and, with the `metrics` feature, in the timeouts or errors). A write
+    /// whose client goes away while its arrival is retried stops retrying.
     pub fn write_patience(mut self, patience: Duration) -> Self {
         self.write_patience = patience;
         self
@@ -320,6 +326,7 @@ impl RedisStoreBuilder {
     }
 
     /// A label added to every metric of this store (feature `metrics`).
+    /// Its key must not be `operation`, nor repeat one.
     #[cfg(feature = "metrics")]
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -461,6 +468,7 @@ impl RedisStoreBuilder {
                 next_write: AtomicU64::new(random_u64()),
                 strict: self.strict_writes,
                 patience: self.write_patience,
+                beginning: Default::default(),
                 hints: Default::default(),
                 #[cfg(feature = "metrics")]
                 metrics: metrics::RedisMetrics::new(&self.metrics_prefix, &self.metrics_labels),
