@@ -194,6 +194,8 @@
 pub mod cache;
 pub mod conditional;
 mod etag;
+#[cfg(feature = "metrics")]
+mod metric_labels;
 mod outcome;
 pub mod predicate;
 mod protocol;

@@ -104,10 +104,11 @@ impl Cause {
 
 #[cfg(feature = "metrics")]
 mod enabled {
-    use metrics::{Counter, Gauge, Label};
+    use metrics::{Counter, Gauge};
 
     use super::{Cause, MissReason};
     use crate::cache::status::Kept;
+    use crate::metric_labels::labels as labels_of;
 
     /// Every fill result's label values: stored, or not and why.
     const NOT_STORED: [&str; 9] = [
@@ -136,33 +137,23 @@ mod enabled {
         /// Registers the handles with the current recorder: names under
         /// `prefix`, with `labels` on each.
         pub(crate) fn new(prefix: &str, labels: &[(String, String)]) -> Self {
-            let with = |extra: Option<(&'static str, &'static str)>| {
-                let mut all: Vec<Label> = labels
-                    .iter()
-                    .map(|(k, v)| Label::new(k.clone(), v.clone()))
-                    .collect();
-                if let Some((key, value)) = extra {
-                    all.push(Label::new(key, value));
-                }
-                all
-            };
-            let counter = |name: &str, extra| {
-                metrics::counter!(format!("{prefix}_cache_{name}"), with(extra))
-            };
-            let not_stored = |reason| {
-                let mut all = with(Some(("result", "not_stored")));
-                all.push(Label::new("reason", reason));
-                metrics::counter!(format!("{prefix}_cache_fills_total"), all)
+            let counter = |name: &str, own: &[(&'static str, &'static str)]| {
+                metrics::counter!(format!("{prefix}_cache_{name}"), labels_of(labels, own))
             };
             Self {
-                hits: counter("hits_total", None),
+                hits: counter("hits_total", &[]),
                 misses: MissReason::ALL
-                    .map(|miss| counter("misses_total", Some(("reason", miss.label())))),
-                stored: counter("fills_total", Some(("result", "stored"))),
-                not_stored: NOT_STORED.map(not_stored),
+                    .map(|miss| counter("misses_total", &[("reason", miss.label())])),
+                stored: counter("fills_total", &[("result", "stored")]),
+                not_stored: NOT_STORED.map(|reason| {
+                    counter(
+                        "fills_total",
+                        &[("result", "not_stored"), ("reason", reason)],
+                    )
+                }),
                 invalidations: Cause::ALL
-                    .map(|cause| counter("invalidations_total", Some(("cause", cause.label())))),
-                entries: metrics::gauge!(format!("{prefix}_cache_entries"), with(None)),
+                    .map(|cause| counter("invalidations_total", &[("cause", cause.label())])),
+                entries: metrics::gauge!(format!("{prefix}_cache_entries"), labels_of(labels, &[])),
             }
         }
 

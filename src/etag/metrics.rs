@@ -45,7 +45,9 @@ mod enabled {
         Arc,
     };
 
-    use metrics::{Counter, Gauge, Label};
+    use metrics::{Counter, Gauge};
+
+    use crate::metric_labels::labels as labels_of;
 
     use super::{skip, Outcome, SKIPS};
 
@@ -72,14 +74,7 @@ mod enabled {
         /// Registers the handles with the current recorder: names under
         /// `prefix`, with `labels` on each.
         pub(crate) fn new(prefix: &str, labels: &[(String, String)]) -> Self {
-            let with = |extra: &[(&'static str, &'static str)]| {
-                let mut all: Vec<Label> = labels
-                    .iter()
-                    .map(|(k, v)| Label::new(k.clone(), v.clone()))
-                    .collect();
-                all.extend(extra.iter().map(|(k, v)| Label::new(*k, *v)));
-                all
-            };
+            let with = |own: &[(&'static str, &'static str)]| labels_of(labels, own);
             let responses = |extra: &[(&'static str, &'static str)]| {
                 metrics::counter!(format!("{prefix}_responses_total"), with(extra))
             };

@@ -34,7 +34,9 @@ pub(super) enum Ended {
 mod enabled {
     use std::time::Instant;
 
-    use metrics::{Counter, Gauge, Histogram, Label};
+    use metrics::{Counter, Gauge, Histogram};
+
+    use crate::metric_labels::labels as labels_of;
 
     use super::{Ended, OPERATIONS};
 
@@ -55,15 +57,9 @@ mod enabled {
         /// Registers the handles with the current recorder: names under
         /// `prefix`, with `labels` on each.
         pub(crate) fn new(prefix: &str, labels: &[(String, String)]) -> Self {
-            let with = |operation: Option<&'static str>| {
-                let mut all: Vec<Label> = labels
-                    .iter()
-                    .map(|(k, v)| Label::new(k.clone(), v.clone()))
-                    .collect();
-                if let Some(operation) = operation {
-                    all.push(Label::new("operation", operation));
-                }
-                all
+            let with = |operation: Option<&'static str>| match operation {
+                Some(operation) => labels_of(labels, &[("operation", operation)]),
+                None => labels_of(labels, &[]),
             };
             let operations = OPERATIONS.map(|(_, label)| Operation {
                 duration: metrics::histogram!(
