@@ -430,9 +430,9 @@ async fn read_map(
     let mut best: Option<(usize, Vec<Range>)> = None;
     if let Some((address, connection)) = asking {
         match cluster_slots(connection, &address.0).await {
-            Ok(ranges) if covered(&ranges) == SLOTS => return Ok(ranges),
-            Ok(ranges) => {
-                best = Some((covered(&ranges), ranges));
+            Ok((ranges, slots)) if slots == SLOTS => return Ok(ranges),
+            Ok((ranges, slots)) => {
+                best = Some((slots, ranges));
                 *asking = None;
             }
             Err(_) => *asking = None,
@@ -469,12 +469,11 @@ async fn read_map(
             }
         };
         match cluster_slots(&mut connection, &address.0).await {
-            Ok(ranges) if covered(&ranges) == SLOTS => {
+            Ok((ranges, slots)) if slots == SLOTS => {
                 *asking = Some((address, connection));
                 return Ok(ranges);
             }
-            Ok(ranges) => {
-                let slots = covered(&ranges);
+            Ok((ranges, slots)) => {
                 if best.as_ref().is_none_or(|(most, _)| slots > *most) {
                     best = Some((slots, ranges));
                 }
@@ -498,18 +497,21 @@ fn covered(ranges: &[Range]) -> usize {
 }
 
 /// The slot ranges and their primaries, from `CLUSTER SLOTS` (each item:
-/// start, end, then the primary's host, port and id, then its replicas).
-/// An empty host names the node asked (`asked_host`).
+/// start, end, then the primary's host, port and id, then its replicas),
+/// and how many slots they serve. An empty host names the node asked
+/// (`asked_host`).
 async fn cluster_slots(
     connection: &mut MultiplexedConnection,
     asked_host: &str,
-) -> Result<Vec<Range>, RedisError> {
+) -> Result<(Vec<Range>, usize), RedisError> {
     let reply: Value = redis::cmd("CLUSTER")
         .arg("SLOTS")
         .query_async(connection)
         .await?;
-    parse_slots(reply, asked_host)
-        .ok_or_else(|| RedisError::from((ErrorKind::Parse, "unexpected CLUSTER SLOTS reply")))
+    let ranges = parse_slots(reply, asked_host)
+        .ok_or_else(|| RedisError::from((ErrorKind::Parse, "unexpected CLUSTER SLOTS reply")))?;
+    let slots = covered(&ranges);
+    Ok((ranges, slots))
 }
 
 fn parse_slots(reply: Value, asked_host: &str) -> Option<Vec<Range>> {
